@@ -1,0 +1,1 @@
+"""seem_ros: SEEM promptable segmentation for ROS 2."""

@@ -1,0 +1,125 @@
+"""Visual prompts -> SEEM spatial tokens.
+
+Any visual prompt (points, box, scribble, mask, or a region on a referring image) reaches the
+decoder as a boolean mask on the padded input. From it SEEM takes:
+- the mean mask feature of the positive (and negative) pixels: one "spatial query" per prompt,
+  which later picks the best of the prompt's 3 output masks;
+- per decoder level, the level feature sampled at up to 512 prompt pixels, projected by
+  `mask_sptial_embed[level]`, plus a learned positive/negative indicator: the "spatial tokens".
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class DecoderRandomness:
+    """The random draws SEEM makes at inference, in one place so that they can be seeded or
+    replayed. Defaults reproduce the official draws' distributions."""
+
+    def __init__(self, generator: Optional[torch.Generator] = None):
+        self.generator = generator
+
+    def prompt_points(self, mask: Tensor, max_len: int) -> Tensor:
+        """mask (n, H, W) bool -> (N, 3) rows (prompt index, y/H, x/W), at most max_len rows.
+        Over max_len, samples without replacement with equal total probability per prompt."""
+        _, h, w = mask.shape
+        points = mask.nonzero() / torch.tensor([1, h, w], device=mask.device)
+        if len(points) <= max_len:
+            return points
+        index = points[:, 0]
+        probs = torch.zeros_like(index)
+        prompt_ids = index.unique()
+        for pid in prompt_ids:
+            sel = index == pid
+            probs[sel] = 1.0 / (len(prompt_ids) * sel.sum())
+        chosen = torch.multinomial(probs, max_len, replacement=False, generator=self.generator).sort()[0]
+        return points[chosen]
+
+    def spatial_query_indices(self, num_object_queries: int, count: int, device) -> Tensor:
+        """Which object queries are copied into the spatial queries."""
+        return torch.randint(0, num_object_queries, (count,), generator=self.generator).to(device)
+
+    def memory_indices(self, num_prompts: int, count: int) -> Tensor:
+        """Which previous-round mask each memory query attends through (sorted)."""
+        probs = torch.full((num_prompts,), float(num_prompts) / count)
+        return torch.multinomial(probs, count, replacement=True, generator=self.generator).sort()[0]
+
+
+@dataclass
+class SpatialPrompt:
+    """Encoded visual prompts for a batch of bs images with n prompts each.
+
+    This is also what a referring image yields: computed once on the example image, it prompts
+    any number of target images.
+    """
+    pos_query: Tensor  # (n, bs, C) mean positive-pixel mask feature per prompt (-1 if none)
+    neg_query: Tensor  # (n, bs, C)
+    level_tokens: List[Tensor]  # per decoder level: (T, bs, C)
+    level_padding: List[Tensor]  # per level: (bs, T) bool, True = padding token
+    level_prompt_index: List[Tensor]  # per level: (bs, T, 1) prompt index of each token, -1 = padding
+
+    @property
+    def num_prompts(self) -> int:
+        return self.pos_query.shape[0]
+
+    def to(self, device) -> "SpatialPrompt":
+        return SpatialPrompt(self.pos_query.to(device), self.neg_query.to(device),
+                             [t.to(device) for t in self.level_tokens], [t.to(device) for t in self.level_padding],
+                             [t.to(device) for t in self.level_prompt_index])
+
+
+def point_sample(features: Tensor, points_xy: Tensor) -> Tensor:
+    """Bilinear samples (B, C, H, W) at (B, P, 2) points in [0, 1] (x, y), align_corners=True -> (B, C, P)."""
+    return F.grid_sample(features, 2.0 * points_xy.unsqueeze(2) - 1.0, align_corners=True).squeeze(3)
+
+
+def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int, rng: DecoderRandomness) -> Tensor:
+    points = [rng.prompt_points(m, max_len) for m in masks]
+    padded = nn.utils.rnn.pad_sequence(points, padding_value=-1).permute(1, 0, 2)  # (bs, P, 3)
+    sampled = point_sample(mask_features, padded[:, :, 1:].flip(dims=(2,)).to(mask_features.dtype))
+    per_image = []
+    for feats, pts, m in zip(sampled.transpose(1, 2), padded, masks):
+        index = pts[:, 0].long()
+        rows = []
+        for n in range(len(m)):
+            sel = index == n
+            rows.append(feats[sel].mean(dim=0) if sel.any() else -torch.ones(feats.shape[1], device=feats.device,
+                                                                               dtype=feats.dtype))
+        per_image.append(torch.stack(rows))
+    return nn.utils.rnn.pad_sequence(per_image, padding_value=-1).nan_to_num()
+
+
+def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor], mask_features: Tensor,
+                          level_features: Sequence[Tensor], level_sizes: Sequence[Sequence[int]],
+                          mask_spatial_embed: Sequence[Tensor], pn_indicator: Tensor,
+                          max_len: Sequence[int], rng: DecoderRandomness) -> SpatialPrompt:
+    """pos_masks/neg_masks: per image a bool (n, Hp, Wp) mask on the padded input, one channel per prompt.
+    level_features: decoder inputs (HW, bs, C) after input projection + level embedding."""
+    pos_query = _mean_query(mask_features, pos_masks, max_len[-1], rng)
+    neg_query = _mean_query(mask_features, neg_masks, max_len[-1], rng)
+    tokens, paddings, indices = [], [], []
+    for level, feats in enumerate(level_features):
+        h, w = level_sizes[level]
+        _, bs, c = feats.shape
+        projected = (feats.view(h, w, bs, c) @ mask_spatial_embed[level]).permute(2, 3, 0, 1)
+        pos_pts = [rng.prompt_points(m, max_len[level]) for m in pos_masks]
+        neg_pts = [rng.prompt_points(m, max_len[level]) for m in neg_masks]
+        points = [torch.cat([p[:, 1:], q[:, 1:]]) for p, q in zip(pos_pts, neg_pts)]
+        index = [torch.cat([p[:, 0:1], q[:, 0:1]]) for p, q in zip(pos_pts, neg_pts)]
+        sign = [torch.cat([torch.ones(len(p), device=p.device), -torch.ones(len(q), device=q.device)])
+                for p, q in zip(pos_pts, neg_pts)]
+        sign = nn.utils.rnn.pad_sequence(sign, padding_value=0)  # (T, bs)
+        points = nn.utils.rnn.pad_sequence(points, padding_value=-1).permute(1, 0, 2)  # (bs, T, 2)
+        index = nn.utils.rnn.pad_sequence(index, padding_value=-1).permute(1, 0, 2)  # (bs, T, 1)
+        padding = points.sum(dim=-1) < 0
+        points = points.masked_fill(padding[..., None], 0)
+        level_tokens = point_sample(projected, points.flip(dims=(2,)).to(projected.dtype)).permute(2, 0, 1)
+        level_tokens = (level_tokens + (sign == 1)[..., None] * pn_indicator[0]
+                        + (sign == -1)[..., None] * pn_indicator[1])
+        tokens.append(level_tokens)
+        paddings.append(padding)
+        indices.append(index)
+    return SpatialPrompt(pos_query, neg_query, tokens, paddings, indices)
