@@ -1,0 +1,298 @@
+"""SeemPredictor: set an image once, then ask for any number of prompts.
+
+    predictor = SeemPredictor(load_seem("seem_focalt_v1.pt"))
+    predictor.set_image(rgb)                         # backbone + pixel decoder run once
+    everything = predictor.segment_everything()      # panoptic, COCO or custom vocabulary
+    cup = predictor.predict_text(["the red cup"])[0]  # text grounding
+    obj = predictor.predict_visual([VisualPrompt(points=[(320, 240, 1)])])[0]
+    obj = predictor.predict_visual([VisualPrompt(points=[(320, 240, 1), (100, 80, 0)])],
+                                   memory=[obj])[0]   # refine with memory of the previous round
+    ref = predictor.encode_reference(example_rgb, example_mask)
+    same = predictor.predict_reference(ref)          # example-based: same object in this image
+
+Prompt coordinates are pixels of the image given to `set_image` (x right, y down). Masks come
+back at that image's size.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.nn import functional as F
+
+from .coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
+from .postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
+                          resize, semantic_inference, semantic_postprocess, upsample_and_crop)
+from .seem import SEEM, pad_to_multiple
+from .visual_sampler import DecoderRandomness, SpatialPrompt
+
+CLICK_RADIUS = 1  # a click is a 3x3 square, as the official click sampler draws it
+SCRIBBLE_THICKNESS = 5
+
+
+def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
+    """PIL bicubic resize so the short side is `short_side` (torchvision Resize(int) semantics)."""
+    h, w = image.shape[:2]
+    if min(h, w) == short_side:
+        return image
+    if w < h:
+        size = (short_side, int(short_side * h / w))
+    else:
+        size = (int(short_side * w / h), short_side)
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+
+
+@dataclass
+class VisualPrompt:
+    """One object's visual prompt, in pixels of the image given to set_image.
+    points: (x, y, label) with label 1 = positive, 0 = negative; box: (x0, y0, x1, y1) inclusive,
+    drawn filled; scribbles: polylines [(x, y), ...] of positive strokes; mask: (H, W) bool, or uint8
+    where > 0 is on (resized like the official demo sketch: bilinear on the uint8 values, then > 0)."""
+    points: Sequence[Tuple[float, float, int]] = ()
+    box: Optional[Tuple[float, float, float, float]] = None
+    scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
+    negative_scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
+    mask: Optional[np.ndarray] = None
+
+    def is_empty(self) -> bool:
+        return not (len(self.points) or self.box is not None or len(self.scribbles) or self.mask is not None)
+
+
+@dataclass
+class MaskResult:
+    mask: np.ndarray  # bool (H, W) at the set_image size
+    score: float
+    low_res_logits: Tensor  # (h/4, w/4) logits on the padded input: pass back as memory
+    label: str = ""
+
+
+def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
+    """-> (positive, negative) uint8 masks at model-input size. scale = input/original (y, x)."""
+    h, w = hw
+    sy, sx = scale
+    pos = np.zeros((h, w), np.uint8)
+    neg = np.zeros((h, w), np.uint8)
+
+    def px(x, y):
+        return int(round(x * sx)), int(round(y * sy))
+
+    for x, y, label in prompt.points:
+        cx, cy = px(x, y)
+        target = pos if label else neg
+        target[max(cy - CLICK_RADIUS, 0):cy + CLICK_RADIUS + 1, max(cx - CLICK_RADIUS, 0):cx + CLICK_RADIUS + 1] = 1
+    if prompt.box is not None:
+        x0, y0 = px(prompt.box[0], prompt.box[1])
+        x1, y1 = px(prompt.box[2], prompt.box[3])
+        pos[min(y0, y1):max(y0, y1) + 1, min(x0, x1):max(x0, x1) + 1] = 1
+    for strokes, target in ((prompt.scribbles, pos), (prompt.negative_scribbles, neg)):
+        for stroke in strokes:
+            pts = [px(x, y) for x, y in stroke]
+            if len(pts) == 1:
+                pts = pts * 2
+            for a, b in zip(pts[:-1], pts[1:]):
+                cv2.line(target, a, b, 1, SCRIBBLE_THICKNESS)
+    if prompt.mask is not None:
+        m = np.asarray(prompt.mask)
+        m = m if m.dtype == np.uint8 else (m > 0).astype(np.uint8) * 255
+        if m.shape != (h, w):
+            # official demo: bilinear on the uint8 sketch (not binarised first), then > 0
+            m = F.interpolate(torch.from_numpy(m.copy())[None, None], (h, w), mode="bilinear").numpy()[0, 0]
+        pos |= (m > 0).astype(np.uint8)
+    return pos, neg
+
+
+class SeemPredictor:
+    def __init__(self, model: SEEM, class_names: Sequence[str] = COCO_PANOPTIC_CLASSES,
+                 num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
+                 rng: Optional[DecoderRandomness] = None, text_cache_size: int = 256):
+        self.model = model.eval()
+        self.short_side = short_side
+        self.rng = rng or DecoderRandomness(torch.Generator().manual_seed(0))
+        self._text_cache: "OrderedDict[str, Tuple[Tensor, Tensor]]" = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self.set_vocabulary(class_names, num_thing_classes)
+        self._features = None
+
+    # ---------------------------------------------------------------- vocabulary and text
+    @torch.no_grad()
+    def set_vocabulary(self, class_names: Sequence[str], num_thing_classes: Optional[int] = None) -> None:
+        """Classes for segment_everything; "background" is appended as the no-object class."""
+        self.class_names = list(class_names)
+        self.num_thing_classes = len(self.class_names) if num_thing_classes is None else num_thing_classes
+        self.class_embeddings = self.model.language.class_embeddings(self.class_names + ["background"])
+
+    @torch.no_grad()
+    def text_tokens(self, text: str) -> Tuple[Tensor, Tensor]:
+        """(token embeddings of the text's real tokens (T, D), sentence embedding (D,)), cached."""
+        if text in self._text_cache:
+            self._text_cache.move_to_end(text)
+            return self._text_cache[text]
+        ids, attention = self.model.language.tokenize([text])
+        tokens, sentence = self.model.language.encode_tokens(ids)
+        value = (tokens[0][attention[0].bool()], sentence[0])
+        self._text_cache[text] = value
+        if len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+        return value
+
+    # ---------------------------------------------------------------- image
+    @torch.no_grad()
+    def set_image(self, image_rgb: np.ndarray) -> None:
+        """image_rgb: uint8 (H, W, 3) RGB. Resized (short side 512), normalised, padded, encoded."""
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (H, W, 3) RGB, got {image_rgb.dtype} {image_rgb.shape}")
+        self._features = self._encode(image_rgb)
+
+    def _encode(self, image_rgb: np.ndarray) -> dict:
+        resized = resize_short_side(image_rgb, self.short_side)
+        tensor = self.model.normalize_and_pad(torch.from_numpy(resized.copy()).permute(2, 0, 1))
+        mask_features, multi_scale = self.model.encode_image(tensor)
+        h, w = resized.shape[:2]
+        return {"mask_features": mask_features, "multi_scale": multi_scale, "input_hw": (h, w),
+                "padded_hw": tuple(tensor.shape[-2:]), "original_hw": image_rgb.shape[:2],
+                "scale": (h / image_rgb.shape[0], w / image_rgb.shape[1])}
+
+    @property
+    def features(self) -> dict:
+        if self._features is None:
+            raise RuntimeError("call set_image() first")
+        return self._features
+
+    def _to_original(self, logits_padded_lowres: Tensor, mode: str = "bilinear") -> Tensor:
+        f = self.features
+        x = upsample_and_crop(logits_padded_lowres, f["padded_hw"], f["input_hw"], mode)
+        if tuple(f["original_hw"]) != tuple(f["input_hw"]):
+            x = resize(x, f["original_hw"], mode=mode)
+        return x
+
+    # ---------------------------------------------------------------- everything
+    def _object_query_outputs(self) -> Tuple[Tensor, Tensor]:
+        """Class logits (Q, K+1) and mask logits (Q, H, W) of the object queries at the input size."""
+        f = self.features
+        out = self.model.decoder(f["multi_scale"], f["mask_features"], text_embeddings=self.class_embeddings,
+                                 rng=self.rng)
+        return out["pred_logits"][0], upsample_and_crop(out["pred_masks"][0], f["padded_hw"], f["input_hw"])
+
+    @torch.no_grad()
+    def segment_everything(self) -> Tuple[PanopticResult, InstanceResult]:
+        """Panoptic and instance segmentation over the vocabulary, at the model input size."""
+        logits, masks = self._object_query_outputs()
+        cfg = self.model.cfg
+        panoptic = panoptic_inference(logits, masks, self.num_thing_classes, cfg.object_mask_threshold,
+                                      cfg.overlap_threshold)
+        return panoptic, instance_inference(logits, masks, self.num_thing_classes)
+
+    @torch.no_grad()
+    def semantic(self) -> Tensor:
+        """(K, H, W) class scores at the input size."""
+        logits, masks = self._object_query_outputs()
+        hw = self.features["input_hw"]
+        return semantic_postprocess(semantic_inference(logits, masks), hw, hw)
+
+    # ---------------------------------------------------------------- text grounding
+    @torch.no_grad()
+    def grounding_logits(self, texts: Sequence[str], spatial: Optional[SpatialPrompt] = None) -> Tuple[Tensor, Tensor]:
+        """One decoder call with the tokens of all texts -> (per text best grounding mask logits at
+        stride 4 (N, h, w), scores (N,)). Official evaluate_grounding."""
+        if not texts:
+            raise ValueError("no text given")
+        f = self.features
+        token_rows, sentences = zip(*(self.text_tokens(t) for t in texts))
+        tokens = torch.cat(token_rows)[:, None]
+        padding = torch.zeros((1, tokens.shape[0]), dtype=torch.bool, device=tokens.device)
+        mask_features, multi_scale = f["mask_features"], f["multi_scale"]
+        out = self.model.decoder(multi_scale, mask_features, text_embeddings=self.class_embeddings,
+                                 grounding_tokens=tokens, grounding_padding=padding, spatial=spatial, rng=self.rng)
+        sim = self.model.language.grounding_similarity(out["pred_gtexts"][0], torch.stack(sentences))
+        best = sim.max(0)
+        return out["pred_gmasks"][0][best.indices], best.values / self.model.language.logit_scale.exp().clamp(max=100)
+
+    def predict_text_with_prompts(self, texts: Sequence[str], prompts: Sequence[VisualPrompt]) -> List[MaskResult]:
+        """Composition (official evaluate_grounding_sptial): text i together with visual prompt i,
+        whose mask is dilated by one pixel; one decoder call per pair."""
+        if len(texts) != len(prompts):
+            raise ValueError("one visual prompt per text is needed")
+        f = self.features
+        pos, neg = self.prompt_masks(prompts)
+        results = []
+        for text, p, n in zip(texts, pos, neg):
+            p = F.conv2d(p[None].float(), self.model.dilation_kernel.cpu(), padding=1)[0] > 0
+            device = f["mask_features"].device
+            spatial = self.model.decoder.encode_spatial_prompt(f["multi_scale"], f["mask_features"], [p.to(device)],
+                                                               [n.to(device)], self.rng)
+            logits, scores = self.grounding_logits([text], spatial=spatial)
+            results.append(MaskResult((self._to_original(logits) > 0)[0].cpu().numpy(), float(scores[0]), logits[0], text))
+        return results
+
+    def predict_text(self, texts: Sequence[str]) -> List[MaskResult]:
+        """Referring segmentation: the best mask for each text (e.g. "the red cup")."""
+        logits, scores = self.grounding_logits(texts)
+        masks = self._to_original(logits) > 0
+        return [MaskResult(m.cpu().numpy(), float(s), l, t) for m, s, l, t in zip(masks, scores, logits, texts)]
+
+    # ---------------------------------------------------------------- visual prompts
+    def prompt_masks(self, prompts: Sequence[VisualPrompt]) -> Tuple[List[Tensor], List[Tensor]]:
+        """Visual prompts -> per prompt (1, Hp, Wp) bool pos/neg masks on the padded input."""
+        f = self.features
+        pos, neg = [], []
+        for prompt in prompts:
+            p, n = _rasterize(prompt, f["input_hw"], f["scale"])
+            pos.append(pad_to_multiple(torch.from_numpy(p).bool()[None], self.model.cfg.size_divisibility))
+            neg.append(pad_to_multiple(torch.from_numpy(n).bool()[None], self.model.cfg.size_divisibility))
+        return pos, neg
+
+    @torch.no_grad()
+    def spatial_logits(self, pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor],
+                       memory: Optional[Tensor] = None, reference: Optional[SpatialPrompt] = None) -> Tensor:
+        """One decoder call with one visual prompt per batch row (official demo layout) -> (n, h, w)
+        logits of each prompt's selected mask. memory: (n, h, w) logits of the previous round."""
+        f = self.features
+        n = len(pos_masks) if reference is None else reference.pos_query.shape[1]
+        device = f["mask_features"].device
+        mask_features = f["mask_features"].repeat(n, 1, 1, 1)
+        multi_scale = [m.repeat(n, 1, 1, 1) for m in f["multi_scale"]]
+        spatial = reference or self.model.decoder.encode_spatial_prompt(
+            multi_scale, mask_features, [m.to(device) for m in pos_masks], [m.to(device) for m in neg_masks], self.rng)
+        prev = memory[:, None] if memory is not None else None
+        out = self.model.decoder(multi_scale, mask_features, spatial=spatial, prev_mask=prev, rng=self.rng)
+        return out["prev_mask"][:, 0]
+
+    def predict_visual(self, prompts: Sequence[VisualPrompt],
+                       memory: Optional[Sequence[MaskResult]] = None) -> List[MaskResult]:
+        """One mask per visual prompt. memory: the previous round's results for the same objects."""
+        if not prompts or any(p.is_empty() for p in prompts):
+            raise ValueError("every visual prompt needs at least one point, box, scribble or mask")
+        pos, neg = self.prompt_masks(prompts)
+        prev = torch.stack([m.low_res_logits for m in memory]) if memory else None
+        return self._spatial_results(self.spatial_logits(pos, neg, prev))
+
+    def _spatial_results(self, logits: Tensor) -> List[MaskResult]:
+        masks = self._to_original(logits) > 0
+        scores = [float(l.sigmoid()[m_low].mean()) if (m_low := l > 0).any() else 0.0 for l in logits]
+        return [MaskResult(m.cpu().numpy(), s, l) for m, s, l in zip(masks, scores, logits)]
+
+    # ---------------------------------------------------------------- referring image
+    @torch.no_grad()
+    def encode_reference(self, image_rgb: np.ndarray, mask: np.ndarray) -> SpatialPrompt:
+        """Spatial tokens of an example region (mask on image_rgb), to find that object in other images."""
+        features = self._encode(image_rgb)
+        saved, self._features = self._features, features
+        try:
+            pos, neg = self.prompt_masks([VisualPrompt(mask=mask)])
+            return self.encode_reference_masks(pos, neg)
+        finally:
+            self._features = saved
+
+    def encode_reference_masks(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> SpatialPrompt:
+        f = self.features
+        n = len(pos)
+        return self.model.decoder.encode_spatial_prompt(
+            [m.repeat(n, 1, 1, 1) for m in f["multi_scale"]], f["mask_features"].repeat(n, 1, 1, 1),
+            pos, neg, self.rng)
+
+    def predict_reference(self, reference: SpatialPrompt) -> List[MaskResult]:
+        return self._spatial_results(self.spatial_logits([], [], reference=reference))

@@ -1,0 +1,40 @@
+"""Shared fixtures: the reference data in ../shared/seem_reference and the tiny official checkpoint."""
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE = pathlib.Path(os.environ.get("SEEM_REFERENCE", REPO.parent / "shared" / "seem_reference"))
+
+
+def reference_path(*parts) -> pathlib.Path:
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"reference fixture {path} is missing (set SEEM_REFERENCE to the seem_reference folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cases_index():
+    return json.loads(reference_path("cases", "cases.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return yaml.safe_load(reference_path("tiny", "tiny_config.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config):
+    from seem_ros.model.checkpoint import load_seem
+    torch.set_num_threads(2)
+    return load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
+
+
+def load_case(name: str):
+    return np.load(reference_path("cases", f"{name}.npz"))
