@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh machine (Python 3.11, gcc, cmake, git):
-# creates .venv, installs ROS 2 wheels, torch (CPU), onnxruntime, opencv,
-# builds the seem_ros_interfaces messages and installs seem_ros itself.
+# creates .venv, installs ROS 2 wheels, torch (CPU), onnxruntime, opencv and
+# installs seem_ros itself (editable).
 # Idempotent: a second run only re-checks what is already there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,9 +15,10 @@ fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip wheel setuptools
 
-# torch: the CPU build (a newer/unpinned torch pulls a multi-GB CUDA build).
+# requirements.txt pins torch==2.13.0: the CPU build on this disk (unpinned, pip takes a multi-GB CUDA build).
 $PIP install -q -r "$ROOT/requirements.txt"
-
-"$ROOT/scripts/build_interfaces.sh" "$VENV"
+# open_clip ships the CLIP BPE vocabulary we tokenize with; --no-deps because its dependencies
+# (torchvision, timm) are not needed for the vocabulary and torchvision does not load beside torch 2.13.
+$PIP install -q --no-deps open_clip_torch==3.3.0
 $PIP install -q --no-deps --no-build-isolation -e "$ROOT"
 echo "seem_ros: environment ready in $VENV"

@@ -1,0 +1,19 @@
+from setuptools import find_packages, setup
+
+PACKAGE = "seem_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="seem_ros developers",
+    maintainer_email="seem-ros@example.com",
+    description="SEEM promptable segmentation (text, clicks, boxes, scribbles, example regions) for ROS 2",
+    license="Apache-2.0",
+)
