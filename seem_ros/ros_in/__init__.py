@@ -1,0 +1,1 @@
+"""ROS input side: turning camera messages into model-ready images."""

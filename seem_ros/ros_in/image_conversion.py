@@ -1,0 +1,90 @@
+"""sensor_msgs/Image and CompressedImage -> RGB uint8 arrays, for the encodings cameras send.
+
+Used when cv_bridge is not installed (it is not on PyPI); the conversion rules follow cv_bridge:
+rows may be padded (`step` > width * pixel size), multi-byte pixels honour `is_bigendian`, and
+depth / 16-bit images are scaled to 0..255 for display-like input.
+Works on any object with the Image fields, so it needs no ROS import.
+"""
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+
+class ImageConversionError(ValueError):
+    """The message cannot be read as an image; the text says why."""
+
+
+# encoding -> (channels, numpy dtype)
+_LAYOUTS = {
+    "rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "rgba8": (4, np.uint8), "bgra8": (4, np.uint8),
+    "mono8": (1, np.uint8), "8UC1": (1, np.uint8), "8UC3": (3, np.uint8),
+    "mono16": (1, np.uint16), "16UC1": (1, np.uint16), "32FC1": (1, np.float32),
+    "yuv422": (2, np.uint8), "uyvy": (2, np.uint8), "yuv422_yuy2": (2, np.uint8), "yuyv": (2, np.uint8),
+}
+SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
+
+
+def _pixels(msg) -> Tuple[np.ndarray, str]:
+    encoding = msg.encoding
+    if encoding not in _LAYOUTS:
+        raise ImageConversionError(f"unsupported image encoding {encoding!r} (supported: {', '.join(_LAYOUTS)})")
+    channels, dtype = _LAYOUTS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"empty image: {width}x{height}")
+    if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
+        raise ImageConversionError(f"{encoding} needs an even width, got {width}")
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = width * channels * itemsize
+    if step < row_bytes:
+        raise ImageConversionError(f"step {step} is smaller than width*pixel size {row_bytes} for {encoding}")
+    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray)) else msg.data, np.uint8)
+    if data.size < step * height:
+        raise ImageConversionError(f"data has {data.size} bytes, expected step*height = {step * height}")
+    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
+    order = ">" if msg.is_bigendian else "<"
+    pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order) if itemsize > 1 else dtype)
+    return pixels.reshape(height, width, channels).astype(dtype, copy=False), encoding
+
+
+def _scale_to_uint8(gray: np.ndarray) -> np.ndarray:
+    values = gray.astype(np.float32)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(gray.shape, np.uint8)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+    return np.where(finite, scaled, 0).astype(np.uint8)
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB."""
+    pixels, encoding = _pixels(msg)
+    if encoding in ("rgb8", "8UC3"):
+        return pixels
+    if encoding == "bgr8":
+        return pixels[..., ::-1].copy()
+    if encoding == "rgba8":
+        return pixels[..., :3].copy()
+    if encoding == "bgra8":
+        return pixels[..., 2::-1].copy()
+    if encoding in ("yuv422", "uyvy"):
+        return cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_UYVY)
+    if encoding in ("yuv422_yuy2", "yuyv"):
+        return cv2.cvtColor(pixels, cv2.COLOR_YUV2RGB_YUYV)
+    gray = pixels[..., 0]
+    if gray.dtype != np.uint8:
+        gray = _scale_to_uint8(gray)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def compressed_to_rgb(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    if data.size == 0:
+        raise ImageConversionError("compressed image has no data")
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
