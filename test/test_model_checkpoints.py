@@ -113,3 +113,11 @@ def test_unreachable_hub_says_where_to_put_the_file(tmp_path, monkeypatch):
     message = str(err.value)
     assert "675e86a033a3cc4bc6fa906e4c7e1878dd11728ef8858a457a4a45cf3f2987b2" in message
     assert str(tmp_path / "seem_focalt_v1.pt") in message
+
+
+def test_v0_checkpoints_are_not_run_as_v1():
+    from seem_ros.model.predictor import SeemPredictor
+    with torch.device("meta"):
+        model = SEEM(config_for("focalt_v0"))
+    with pytest.raises(NotImplementedError, match="only SEEM v1"):
+        SeemPredictor(model)

@@ -1,7 +1,7 @@
 """SEEM's language encoder: a CLIP-style causal text transformer (UniCL weights in the released
 checkpoints), a projection into the joint space, and the learnable logit scale."""
 from collections import OrderedDict
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor, nn

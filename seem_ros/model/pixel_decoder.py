@@ -2,7 +2,6 @@
 (`transformer_encoder_fpn`, used by the Focal and DaViT SEEM variants)."""
 from typing import Dict, List, Tuple
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 

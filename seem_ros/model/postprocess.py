@@ -6,7 +6,7 @@ the reference fixtures): semantic maps use bicubic+antialias, the demo threshold
 interactive evaluation resizes again (bilinear or bicubic) to the original image size.
 """
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 from torch import Tensor

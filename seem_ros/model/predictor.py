@@ -14,7 +14,7 @@ Prompt coordinates are pixels of the image given to `set_image` (x right, y down
 back at that image's size.
 """
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -109,6 +109,9 @@ class SeemPredictor:
     def __init__(self, model: SEEM, class_names: Sequence[str] = COCO_PANOPTIC_CLASSES,
                  num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
                  rng: Optional[DecoderRandomness] = None, text_cache_size: int = 256):
+        if model.cfg.decoder_version != 1:
+            # v0 checkpoints share v1's keys but attend differently; running them as v1 would be silently wrong
+            raise NotImplementedError("only SEEM v1 checkpoints can be run; v0 loads for inspection only")
         self.model = model.eval()
         self.short_side = short_side
         self.rng = rng or DecoderRandomness(torch.Generator().manual_seed(0))

@@ -1,7 +1,7 @@
 """The SEEM model: backbone -> pixel decoder -> SEEM decoder, with the language encoder inside the
 decoder. Module names reproduce the official state_dict keys exactly (no `model.` prefix)."""
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,7 @@ NUM_CLASSES = 133
 class SeemConfig:
     """The parts of an official SEEM YAML config that shape the inference model."""
     backbone_name: str
+    decoder_version: int
     backbone: dict
     encoder_name: str
     conv_dim: int
@@ -56,7 +57,8 @@ class SeemConfig:
         test = dec.get("TEST", {})
         inp = cfg.get("INPUT", {})
         return cls(
-            backbone_name=m["BACKBONE"]["NAME"], backbone=m["BACKBONE"], encoder_name=enc["NAME"],
+            backbone_name=m["BACKBONE"]["NAME"], decoder_version=0 if dec["NAME"] == "seem_v0" else 1,
+            backbone=m["BACKBONE"], encoder_name=enc["NAME"],
             conv_dim=conv_dim, mask_dim=enc["MASK_DIM"], encoder_layers=enc["TRANSFORMER_ENC_LAYERS"],
             decoder=decoder, text_context_length=text["CONTEXT_LENGTH"], text_width=text["WIDTH"],
             text_layers=text["LAYERS"], text_heads=text["HEADS"],

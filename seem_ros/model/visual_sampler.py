@@ -65,10 +65,6 @@ class SpatialPrompt:
     def num_prompts(self) -> int:
         return self.pos_query.shape[0]
 
-    def to(self, device) -> "SpatialPrompt":
-        return SpatialPrompt(self.pos_query.to(device), self.neg_query.to(device),
-                             [t.to(device) for t in self.level_tokens], [t.to(device) for t in self.level_padding],
-                             [t.to(device) for t in self.level_prompt_index])
 
 
 def point_sample(features: Tensor, points_xy: Tensor) -> Tensor:
