@@ -13,10 +13,10 @@ MANIFESTS = {
     "focalt_v1": "focalt_unicl_lang_v1",
     "focall_v1": "focall_unicl_lang_v1",
     "focalt_v0": "focalt_unicl_lang_v0",
-}
-NOT_YET = {
     "samvitb_v1": "samvitb_unicl_lang_v1",
     "samvitl_v1": "samvitl_unicl_lang_v1",
+}
+NOT_YET = {
     "davitd3_v1": "davitd3_unicl_lang_v1",
 }
 
@@ -38,7 +38,7 @@ def test_state_dict_equals_official_manifest(variant):
 
 
 @pytest.mark.parametrize("variant", sorted(NOT_YET))
-@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason="SAM ViT / DaViT backbones not implemented yet")
+@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason="DaViT backbone not implemented yet")
 def test_state_dict_equals_official_manifest_pending(variant):
     assert model_layout(variant) == manifest(NOT_YET[variant])
 

@@ -8,9 +8,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .backbone_focal import FocalConfig, FocalNet
+from .backbone_sam import SamViT
 from .decoder import DecoderConfig, SEEMDecoder
 from .language_encoder import LanguageEncoder
 from .pixel_decoder import TransformerEncoderPixelDecoder
+from .pixel_decoder_deform import MSDeformAttnPixelDecoder
 from .tokenizer import ClipTokenizer
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -71,16 +73,21 @@ class SeemConfig:
 def build_backbone(cfg: SeemConfig) -> nn.Module:
     if cfg.backbone_name in ("focal", "focal_dw"):
         return FocalNet(FocalConfig.from_official(cfg.backbone))
+    if cfg.backbone_name == "vit":
+        return SamViT(cfg.backbone["VIT"]["SIZE"])
     raise NotImplementedError(f"backbone {cfg.backbone_name!r} is not implemented yet "
-                              f"(available: focal, focal_dw)")
+                              f"(available: focal, focal_dw, vit)")
 
 
 def build_pixel_decoder(cfg: SeemConfig, in_channels: Dict[str, int]) -> nn.Module:
     if cfg.encoder_name == "transformer_encoder_fpn":
         return TransformerEncoderPixelDecoder(in_channels, cfg.conv_dim, cfg.mask_dim, cfg.decoder.nheads,
                                               cfg.decoder.dim_feedforward, cfg.encoder_layers)
+    if cfg.encoder_name == "transformer_encoder_deform":
+        return MSDeformAttnPixelDecoder(in_channels, cfg.conv_dim, cfg.mask_dim, cfg.decoder.nheads,
+                                        cfg.encoder_layers)
     raise NotImplementedError(f"pixel decoder {cfg.encoder_name!r} is not implemented yet "
-                              f"(available: transformer_encoder_fpn)")
+                              f"(available: transformer_encoder_fpn, transformer_encoder_deform)")
 
 
 class SemSegHead(nn.Module):
