@@ -15,8 +15,6 @@ MANIFESTS = {
     "focalt_v0": "focalt_unicl_lang_v0",
     "samvitb_v1": "samvitb_unicl_lang_v1",
     "samvitl_v1": "samvitl_unicl_lang_v1",
-}
-NOT_YET = {
     "davitd3_v1": "davitd3_unicl_lang_v1",
 }
 
@@ -35,12 +33,6 @@ def model_layout(variant):
 @pytest.mark.parametrize("variant", sorted(MANIFESTS))
 def test_state_dict_equals_official_manifest(variant):
     assert model_layout(variant) == manifest(MANIFESTS[variant])
-
-
-@pytest.mark.parametrize("variant", sorted(NOT_YET))
-@pytest.mark.xfail(raises=NotImplementedError, strict=True, reason="DaViT backbone not implemented yet")
-def test_state_dict_equals_official_manifest_pending(variant):
-    assert model_layout(variant) == manifest(NOT_YET[variant])
 
 
 def test_tiny_checkpoint_keys_equal_its_manifest(tiny_model):

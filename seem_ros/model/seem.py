@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .backbone_davit import DaViT
 from .backbone_focal import FocalConfig, FocalNet
 from .backbone_sam import SamViT
 from .decoder import DecoderConfig, SEEMDecoder
@@ -75,8 +76,10 @@ def build_backbone(cfg: SeemConfig) -> nn.Module:
         return FocalNet(FocalConfig.from_official(cfg.backbone))
     if cfg.backbone_name == "vit":
         return SamViT(cfg.backbone["VIT"]["SIZE"])
-    raise NotImplementedError(f"backbone {cfg.backbone_name!r} is not implemented yet "
-                              f"(available: focal, focal_dw, vit)")
+    if cfg.backbone_name == "davit":
+        return DaViT(cfg.backbone["DAVIT"])
+    raise NotImplementedError(f"backbone {cfg.backbone_name!r} is not implemented "
+                              f"(available: focal, focal_dw, vit, davit)")
 
 
 def build_pixel_decoder(cfg: SeemConfig, in_channels: Dict[str, int]) -> nn.Module:
@@ -86,7 +89,7 @@ def build_pixel_decoder(cfg: SeemConfig, in_channels: Dict[str, int]) -> nn.Modu
     if cfg.encoder_name == "transformer_encoder_deform":
         return MSDeformAttnPixelDecoder(in_channels, cfg.conv_dim, cfg.mask_dim, cfg.decoder.nheads,
                                         cfg.encoder_layers)
-    raise NotImplementedError(f"pixel decoder {cfg.encoder_name!r} is not implemented yet "
+    raise NotImplementedError(f"pixel decoder {cfg.encoder_name!r} is not implemented "
                               f"(available: transformer_encoder_fpn, transformer_encoder_deform)")
 
 

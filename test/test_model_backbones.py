@@ -1,4 +1,4 @@
-"""SAM-variant parts, which the tiny reference (a Focal model) does not cover numerically."""
+"""Backbones and pixel decoders the tiny reference (a Focal model) does not cover numerically."""
 import numpy as np
 import torch
 
@@ -54,3 +54,15 @@ def test_sam_vit_b_runs_end_to_end():
     assert [tuple(m.shape[-2:]) for m in f["multi_scale"]] == [(32, 32), (64, 64), (128, 128)]
     result = predictor.predict_visual([VisualPrompt(points=[(100, 120, 1)])])[0]
     assert result.mask.shape == (240, 320) and np.isfinite(result.low_res_logits.numpy()).all()
+
+
+def test_davit_d3_feature_pyramid():
+    torch.manual_seed(0)
+    model = SEEM(config_for("davitd3_v1")).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 96, 160))
+        mask_features, multi_scale = model.sem_seg_head.pixel_decoder(features)
+    assert {k: tuple(v.shape) for k, v in features.items()} == {
+        "res2": (1, 128, 24, 40), "res3": (1, 256, 12, 20), "res4": (1, 512, 6, 10), "res5": (1, 1024, 3, 5)}
+    assert tuple(mask_features.shape) == (1, 512, 24, 40)
+    assert all(torch.isfinite(m).all() for m in multi_scale)
