@@ -3,7 +3,6 @@ DaViT-d3 SEEM variant. Tokens are kept as (B, H, W, C)."""
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
