@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh machine (Python 3.11, gcc, cmake, git):
-# creates .venv, installs ROS 2 wheels, torch (CPU), onnxruntime, opencv and
-# installs seem_ros itself (editable).
+# creates .venv, installs ROS 2 wheels, torch (CPU), onnxruntime, opencv, builds the
+# seem_ros_interfaces messages and installs seem_ros itself (editable).
 # Idempotent: a second run only re-checks what is already there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,5 +20,7 @@ $PIP install -q -r "$ROOT/requirements.txt"
 # open_clip ships the CLIP BPE vocabulary we tokenize with; --no-deps because its dependencies
 # (torchvision, timm) are not needed for the vocabulary and torchvision does not load beside torch 2.13.
 $PIP install -q --no-deps open_clip_torch==3.3.0
+# seem_ros_interfaces: rosidl messages built with the wheels' cmake packages into the venv prefix
+"$ROOT/scripts/build_interfaces.sh" "$VENV"
 $PIP install -q --no-deps --no-build-isolation -e "$ROOT"
 echo "seem_ros: environment ready in $VENV"

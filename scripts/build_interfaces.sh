@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds seem_ros_interfaces (rosidl, C + Python type support) with the ROS 2 pip wheels and cmake,
+# and installs it into the venv prefix. Usage: build_interfaces.sh VENV
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$(cd "$1" && pwd)"
+PY="$VENV/bin/python"
+BUILD="$ROOT/build/seem_ros_interfaces"
+
+# Skip when the installed interfaces are newer than every source file.
+STAMP="$VENV/share/seem_ros_interfaces/.seem_ros_build_stamp"
+if [ -f "$STAMP" ] && [ -z "$(find "$ROOT/msg" "$ROOT/srv" "$ROOT/seem_ros_interfaces" -newer "$STAMP" -type f)" ]; then
+  exit 0
+fi
+
+# The wheels' exported CMake files name the include dirs of the machine they were built on.
+PY_INCLUDE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+NP_INCLUDE="$("$PY" -c 'import numpy; print(numpy.get_include())')"
+grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null | while read -r f; do
+  sed -i -e "s#/opt/python/cp311-cp311/include/python3.11#$PY_INCLUDE#g" \
+         -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NP_INCLUDE#g" "$f"
+done
+
+export AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
+cmake -S "$ROOT/seem_ros_interfaces" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+  -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+  -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" -Wno-dev > "$BUILD.configure.log" 2>&1 \
+  || { cat "$BUILD.configure.log"; exit 1; }
+cmake --build "$BUILD" -j"$(nproc)" > "$BUILD.build.log" 2>&1 || { tail -50 "$BUILD.build.log"; exit 1; }
+cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || { tail -50 "$BUILD.install.log"; exit 1; }
+touch "$STAMP"
