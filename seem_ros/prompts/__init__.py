@@ -1,0 +1,1 @@
+"""Prompts: text commands, clicks and SegmentationPrompt messages -> what the model is asked."""

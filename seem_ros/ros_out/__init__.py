@@ -1,0 +1,1 @@
+"""ROS output side: results, label image, label info and overlay."""

@@ -1,0 +1,60 @@
+"""Mask encodings and images published by the node (no ROS imports: arrays in, arrays out)."""
+from typing import List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+
+def encode_rle(mask: np.ndarray) -> List[int]:
+    """Row-major run lengths of a bool mask, starting with a (possibly empty) background run."""
+    flat = np.asarray(mask, bool).ravel()
+    if flat.size == 0:
+        return []
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if flat[0] else runs
+
+
+def decode_rle(runs: Sequence[int], height: int, width: int) -> np.ndarray:
+    values = np.zeros(len(runs), bool)
+    values[1::2] = True
+    return np.repeat(values, runs).reshape(height, width)
+
+
+def bounding_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
+    """(x, y, width, height) of the mask's pixels; zeros when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def label_image(shape: Tuple[int, int], objects) -> np.ndarray:
+    """uint16 instance ids, 0 = background; where objects overlap the higher score wins."""
+    labels = np.zeros(shape, np.uint16)
+    for obj in sorted(objects, key=lambda o: o.score):
+        labels[obj.mask] = obj.id
+    return labels
+
+
+def _colour(object_id: int) -> Tuple[int, int, int]:
+    hue = (object_id * 47) % 180  # well-spread, stable per id
+    bgr = cv2.cvtColor(np.uint8([[[hue, 220, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(bgr[0]), int(bgr[1]), int(bgr[2])
+
+
+def overlay(rgb: np.ndarray, objects, alpha: float = 0.5) -> np.ndarray:
+    """BGR debug image: coloured masks, outlines, and "id label score" at each object."""
+    out = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for obj in objects:
+        if not obj.mask.any():
+            continue
+        colour = np.array(_colour(obj.id), np.float32)
+        out[obj.mask] = (out[obj.mask] * (1 - alpha) + colour * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(obj.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, _colour(obj.id), 2)
+        x, y, _, _ = bounding_box(obj.mask)
+        cv2.putText(out, f"{obj.id} {obj.label} {obj.score:.2f}", (x, max(y - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out

@@ -1,0 +1,1 @@
+"""Where the model runs: PyTorch (CPU/CUDA), ONNX Runtime, TensorRT."""

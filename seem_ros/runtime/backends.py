@@ -1,0 +1,121 @@
+"""Inference backends. Each gives a SeemPredictor whose image encoder (backbone + pixel decoder,
+the expensive part) runs on the chosen runtime; the prompt decoder runs in PyTorch.
+
+- torch: CPU or CUDA, fp32 or fp16 autocast.
+- onnxruntime: the image encoder exported to ONNX and run by ONNX Runtime (CPU, or CUDA/TensorRT
+  execution providers where installed), re-exported when the input size changes.
+- tensorrt: the same ONNX encoder built into a TensorRT engine (needs the tensorrt package).
+"""
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..model.checkpoint import load_seem
+from ..model.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
+from ..model.predictor import SeemPredictor
+from ..model.seem import SEEM
+
+LOG = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+@dataclass
+class BackendConfig:
+    checkpoint: str
+    model_config: str = "focalt_v1"
+    backend: str = "torch"
+    device: str = "cpu"
+    precision: str = "fp32"
+    short_side: int = 512
+    vocabulary: Tuple[str, ...] = ()
+    engine_cache_dir: str = ""
+
+
+class _ImageEncoder(nn.Module):
+    """backbone + pixel decoder as one graph: normalised padded image -> (mask_features, 3 levels)."""
+
+    def __init__(self, model: SEEM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        mask_features, multi_scale = self.model.encode_image(image)
+        return (mask_features, *multi_scale)
+
+
+class OnnxImageEncoder:
+    """Replaces SEEM.encode_image with an ONNX Runtime session (one per input size)."""
+
+    def __init__(self, model: SEEM, providers: List[str], cache_dir: str):
+        import onnxruntime  # noqa: F401 - fail at configure time, not at the first frame
+        self.model = model
+        self.providers = providers
+        self.cache_dir = cache_dir or tempfile.mkdtemp(prefix="seem_ros_onnx_")
+        self.sessions: Dict[Tuple[int, int], object] = {}
+
+    def session(self, shape: Tuple[int, int]):
+        if shape not in self.sessions:
+            import onnxruntime
+            path = os.path.join(self.cache_dir, f"seem_encoder_{shape[0]}x{shape[1]}.onnx")
+            if not os.path.exists(path):
+                LOG.info("exporting the image encoder for %dx%d to %s", shape[0], shape[1], path)
+                dummy = torch.zeros((1, 3, *shape), device=self.model.device)
+                with torch.no_grad():
+                    torch.onnx.export(_ImageEncoder(self.model).eval(), (dummy,), path, opset_version=17,
+                                      input_names=["image"], dynamo=False,
+                                      output_names=["mask_features", "level0", "level1", "level2"])
+            self.sessions[shape] = onnxruntime.InferenceSession(path, providers=self.providers)
+        return self.sessions[shape]
+
+    def __call__(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        outputs = self.session(tuple(image.shape[-2:])).run(None, {"image": image.detach().cpu().numpy()})
+        tensors = [torch.from_numpy(o).to(image.device) for o in outputs]
+        return tensors[0], tensors[1:]
+
+
+def _onnx_providers(cfg: BackendConfig) -> List[str]:
+    import onnxruntime
+    available = onnxruntime.get_available_providers()
+    wanted = ["CPUExecutionProvider"]
+    if cfg.backend == "tensorrt":
+        if "TensorrtExecutionProvider" not in available:
+            raise BackendError("backend 'tensorrt' needs TensorRT: install the tensorrt package and an onnxruntime "
+                               f"build with the TensorRT execution provider (available: {', '.join(available)})")
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] + wanted
+    elif cfg.device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        wanted = ["CUDAExecutionProvider"] + wanted
+    return wanted
+
+
+def create_predictor(cfg: BackendConfig) -> SeemPredictor:
+    """Loads the checkpoint and returns a predictor running on the configured backend."""
+    if cfg.backend not in BACKENDS:
+        raise BackendError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
+    if cfg.precision not in ("fp32", "fp16"):
+        raise BackendError(f"precision must be fp32 or fp16, not {cfg.precision!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
+    model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
+    if cfg.backend != "torch":
+        model.encode_image = OnnxImageEncoder(model, _onnx_providers(cfg), cfg.engine_cache_dir)
+    vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
+    things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
+    predictor = SeemPredictor(model, vocabulary, things, short_side=cfg.short_side)
+    return predictor
+
+
+def inference_context(cfg: BackendConfig):
+    """fp16 autocast on CUDA when asked; plain fp32 otherwise."""
+    if cfg.precision == "fp16" and cfg.device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()

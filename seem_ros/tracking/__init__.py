@@ -1,0 +1,1 @@
+"""Keeping prompted objects segmented across frames."""
