@@ -78,6 +78,7 @@ class SeemNode(LifecycleNode):
         self._stats = {"processed": 0, "latency": 0.0, "since": time.monotonic(), "received": 0, "dropped": 0}
         self._stats_timer = None
         self._tf_buffer = None
+        self._last_warned = {}
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -197,7 +198,7 @@ class SeemNode(LifecycleNode):
         try:
             return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
         except ImageConversionError as exc:
-            self.get_logger().warning(f"camera image ignored: {exc}", throttle_duration_sec=5.0)
+            self._warn_throttled(f"camera image ignored: {exc}")
             return None
 
     def _process(self, msg) -> None:
@@ -414,6 +415,13 @@ class SeemNode(LifecycleNode):
         self.get_logger().info(", ".join(f"{k} {status.values[i].value}" for i, k in enumerate(values)))
         self._stats.update(processed=0, latency=0.0, since=now, received=self.frames.received,
                            dropped=self.frames.dropped)
+
+    def _warn_throttled(self, text: str, period: float = 5.0) -> None:
+        """A camera repeating the same fault logs it once per period; a new fault logs at once."""
+        now = time.monotonic()
+        if now - self._last_warned.get(text, -period) >= period:
+            self._last_warned[text] = now
+            self.get_logger().warning(text)
 
     def _param(self, name: str):
         return self.get_parameter(name).value

@@ -1,0 +1,206 @@
+"""seem_node across real processes: camera frames and prompts from one process, results received by
+another, services and bad input from the test process. Runs the tiny reference checkpoint (its masks
+are meaningless but real model outputs)."""
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from conftest import reference_path
+from ros_harness import NodeProcess, apply_ros_environment, run_tool
+
+apply_ros_environment()  # before rclpy is imported anywhere in this process
+
+import rclpy  # noqa: E402
+from geometry_msgs.msg import Point  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from seem_ros_interfaces.msg import SegmentationPrompt, SegmentationResult  # noqa: E402
+from seem_ros_interfaces.srv import SegmentImage, SetPrompt  # noqa: E402
+
+ZEBRAS = str(reference_path("images", "zebras1.jpg"))
+
+
+@pytest.fixture(scope="module")
+def seem_node(tmp_path_factory):
+    node = NodeProcess(tmp_path_factory.mktemp("node") / "seem_node.log")
+    try:
+        assert node.wait_for_log("processing /image", timeout=120), node.log()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def client():
+    rclpy.init()
+    node = rclpy.create_node("test_client")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def spin_until(node, condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if condition():
+            return True
+    return False
+
+
+def call(node, client, request, timeout=60.0):
+    assert client.wait_for_service(timeout_sec=30), f"service {client.srv_name} not available"
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout), f"{client.srv_name} did not answer"
+    return future.result()
+
+
+def rgb_image(width=64, height=48, stamp=1):
+    pixels = np.random.default_rng(stamp).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.header.frame_id = "test_camera"
+    msg.header.stamp.sec = stamp
+    msg.data = pixels.tobytes()
+    return msg
+
+
+def test_frames_and_prompts_from_one_process_results_in_another(seem_node, tmp_path):
+    out = tmp_path / "received.json"
+    subscriber = run_tool("result_subscriber", str(out), "--results", "3", "--timeout", "120")
+    time.sleep(2.0)  # let the subscriber's participant join before results flow
+    publisher = run_tool("camera_publisher", ZEBRAS, "--command", "segment the zebra", "--click", "100", "80",
+                         "--duration", "90", "--rate", "4")
+    try:
+        subscriber.wait(timeout=150)
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert subscriber.returncode == 0, subscriber.stdout.read()
+    received = json.loads(out.read_text())
+    with_objects = [r for r in received["results"] if r["objects"]]
+    assert len(with_objects) >= 3, (received, seem_node.log()[-3000:])
+    for result in with_objects:
+        assert result["frame_id"] == "test_camera" and result["stamp"] >= 1000  # header copied from the image
+        assert (result["height"], result["width"]) == (167, 320)
+        assert result["inference_time"] > 0
+        labels = {o["label"]: o for o in result["objects"]}
+        assert set(labels) == {"the zebra", "object"}  # the text command and the rqt click
+        for obj in result["objects"]:
+            assert obj["mask_encoding"] == "mono8" and obj["mask_size"] == [167, 320]
+            assert 0.0 <= obj["score"] <= 1.0
+    ids = {o["id"] for r in with_objects for o in r["objects"]}
+    assert len(ids) == 2  # ids are stable across frames
+    assert received["label_images"] and all(li["encoding"] == "mono16" and li["size"] == [167, 320]
+                                            for li in received["label_images"])
+    assert all(set(li["ids"]) <= ids | {0} for li in received["label_images"])
+    assert received["overlays"] and received["overlays"][0]["encoding"] == "bgr8"
+    assert received["overlays"][0]["size"] == [167, 320]
+    latest_info = received["label_info"][-1]
+    assert sorted(latest_info["labels"]) == ["object", "the zebra"] and set(latest_info["ids"]) == ids
+
+
+def test_services(seem_node, client):
+    set_prompt = client.create_client(SetPrompt, "/seem_node/set_prompt")
+    segment = client.create_client(SegmentImage, "/seem_node/segment_image")
+    clear = client.create_client(Trigger, "/seem_node/clear_prompts")
+    reset = client.create_client(Trigger, "/seem_node/reset_tracking")
+
+    request = SetPrompt.Request(replace=True)
+    request.prompt.text = "the striped animal"
+    accepted = call(client, set_prompt, request)
+    assert accepted.success and len(accepted.object_ids) == 1
+
+    bad = SetPrompt.Request()
+    bad.prompt.positive_points = [Point(x=float("nan"), y=3.0)]
+    refused = call(client, set_prompt, bad)
+    assert not refused.success and "not a finite pixel position" in refused.message
+
+    everything = call(client, segment, SegmentImage.Request(image=rgb_image(96, 64, stamp=7)))
+    assert everything.success, everything.message
+    assert (everything.result.height, everything.result.width) == (96 // 96 * 64, 96)
+    assert everything.result.header.stamp.sec == 7
+
+    prompted = SegmentImage.Request(image=rgb_image(96, 64, stamp=8))
+    prompted.prompt.positive_points = [Point(x=10.0, y=20.0)]
+    one = call(client, segment, prompted)
+    assert one.success and len(one.result.objects) == 1 and one.result.objects[0].mask.height == 64
+
+    outside = SegmentImage.Request(image=rgb_image(96, 64))
+    outside.prompt.positive_points = [Point(x=500.0, y=20.0)]
+    answer = call(client, segment, outside)
+    assert not answer.success and "outside the 96x64 image" in answer.message
+
+    assert call(client, reset, Trigger.Request()).success
+    assert call(client, clear, Trigger.Request()).success
+
+
+BAD_INPUTS = [
+    # (what is sent, the warning the node must log)
+    ("image with an unknown encoding", "unsupported image encoding 'bayer_rggb8'"),
+    ("image with a too small step", "step 10 is smaller than width*pixel size 192"),
+    ("zero-size image", "empty image: 0x0"),
+    ("NaN click", "is not a finite pixel position"),
+    ("click outside the image", "outside the 64x48 image"),
+    ("empty text", "command ignored: empty command"),
+    ("10,000-character text", "command ignored: command is 10000 characters long"),
+    ("prompt for an unknown object id", "no tracked object with id 999"),
+]
+
+
+def test_bad_input_is_logged_and_the_node_keeps_running(seem_node, client):
+    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    commands = client.create_publisher(String, "/seem_node/command", 10)
+    clicks = client.create_publisher(Point, "/image_mouse_left", 10)
+    prompts = client.create_publisher(SegmentationPrompt, "/seem_node/prompt", 10)
+    results = []
+    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert spin_until(client, lambda: images.get_subscription_count() and prompts.get_subscription_count(), 30)
+
+    def send_frame(stamp):
+        images.publish(rgb_image(64, 48, stamp))
+        return spin_until(client, lambda: any(r.header.stamp.sec == stamp for r in results), 30)
+
+    assert send_frame(1), "no result for a good frame"  # the node now knows the image size
+    wrong = rgb_image()
+    wrong.encoding = "bayer_rggb8"
+    short_step = rgb_image()
+    short_step.step = 10
+    for bad_frame in (wrong, short_step, Image(encoding="rgb8")):
+        images.publish(bad_frame)
+        spin_until(client, lambda: False, 1.0)  # one at a time: a newer frame replaces an unprocessed one
+    clicks.publish(Point(x=math.nan, y=1.0))
+    clicks.publish(Point(x=640.0, y=10.0))
+    commands.publish(String(data=""))
+    commands.publish(String(data="x" * 10000))
+    refine = SegmentationPrompt(object_id=999)
+    refine.positive_points = [Point(x=5.0, y=5.0)]
+    prompts.publish(refine)
+
+    deadline = time.monotonic() + 30
+    missing = [w for _, w in BAD_INPUTS]
+    while missing and time.monotonic() < deadline:
+        spin_until(client, lambda: False, 0.5)
+        log = seem_node.log()
+        missing = [w for w in missing if w not in log]
+    assert not missing, f"warnings not logged: {missing}\n{seem_node.log()[-3000:]}"
+    assert seem_node.alive()
+    assert send_frame(2), "the node stopped producing results after bad input"
+
+
+def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x04 this is not a checkpoint")
+    node = NodeProcess(tmp_path / "node.log", {"checkpoint": str(corrupt)})
+    try:
+        assert node.wait_for_log("not configured", timeout=60), node.log()
+        assert f"cannot read checkpoint {corrupt}" in node.log()
+        time.sleep(1.0)
+        assert node.alive()
+    finally:
+        node.stop()
