@@ -9,7 +9,10 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", ["launch/seem.launch.py"]),
+        (f"share/{PACKAGE}/config", ["config/seem.yaml", "config/fastdds_large_shm.xml"]),
     ],
+    entry_points={"console_scripts": ["seem_node = seem_ros.node:main"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="seem_ros developers",

@@ -5,7 +5,6 @@ GPU memory, cleanup releases the model. `main` autostarts (configure + activate)
 The node only wires ROS to the parts: ros_in (conversion, prompts) -> tracking -> ros_out; the
 model math lives in seem_ros.model.
 """
-import queue
 import threading
 import time
 from typing import List, Optional, Tuple

@@ -204,3 +204,26 @@ def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):
         assert node.alive()
     finally:
         node.stop()
+
+
+def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, client):
+    from diagnostic_msgs.msg import DiagnosticArray
+    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    reports, results = [], []
+    client.create_subscription(DiagnosticArray, "/diagnostics", reports.append, 10)
+    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert spin_until(client, lambda: images.get_subscription_count() > 0, 30)
+    sent = range(5000, 5030)
+    for stamp in sent:  # far faster than the model runs
+        images.publish(rgb_image(640, 480, stamp))
+        time.sleep(0.01)
+
+    def dropped_total():
+        values = [kv.value for r in reports for s in r.status for kv in s.values if kv.key == "dropped frames total"]
+        return max((int(v) for v in values), default=0)
+
+    assert spin_until(client, lambda: dropped_total() > 0, 30), "no dropped frames reported on /diagnostics"
+    spin_until(client, lambda: False, 3.0)
+    processed = {r.header.stamp.sec for r in results} & set(sent)
+    assert 0 < len(processed) < len(sent)
+    assert max(processed) == sent[-1]  # the newest frame is always the one processed last

@@ -15,7 +15,7 @@ back at that image's size.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -108,11 +108,14 @@ def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, fl
 class SeemPredictor:
     def __init__(self, model: SEEM, class_names: Sequence[str] = COCO_PANOPTIC_CLASSES,
                  num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
-                 rng: Optional[DecoderRandomness] = None, text_cache_size: int = 256):
+                 rng: Optional[DecoderRandomness] = None, text_cache_size: int = 256,
+                 image_encoder: Optional[Callable[[Tensor], Tuple[Tensor, List[Tensor]]]] = None):
+        """image_encoder: replaces model.encode_image (e.g. an ONNX Runtime / TensorRT session)."""
         if model.cfg.decoder_version != 1:
             # v0 checkpoints share v1's keys but attend differently; running them as v1 would be silently wrong
             raise NotImplementedError("only SEEM v1 checkpoints can be run; v0 loads for inspection only")
         self.model = model.eval()
+        self.image_encoder = image_encoder or model.encode_image
         self.short_side = short_side
         self.rng = rng or DecoderRandomness(torch.Generator().manual_seed(0))
         self._text_cache: "OrderedDict[str, Tuple[Tensor, Tensor]]" = OrderedDict()
@@ -153,7 +156,7 @@ class SeemPredictor:
     def _encode(self, image_rgb: np.ndarray) -> dict:
         resized = resize_short_side(image_rgb, self.short_side)
         tensor = self.model.normalize_and_pad(torch.from_numpy(resized.copy()).permute(2, 0, 1))
-        mask_features, multi_scale = self.model.encode_image(tensor)
+        mask_features, multi_scale = self.image_encoder(tensor)
         h, w = resized.shape[:2]
         return {"mask_features": mask_features, "multi_scale": multi_scale, "input_hw": (h, w),
                 "padded_hw": tuple(tensor.shape[-2:]), "original_hw": image_rgb.shape[:2],

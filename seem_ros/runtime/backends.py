@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +54,7 @@ class _ImageEncoder(nn.Module):
 
 
 class OnnxImageEncoder:
-    """Replaces SEEM.encode_image with an ONNX Runtime session (one per input size)."""
+    """SEEM.encode_image run by ONNX Runtime: one exported graph and session per input size."""
 
     def __init__(self, model: SEEM, providers: List[str], cache_dir: str):
         import onnxruntime  # noqa: F401 - fail at configure time, not at the first frame
@@ -106,12 +106,10 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
-    if cfg.backend != "torch":
-        model.encode_image = OnnxImageEncoder(model, _onnx_providers(cfg), cfg.engine_cache_dir)
+    encoder = None if cfg.backend == "torch" else OnnxImageEncoder(model, _onnx_providers(cfg), cfg.engine_cache_dir)
     vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
     things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
-    predictor = SeemPredictor(model, vocabulary, things, short_side=cfg.short_side)
-    return predictor
+    return SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder)
 
 
 def inference_context(cfg: BackendConfig):
