@@ -58,8 +58,13 @@ class VisualPrompt:
     negative_scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
     mask: Optional[np.ndarray] = None
 
-    def is_empty(self) -> bool:
-        return not (len(self.points) or self.box is not None or len(self.scribbles) or self.mask is not None)
+    def has_positive(self) -> bool:
+        """Something marks the object itself (negative clicks/strokes alone cannot prompt)."""
+        return (any(label for _, _, label in self.points) or self.box is not None or len(self.scribbles) > 0
+                or self.mask is not None)
+
+    def has_negative(self) -> bool:
+        return any(not label for _, _, label in self.points) or len(self.negative_scribbles) > 0
 
 
 @dataclass
@@ -270,8 +275,8 @@ class SeemPredictor:
     def predict_visual(self, prompts: Sequence[VisualPrompt],
                        memory: Optional[Sequence[MaskResult]] = None) -> List[MaskResult]:
         """One mask per visual prompt. memory: the previous round's results for the same objects."""
-        if not prompts or any(p.is_empty() for p in prompts):
-            raise ValueError("every visual prompt needs at least one point, box, scribble or mask")
+        if not prompts or not all(p.has_positive() for p in prompts):
+            raise ValueError("every visual prompt needs a positive point, a box, a scribble or a mask")
         pos, neg = self.prompt_masks(prompts)
         prev = torch.stack([m.low_res_logits for m in memory]) if memory else None
         return self._spatial_results(self.spatial_logits(pos, neg, prev))

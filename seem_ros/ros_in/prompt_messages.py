@@ -73,8 +73,8 @@ def parse_prompt(msg, image_size: Optional[Tuple[int, int]]) -> ParsedPrompt:
         raise PromptError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the camera image "
                           f"{image_size[1]}x{image_size[0]}")
     visual = VisualPrompt(points=points, box=box, scribbles=positive, negative_scribbles=negative, mask=mask)
-    if visual.is_empty():
-        if negative or any(p[2] == 0 for p in points):
+    if not visual.has_positive():
+        if visual.has_negative():
             raise PromptError("a prompt needs something on the object, not only negative clicks/strokes")
         visual = None
     reference = None
