@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from seem_ros.ros_in.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+from seem_ros.ros_in import image_conversion
+from seem_ros.ros_in.image_conversion import ImageConversionError, compressed_to_rgb, convert_image, image_to_rgb
 
 RNG = np.random.default_rng(7)
 
@@ -104,3 +105,11 @@ def test_corrupt_compressed():
     msg.data = b"\xff\xd8 definitely not a jpeg"
     with pytest.raises(ImageConversionError, match="cannot decode"):
         compressed_to_rgb(msg)
+
+
+@pytest.mark.skipif(image_conversion._CV_BRIDGE is None, reason="cv_bridge is not installed (no ROS install)")
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_cv_bridge_and_fallback_agree(encoding):
+    channels = {"mono8": 1, "rgb8": 3, "bgr8": 3}.get(encoding, 4)
+    msg = make_image(RNG.integers(0, 255, (5, 6, channels), dtype=np.uint8), encoding, pad=2)
+    np.testing.assert_array_equal(image_to_rgb(msg), convert_image(msg))

@@ -227,3 +227,38 @@ def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, cli
     processed = {r.header.stamp.sec for r in results} & set(sent)
     assert 0 < len(processed) < len(sent)
     assert max(processed) == sent[-1]  # the newest frame is always the one processed last
+
+
+def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, client):
+    from geometry_msgs.msg import PointStamped
+    from sensor_msgs.msg import CameraInfo
+    assert call(client, client.create_client(Trigger, "/seem_node/clear_prompts"), Trigger.Request()).success
+    points = client.create_publisher(PointStamped, "/clicked_point", 10)
+    infos = client.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    results = []
+    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert spin_until(client, lambda: points.get_subscription_count() and infos.get_subscription_count(), 30)
+
+    def clicked(frame_id, x, y, z):
+        msg = PointStamped()
+        msg.header.frame_id = frame_id
+        msg.point.x, msg.point.y, msg.point.z = x, y, z
+        points.publish(msg)
+
+    clicked("test_camera", 0.0, 0.0, 1.0)
+    assert seem_node.wait_for_log("clicked point ignored: no CameraInfo received yet", timeout=20)
+    info = CameraInfo(width=64, height=48, k=[50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0])
+    info.header.frame_id = "test_camera"
+    for _ in range(5):
+        infos.publish(info)
+        spin_until(client, lambda: False, 0.2)
+    clicked("map", 1.0, 2.0, 0.0)
+    assert seem_node.wait_for_log("needs a transform to the camera frame 'test_camera'", timeout=20) or \
+        seem_node.wait_for_log("no transform 'map' -> 'test_camera'", timeout=5)
+    clicked("test_camera", 0.1, 0.0, 1.0)  # projects to pixel (37, 24)
+    spin_until(client, lambda: False, 1.0)
+    images.publish(rgb_image(64, 48, stamp=9000))
+    assert spin_until(client, lambda: any(r.header.stamp.sec == 9000 for r in results), 30)
+    frame = next(r for r in results if r.header.stamp.sec == 9000)
+    assert [o.label for o in frame.objects] == ["object"]

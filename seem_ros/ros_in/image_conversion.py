@@ -1,6 +1,6 @@
 """sensor_msgs/Image and CompressedImage -> RGB uint8 arrays, for the encodings cameras send.
 
-Used when cv_bridge is not installed (it is not on PyPI); the conversion rules follow cv_bridge:
+cv_bridge is used where installed (it is not on PyPI); the fallback converter follows its rules:
 rows may be padded (`step` > width * pixel size), multi-byte pixels honour `is_bigendian`, and
 depth / 16-bit images are scaled to 0..255 for display-like input.
 Works on any object with the Image fields, so it needs no ROS import.
@@ -23,6 +23,13 @@ _LAYOUTS = {
     "yuv422": (2, np.uint8), "uyvy": (2, np.uint8), "yuv422_yuy2": (2, np.uint8), "yuyv": (2, np.uint8),
 }
 SUPPORTED_ENCODINGS = tuple(_LAYOUTS)
+_CV_BRIDGE_RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+
+try:  # cv_bridge is part of a ROS install, not of PyPI
+    from cv_bridge import CvBridge
+    _CV_BRIDGE = CvBridge()
+except ImportError:
+    _CV_BRIDGE = None
 
 
 def _pixels(msg) -> Tuple[np.ndarray, str]:
@@ -59,7 +66,18 @@ def _scale_to_uint8(gray: np.ndarray) -> np.ndarray:
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> (H, W, 3) uint8 RGB."""
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB: cv_bridge for colour images where it is installed
+    (a ROS install), this module's converter otherwise and for what cv_bridge cannot turn into rgb8."""
+    if _CV_BRIDGE is not None and msg.encoding in _CV_BRIDGE_RGB_ENCODINGS:
+        try:
+            return _CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8")
+        except Exception:  # noqa: BLE001 - fall through to our converter, whose error says what is wrong
+            pass
+    return convert_image(msg)
+
+
+def convert_image(msg) -> np.ndarray:
+    """This module's converter (no cv_bridge)."""
     pixels, encoding = _pixels(msg)
     if encoding in ("rgb8", "8UC3"):
         return pixels
