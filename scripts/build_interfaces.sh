@@ -6,6 +6,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(cd "$1" && pwd)"
 PY="$VENV/bin/python"
 BUILD="$ROOT/build/seem_ros_interfaces"
+mkdir -p "$ROOT/build"
 
 # Skip when the installed interfaces are newer than every source file.
 STAMP="$VENV/share/seem_ros_interfaces/.seem_ros_build_stamp"
