@@ -70,7 +70,7 @@ class SeemNode(LifecycleNode):
         self._running = threading.Event()
         self._pubs = {}
         self._subs = []
-        self._services = []
+        self._seem_services = []
         self._image_size: Optional[Tuple[int, int]] = None
         self._camera_info: Optional[CameraInfo] = None
         self._published_labels = None
@@ -107,7 +107,7 @@ class SeemNode(LifecycleNode):
             "overlay": self.create_publisher(Image, "~/overlay", 10),
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
-        self._services = [
+        self._seem_services = [
             self.create_service(SetPrompt, "~/set_prompt", self._on_set_prompt),
             self.create_service(Trigger, "~/clear_prompts", self._on_clear),
             self.create_service(Trigger, "~/reset_tracking", self._on_reset),
@@ -176,9 +176,9 @@ class SeemNode(LifecycleNode):
     def _release(self) -> None:
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
-        for srv in self._services:
+        for srv in self._seem_services:
             self.destroy_service(srv)
-        self._pubs, self._services = {}, []
+        self._pubs, self._seem_services = {}, []
         self.predictor = None
         self._published_labels = None
 

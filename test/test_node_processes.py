@@ -262,3 +262,26 @@ def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, client):
     assert spin_until(client, lambda: any(r.header.stamp.sec == 9000 for r in results), 30)
     frame = next(r for r in results if r.header.stamp.sec == 9000)
     assert [o.label for o in frame.objects] == ["object"]
+
+
+def test_lifecycle_deactivate_stops_and_activate_resumes(seem_node, client):
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    get_state = client.create_client(GetState, "/seem_node/get_state")
+    change = client.create_client(ChangeState, "/seem_node/change_state")
+    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    results = []
+    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert call(client, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_ACTIVE
+
+    def transition(transition_id):
+        return call(client, change, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert call(client, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_INACTIVE
+    images.publish(rgb_image(64, 48, stamp=9100))
+    assert not spin_until(client, lambda: any(r.header.stamp.sec == 9100 for r in results), 3.0)
+    assert transition(Transition.TRANSITION_ACTIVATE)
+    assert spin_until(client, lambda: images.get_subscription_count() > 0, 10)
+    images.publish(rgb_image(64, 48, stamp=9101))
+    assert spin_until(client, lambda: any(r.header.stamp.sec == 9101 for r in results), 30)
