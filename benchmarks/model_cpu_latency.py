@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/model_cpu_latency.py [--variant focalt_v1] [--repeats 3] [--threads N]
 
 Prints median milliseconds for: backbone, pixel decoder, text encoder (one sentence), decoder with
-one text prompt, decoder with one click, decoder for segment-everything; and each stage's share of
-a full "new frame + one prompt" pass.
+one text prompt, decoder with one click, decoder for segment-everything; each stage's share of a
+full "new frame + one prompt" pass; and, with --onnxruntime, the image encoder (backbone + pixel
+decoder) in ONNX Runtime against PyTorch in the same run.
 """
 import argparse
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
+from seem_ros.runtime.backends import OnnxImageEncoder
 
 
 def timed(fn, repeats):
@@ -35,6 +38,7 @@ def main():
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--onnxruntime", action="store_true", help="also time the ONNX Runtime image encoder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -61,6 +65,14 @@ def main():
     for name, ms in results.items():
         print(f"  {name:28s} {ms:9.1f} ms   {ms / frame:6.2f} x of frame+click")
     print(f"  {'frame + one click':28s} {frame:9.1f} ms")
+    if args.onnxruntime:
+        encoder = OnnxImageEncoder(model, ["CPUExecutionProvider"], tempfile.mkdtemp(prefix="seem_bench_"))
+        encoder(x)  # export + session creation, not timed
+        with torch.no_grad():
+            torch_ms = timed(lambda: model.encode_image(x), args.repeats)
+        ort_ms = timed(lambda: encoder(x), args.repeats)
+        print(f"  image encoder: torch {torch_ms:.1f} ms, onnxruntime {ort_ms:.1f} ms "
+              f"({torch_ms / ort_ms:.2f}x faster with onnxruntime)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ GPU memory, cleanup releases the model. `main` autostarts (configure + activate)
 The node only wires ROS to the parts: ros_in (conversion, prompts) -> tracking -> ros_out; the
 model math lives in seem_ros.model.
 """
+import os
 import threading
 import time
 from typing import List, Optional, Tuple
@@ -42,6 +43,7 @@ PARAMETERS = {
     "input_short_side": (512, "model input short side in pixels"),
     "vocabulary": ([""], "class names for segment-everything; empty = COCO panoptic"),
     "engine_cache_dir": ("", "where ONNX/TensorRT encoders are cached; empty = a temporary folder"),
+    "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
     "image_topic": ("image", "camera image topic"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),
     "camera_info_topic": ("camera_info", "CameraInfo, used to project RViz clicked points"),
@@ -85,7 +87,8 @@ class SeemNode(LifecycleNode):
         cfg = BackendConfig(
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
             precision=p("precision"), short_side=int(p("input_short_side")),
-            vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=p("engine_cache_dir"))
+            vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=p("engine_cache_dir"),
+            embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")))
         for name, allowed in (("image_transport", ("raw", "compressed")), ("mask_encoding", ("image", "rle")),
                               ("image_qos_reliability", ("best_effort", "reliable"))):
             if p(name) not in allowed:
@@ -317,8 +320,10 @@ class SeemNode(LifecycleNode):
             self.get_logger().warning(f"clicked point ignored: no transform {msg.header.frame_id!r} -> {target!r}: {exc}")
             return None
 
-    def _apply_prompt(self, msg: SegmentationPrompt) -> List[int]:
+    def _apply_prompt(self, msg: SegmentationPrompt, replace: bool = False) -> List[int]:
         parsed = parse_prompt(msg, self._image_size)
+        if replace:  # only once the new prompt is known to be usable
+            self.tracker.clear()
         if parsed.object_id:
             if parsed.visual is None:
                 raise PromptError("refining an object needs clicks, a box, scribbles or a mask")
@@ -343,10 +348,8 @@ class SeemNode(LifecycleNode):
             self.get_logger().warning(f"prompt ignored: {exc}")
 
     def _on_set_prompt(self, request, response):
-        if request.replace:
-            self.tracker.clear()
         try:
-            response.object_ids = self._apply_prompt(request.prompt)
+            response.object_ids = self._apply_prompt(request.prompt, request.replace)
             response.success, response.message = True, "ok"
         except (PromptError, ValueError) as exc:
             response.success, response.message = False, str(exc)
@@ -389,8 +392,6 @@ class SeemNode(LifecycleNode):
         tracker = ObjectTracker()
         reference = self.predictor.encode_reference(*parsed.reference) if parsed.reference else None
         tracker.add(parsed.label, text=parsed.text, visual=parsed.visual, reference=reference)
-        if reference is not None:
-            self.predictor.set_image(rgb)  # encode_reference used the reference image
         return tracker.step(self.predictor)
 
     # ------------------------------------------------------------------ diagnostics

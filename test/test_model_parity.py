@@ -50,8 +50,12 @@ def test_text_encoder(tiny_model):
     np.testing.assert_array_equal(mask.numpy(), case["input/attention_mask"])
     with torch.no_grad():
         assert_close(tiny_model.language.lang_encoder(ids), case["out/last_hidden_state"], "last_hidden_state")
-        tokens, sentence = tiny_model.language.encode_tokens(ids)
+        tokens, sentence = tiny_model.language.encode_tokens(ids, full_length=True)
         assert_close(tokens, case["out/token_emb"], "token_emb")
+        short_tokens, short_sentence = tiny_model.language.encode_tokens(ids)
+        assert short_tokens.shape[1] == int(mask.sum(1).max())  # stops at the longest text's end token
+        assert_close(short_tokens, case["out/token_emb"][:, : short_tokens.shape[1]], "token_emb (truncated)")
+        assert_close(short_sentence, case["out/class_emb"], "class_emb (truncated)")
         assert_close(sentence, case["out/class_emb"], "class_emb")
         assert_close(tiny_model.language.encode_tokens(ids, norm=True)[1], case["out/forward_language_norm"],
                      "forward_language(norm=True)")

@@ -9,6 +9,7 @@ from seem_ros.runtime.backends import BackendConfig, BackendError, create_predic
 
 
 def config(**kwargs):
+    kwargs.setdefault("embedding_cache_dir", "")
     return BackendConfig(str(reference_path("tiny", "tiny_seem.pt")), str(reference_path("tiny", "tiny_config.yaml")),
                          **kwargs)
 
@@ -42,3 +43,16 @@ def test_bad_backend_settings_are_explained(kwargs, message):
 def test_cuda_without_gpu_is_explained():
     with pytest.raises(BackendError, match="CUDA is not available"):
         create_predictor(config(device="cuda"))
+
+
+def test_class_embeddings_are_cached_between_starts(tmp_path, tiny_model):
+    first = create_predictor(config(embedding_cache_dir=str(tmp_path), vocabulary=("cup", "table")))
+    cached = list(tmp_path.glob("class_embeddings_*.pt"))
+    assert len(cached) == 1
+    torch.save(first.class_embeddings.cpu() * 0 + 7, cached[0])  # prove the second start reads the file
+    second = create_predictor(config(embedding_cache_dir=str(tmp_path), vocabulary=("cup", "table")))
+    assert torch.equal(second.class_embeddings, torch.full_like(first.class_embeddings, 7.0))
+    cached[0].write_bytes(b"damaged")
+    third = create_predictor(config(embedding_cache_dir=str(tmp_path), vocabulary=("cup", "table")))
+    assert torch.allclose(third.class_embeddings, first.class_embeddings)
+    assert first.class_names == ["cup", "table"] and first.num_thing_classes == 2

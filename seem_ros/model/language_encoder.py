@@ -61,10 +61,12 @@ class TextTransformer(nn.Module):
 
     def forward(self, input_ids: Tensor) -> Tensor:
         """(N, L) token ids -> (N, L, width) last hidden states. Causal, so padding needs no mask."""
-        x = self.token_embedding(input_ids) + self.positional_embedding
+        length = input_ids.shape[1]
+        x = self.token_embedding(input_ids) + self.positional_embedding[:length]
         x = x.permute(1, 0, 2)
+        mask = self.causal_mask[:length, :length].to(x.dtype)
         for block in self.resblocks:
-            x = block(x, self.causal_mask.to(x.dtype))
+            x = block(x, mask)
         return self.ln_final(x.permute(1, 0, 2))
 
 
@@ -87,8 +89,12 @@ class LanguageEncoder(nn.Module):
         ids, mask = self.tokenizer(texts)
         return ids.to(self.device), mask.to(self.device)
 
-    def encode_tokens(self, input_ids: Tensor, norm: bool = False) -> Tuple[Tensor, Tensor]:
-        """Returns (per-token embeddings (N, L, D), sentence embedding at the first end token (N, D))."""
+    def encode_tokens(self, input_ids: Tensor, norm: bool = False, full_length: bool = False) -> Tuple[Tensor, Tensor]:
+        """Returns (per-token embeddings (N, L, D), sentence embedding at the first end token (N, D)).
+        Unless full_length, L stops at the longest text's end token: attention is causal, so the
+        padding after it never changes the tokens that are used (7x less work for short prompts)."""
+        if not full_length:
+            input_ids = input_ids[:, : int(input_ids.argmax(dim=-1).max()) + 1]
         hidden = self.lang_encoder(input_ids)
         sentence = hidden[torch.arange(hidden.shape[0], device=hidden.device), input_ids.argmax(dim=-1)]
         tokens, sentence = hidden @ self.lang_proj, sentence @ self.lang_proj

@@ -114,8 +114,10 @@ class SeemPredictor:
     def __init__(self, model: SEEM, class_names: Sequence[str] = COCO_PANOPTIC_CLASSES,
                  num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
                  rng: Optional[DecoderRandomness] = None, text_cache_size: int = 256,
-                 image_encoder: Optional[Callable[[Tensor], Tuple[Tensor, List[Tensor]]]] = None):
-        """image_encoder: replaces model.encode_image (e.g. an ONNX Runtime / TensorRT session)."""
+                 image_encoder: Optional[Callable[[Tensor], Tuple[Tensor, List[Tensor]]]] = None,
+                 class_embeddings: Optional[Tensor] = None):
+        """image_encoder: replaces model.encode_image (e.g. an ONNX Runtime / TensorRT session).
+        class_embeddings: precomputed embeddings of class_names + ["background"] (e.g. from a cache)."""
         if model.cfg.decoder_version != 1:
             # v0 checkpoints share v1's keys but attend differently; running them as v1 would be silently wrong
             raise NotImplementedError("only SEEM v1 checkpoints can be run; v0 loads for inspection only")
@@ -125,16 +127,21 @@ class SeemPredictor:
         self.rng = rng or DecoderRandomness(torch.Generator().manual_seed(0))
         self._text_cache: "OrderedDict[str, Tuple[Tensor, Tensor]]" = OrderedDict()
         self._text_cache_size = text_cache_size
-        self.set_vocabulary(class_names, num_thing_classes)
+        self.set_vocabulary(class_names, num_thing_classes, class_embeddings)
         self._features = None
 
     # ---------------------------------------------------------------- vocabulary and text
     @torch.no_grad()
-    def set_vocabulary(self, class_names: Sequence[str], num_thing_classes: Optional[int] = None) -> None:
+    def set_vocabulary(self, class_names: Sequence[str], num_thing_classes: Optional[int] = None,
+                       embeddings: Optional[Tensor] = None) -> None:
         """Classes for segment_everything; "background" is appended as the no-object class."""
         self.class_names = list(class_names)
         self.num_thing_classes = len(self.class_names) if num_thing_classes is None else num_thing_classes
-        self.class_embeddings = self.model.language.class_embeddings(self.class_names + ["background"])
+        if embeddings is None:
+            embeddings = self.model.language.class_embeddings(self.class_names + ["background"])
+        elif embeddings.shape[0] != len(self.class_names) + 1:
+            raise ValueError(f"{embeddings.shape[0]} class embeddings for {len(self.class_names)} classes + background")
+        self.class_embeddings = embeddings.to(self.model.device)
 
     @torch.no_grad()
     def text_tokens(self, text: str) -> Tuple[Tensor, Tensor]:
@@ -144,7 +151,7 @@ class SeemPredictor:
             return self._text_cache[text]
         ids, attention = self.model.language.tokenize([text])
         tokens, sentence = self.model.language.encode_tokens(ids)
-        value = (tokens[0][attention[0].bool()], sentence[0])
+        value = (tokens[0][attention[0, : tokens.shape[1]].bool()], sentence[0])
         self._text_cache[text] = value
         if len(self._text_cache) > self._text_cache_size:
             self._text_cache.popitem(last=False)

@@ -7,6 +7,8 @@ the expensive part) runs on the chosen runtime; the prompt decoder runs in PyTor
 - tensorrt: the same ONNX encoder built into a TensorRT engine (needs the tensorrt package).
 """
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -16,7 +18,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..model.checkpoint import load_seem
+from ..model.checkpoint import load_seem, resolve_checkpoint
 from ..model.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
 from ..model.predictor import SeemPredictor
 from ..model.seem import SEEM
@@ -39,6 +41,8 @@ class BackendConfig:
     short_side: int = 512
     vocabulary: Tuple[str, ...] = ()
     engine_cache_dir: str = ""
+    # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
+    embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
 
 
 class _ImageEncoder(nn.Module):
@@ -109,7 +113,34 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     encoder = None if cfg.backend == "torch" else OnnxImageEncoder(model, _onnx_providers(cfg), cfg.engine_cache_dir)
     vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
     things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
-    return SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder)
+    embeddings = cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
+                                         cfg.embedding_cache_dir)
+    return SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
+                         class_embeddings=embeddings)
+
+
+def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[str], cache_dir: str) -> Tensor:
+    """Class embeddings of vocabulary + background, read from / written to cache_dir ("" = no cache).
+    The key covers the checkpoint file (path, size, modification time) and the vocabulary."""
+    if not cache_dir:
+        return model.language.class_embeddings(vocabulary + ["background"])
+    stat = os.stat(checkpoint_path)
+    key = json.dumps([os.path.abspath(checkpoint_path), stat.st_size, stat.st_mtime_ns, vocabulary])
+    path = os.path.join(cache_dir, f"class_embeddings_{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt")
+    if os.path.isfile(path):
+        try:
+            embeddings = torch.load(path, map_location="cpu", weights_only=True)
+            if embeddings.shape[0] == len(vocabulary) + 1:
+                return embeddings
+        except Exception as exc:  # a damaged cache file is recomputed, not fatal
+            LOG.warning("ignoring unreadable class-embedding cache %s: %s", path, exc)
+    embeddings = model.language.class_embeddings(vocabulary + ["background"]).cpu()
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        torch.save(embeddings, path)
+    except OSError as exc:
+        LOG.warning("cannot cache class embeddings in %s: %s", cache_dir, exc)
+    return embeddings
 
 
 def inference_context(cfg: BackendConfig):
