@@ -33,7 +33,7 @@ def apply_ros_environment() -> None:
 class NodeProcess:
     """seem_node in its own process, its log in a file."""
 
-    def __init__(self, log_path: pathlib.Path, params: Optional[dict] = None):
+    def __init__(self, log_path: pathlib.Path, params: Optional[dict] = None, name: Optional[str] = None):
         defaults = {"checkpoint": str(reference_path("tiny", "tiny_seem.pt")),
                     "model_config": str(reference_path("tiny", "tiny_config.yaml")),
                     "image_topic": "/image", "stats_period": 2.0}
@@ -41,6 +41,8 @@ class NodeProcess:
         args: List[str] = [sys.executable, "-m", "seem_ros.node", "--ros-args"]
         for key, value in defaults.items():
             args += ["-p", f"{key}:={value}"]
+        if name:
+            args += ["-r", f"__node:={name}"]
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=ros_environment(),

@@ -285,3 +285,28 @@ def test_lifecycle_deactivate_stops_and_activate_resumes(seem_node, client):
     assert spin_until(client, lambda: images.get_subscription_count() > 0, 10)
     images.publish(rgb_image(64, 48, stamp=9101))
     assert spin_until(client, lambda: any(r.header.stamp.sec == 9101 for r in results), 30)
+
+
+def test_compressed_camera_topic(tmp_path, client):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    node = NodeProcess(tmp_path / "node.log", {"image_transport": "compressed", "image_topic": "/camera/image"},
+                       name="seem_compressed")
+    try:
+        assert node.wait_for_log("processing /camera/image (compressed)", timeout=120), node.log()
+        images = client.create_publisher(CompressedImage, "/camera/image/compressed", qos_profile_sensor_data)
+        results = []
+        client.create_subscription(SegmentationResult, "/seem_compressed/result", results.append, 10)
+        assert spin_until(client, lambda: images.get_subscription_count() > 0, 30)
+        bgr = np.random.default_rng(3).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+        msg = CompressedImage(format="png", data=cv2.imencode(".png", bgr)[1].tobytes())
+        msg.header.stamp.sec = 4242
+        images.publish(msg)
+        assert spin_until(client, lambda: any(r.header.stamp.sec == 4242 for r in results), 30), node.log()
+        result = next(r for r in results if r.header.stamp.sec == 4242)
+        assert (result.height, result.width) == (40, 56)
+        images.publish(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"))
+        assert node.wait_for_log("cannot decode compressed image", timeout=20)
+        assert node.alive()
+    finally:
+        node.stop()
