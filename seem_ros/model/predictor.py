@@ -215,7 +215,8 @@ class SeemPredictor:
     @torch.no_grad()
     def grounding_logits(self, texts: Sequence[str], spatial: Optional[SpatialPrompt] = None) -> Tuple[Tensor, Tensor]:
         """One decoder call with the tokens of all texts -> (per text best grounding mask logits at
-        stride 4 (N, h, w), scores (N,)). Official evaluate_grounding."""
+        stride 4 (N, h, w), cosine similarity of the chosen query to the text (N,)). Official
+        evaluate_grounding."""
         if not texts:
             raise ValueError("no text given")
         f = self.features
@@ -242,15 +243,14 @@ class SeemPredictor:
             device = f["mask_features"].device
             spatial = self.model.decoder.encode_spatial_prompt(f["multi_scale"], f["mask_features"], [p.to(device)],
                                                                [n.to(device)], self.rng)
-            logits, scores = self.grounding_logits([text], spatial=spatial)
-            results.append(MaskResult((self._to_original(logits) > 0)[0].cpu().numpy(), float(scores[0]), logits[0], text))
+            logits, similarity = self.grounding_logits([text], spatial=spatial)
+            results += self._results(logits, similarity.clamp(min=0), [text])
         return results
 
     def predict_text(self, texts: Sequence[str]) -> List[MaskResult]:
         """Referring segmentation: the best mask for each text (e.g. "the red cup")."""
-        logits, scores = self.grounding_logits(texts)
-        masks = self._to_original(logits) > 0
-        return [MaskResult(m.cpu().numpy(), float(s), l, t) for m, s, l, t in zip(masks, scores, logits, texts)]
+        logits, similarity = self.grounding_logits(texts)
+        return self._results(logits, similarity.clamp(min=0), texts)
 
     # ---------------------------------------------------------------- visual prompts
     def prompt_masks(self, prompts: Sequence[VisualPrompt]) -> Tuple[List[Tensor], List[Tensor]]:
@@ -286,12 +286,21 @@ class SeemPredictor:
             raise ValueError("every visual prompt needs a positive point, a box, a scribble or a mask")
         pos, neg = self.prompt_masks(prompts)
         prev = torch.stack([m.low_res_logits for m in memory]) if memory else None
-        return self._spatial_results(self.spatial_logits(pos, neg, prev))
+        return self._results(self.spatial_logits(pos, neg, prev))
 
-    def _spatial_results(self, logits: Tensor) -> List[MaskResult]:
+    def _results(self, logits: Tensor, match: Optional[Tensor] = None,
+                 labels: Sequence[str] = ()) -> List[MaskResult]:
+        """Masks at the set_image size; score (0..1) = mean mask probability inside the mask, times
+        the text match (cosine, clamped at 0) for text prompts."""
         masks = self._to_original(logits) > 0
-        scores = [float(l.sigmoid()[m_low].mean()) if (m_low := l > 0).any() else 0.0 for l in logits]
-        return [MaskResult(m.cpu().numpy(), s, l) for m, s, l in zip(masks, scores, logits)]
+        results = []
+        for i, (mask, low) in enumerate(zip(masks, logits)):
+            inside = low > 0
+            score = float(low.sigmoid()[inside].mean()) if inside.any() else 0.0
+            if match is not None:
+                score *= float(match[i])
+            results.append(MaskResult(mask.cpu().numpy(), score, low, labels[i] if labels else ""))
+        return results
 
     # ---------------------------------------------------------------- referring image
     @torch.no_grad()
@@ -313,4 +322,4 @@ class SeemPredictor:
             pos, neg, self.rng)
 
     def predict_reference(self, reference: SpatialPrompt) -> List[MaskResult]:
-        return self._spatial_results(self.spatial_logits([], [], reference=reference))
+        return self._results(self.spatial_logits([], [], reference=reference))
