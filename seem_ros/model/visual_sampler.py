@@ -44,8 +44,8 @@ class DecoderRandomness:
 
     def memory_indices(self, num_prompts: int, count: int) -> Tensor:
         """Which previous-round mask each memory query attends through (sorted)."""
-        probs = torch.full((num_prompts,), float(num_prompts) / count)
-        return torch.multinomial(probs, count, replacement=True, generator=self.generator).sort()[0]
+        uniform = torch.ones(num_prompts)
+        return torch.multinomial(uniform, count, replacement=True, generator=self.generator).sort()[0]
 
 
 @dataclass
