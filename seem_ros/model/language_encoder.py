@@ -126,10 +126,11 @@ class LanguageEncoder(nn.Module):
         """Class logits: exp(logit_scale) * cosine(visual, text). Not clamped (official compute_similarity)."""
         return self.logit_scale.exp() * normalize(visual) @ text_embeddings.transpose(-1, -2)
 
-    def grounding_similarity(self, visual: Tensor, text: Tensor) -> Tensor:
-        """Grounding logits: temperature clamped at 100 (official vl_similarity)."""
-        return self.logit_scale.exp().clamp(max=100) * (normalize(visual) @ normalize(text).t())
-
 
 def normalize(x: Tensor) -> Tensor:
     return x / (x.norm(dim=-1, keepdim=True) + 1e-7)
+
+
+def cosine_similarity(visual: Tensor, text: Tensor) -> Tensor:
+    """(Q, D) x (N, D) -> (Q, N) cosine similarities, with the official 1e-7 norm guard."""
+    return normalize(visual) @ normalize(text).t()

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from .coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
 from .postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
                           resize, semantic_inference, semantic_postprocess, upsample_and_crop)
+from .language_encoder import cosine_similarity
 from .seem import SEEM, pad_to_multiple
 from .visual_sampler import DecoderRandomness, SpatialPrompt
 
@@ -226,9 +227,9 @@ class SeemPredictor:
         mask_features, multi_scale = f["mask_features"], f["multi_scale"]
         out = self.model.decoder(multi_scale, mask_features, text_embeddings=self.class_embeddings,
                                  grounding_tokens=tokens, grounding_padding=padding, spatial=spatial, rng=self.rng)
-        sim = self.model.language.grounding_similarity(out["pred_gtexts"][0], torch.stack(sentences))
-        best = sim.max(0)
-        return out["pred_gmasks"][0][best.indices], best.values / self.model.language.logit_scale.exp().clamp(max=100)
+        # the official vl_similarity scales this by a positive temperature, which leaves the argmax unchanged
+        best = cosine_similarity(out["pred_gtexts"][0], torch.stack(sentences)).max(0)
+        return out["pred_gmasks"][0][best.indices], best.values
 
     def predict_text_with_prompts(self, texts: Sequence[str], prompts: Sequence[VisualPrompt]) -> List[MaskResult]:
         """Composition (official evaluate_grounding_sptial): text i together with visual prompt i,
@@ -268,16 +269,19 @@ class SeemPredictor:
                        memory: Optional[Tensor] = None, reference: Optional[SpatialPrompt] = None) -> Tensor:
         """One decoder call with one visual prompt per batch row (official demo layout) -> (n, h, w)
         logits of each prompt's selected mask. memory: (n, h, w) logits of the previous round."""
-        f = self.features
         n = len(pos_masks) if reference is None else reference.pos_query.shape[1]
-        device = f["mask_features"].device
-        mask_features = f["mask_features"].repeat(n, 1, 1, 1)
-        multi_scale = [m.repeat(n, 1, 1, 1) for m in f["multi_scale"]]
+        mask_features, multi_scale = self._features_per_prompt(n)
+        device = mask_features.device
         spatial = reference or self.model.decoder.encode_spatial_prompt(
             multi_scale, mask_features, [m.to(device) for m in pos_masks], [m.to(device) for m in neg_masks], self.rng)
         prev = memory[:, None] if memory is not None else None
         out = self.model.decoder(multi_scale, mask_features, spatial=spatial, prev_mask=prev, rng=self.rng)
         return out["prev_mask"][:, 0]
+
+    def _features_per_prompt(self, n: int) -> Tuple[Tensor, List[Tensor]]:
+        """The image features repeated once per prompt: each prompt gets its own batch row."""
+        f = self.features
+        return f["mask_features"].repeat(n, 1, 1, 1), [m.repeat(n, 1, 1, 1) for m in f["multi_scale"]]
 
     def predict_visual(self, prompts: Sequence[VisualPrompt],
                        memory: Optional[Sequence[MaskResult]] = None) -> List[MaskResult]:
@@ -315,11 +319,8 @@ class SeemPredictor:
             self._features = saved
 
     def encode_reference_masks(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> SpatialPrompt:
-        f = self.features
-        n = len(pos)
-        return self.model.decoder.encode_spatial_prompt(
-            [m.repeat(n, 1, 1, 1) for m in f["multi_scale"]], f["mask_features"].repeat(n, 1, 1, 1),
-            pos, neg, self.rng)
+        mask_features, multi_scale = self._features_per_prompt(len(pos))
+        return self.model.decoder.encode_spatial_prompt(multi_scale, mask_features, pos, neg, self.rng)
 
     def predict_reference(self, reference: SpatialPrompt) -> List[MaskResult]:
         return self._results(self.spatial_logits([], [], reference=reference))
