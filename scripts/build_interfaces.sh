@@ -17,7 +17,8 @@ fi
 # The wheels' exported CMake files name the include dirs of the machine they were built on.
 PY_INCLUDE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 NP_INCLUDE="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null | while read -r f; do
+# (a rebuild finds nothing left to rewrite: grep's "no match" must not end the script)
+{ grep -rl --include='*.cmake' '/opt/python/cp311-cp311' "$VENV/share" 2>/dev/null || true; } | while read -r f; do
   sed -i -e "s#/opt/python/cp311-cp311/include/python3.11#$PY_INCLUDE#g" \
          -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NP_INCLUDE#g" "$f"
 done
