@@ -52,12 +52,15 @@ class VisualPrompt:
     """One object's visual prompt, in pixels of the image given to set_image.
     points: (x, y, label) with label 1 = positive, 0 = negative; box: (x0, y0, x1, y1) inclusive,
     drawn filled; scribbles: polylines [(x, y), ...] of positive strokes; mask: (H, W) bool, or uint8
-    where > 0 is on (resized like the official demo sketch: bilinear on the uint8 values, then > 0)."""
+    where > 0 is on (resized like the official demo sketch: bilinear on the uint8 values, then > 0).
+    image_hw: (height, width) of the image the coordinates were given on, when it may differ from
+    the image given to set_image (a camera that changed resolution); None = that image."""
     points: Sequence[Tuple[float, float, int]] = ()
     box: Optional[Tuple[float, float, float, float]] = None
     scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
     negative_scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
     mask: Optional[np.ndarray] = None
+    image_hw: Optional[Tuple[int, int]] = None
 
     def has_positive(self) -> bool:
         """Something marks the object itself (negative clicks/strokes alone cannot prompt)."""
@@ -130,6 +133,16 @@ class SeemPredictor:
         self._text_cache_size = text_cache_size
         self.set_vocabulary(class_names, num_thing_classes, class_embeddings)
         self._features = None
+
+    def to(self, device) -> "SeemPredictor":
+        """Moves the model and what is cached with it (class embeddings, text tokens) to `device`
+        and forgets the current image, so that nothing of it stays on the previous device."""
+        self.model.to(device)
+        self.class_embeddings = self.class_embeddings.to(device)
+        self._text_cache = OrderedDict((text, tuple(t.to(device) for t in value))
+                                       for text, value in self._text_cache.items())
+        self._features = None
+        return self
 
     # ---------------------------------------------------------------- vocabulary and text
     @torch.no_grad()
@@ -259,7 +272,10 @@ class SeemPredictor:
         f = self.features
         pos, neg = [], []
         for prompt in prompts:
-            p, n = _rasterize(prompt, f["input_hw"], f["scale"])
+            scale = f["scale"]
+            if prompt.image_hw is not None:
+                scale = (f["input_hw"][0] / prompt.image_hw[0], f["input_hw"][1] / prompt.image_hw[1])
+            p, n = _rasterize(prompt, f["input_hw"], scale)
             pos.append(pad_to_multiple(torch.from_numpy(p).bool()[None], self.model.cfg.size_divisibility))
             neg.append(pad_to_multiple(torch.from_numpy(n).bool()[None], self.model.cfg.size_divisibility))
         return pos, neg

@@ -35,8 +35,9 @@ class DecoderRandomness:
         for pid in prompt_ids:
             sel = index == pid
             probs[sel] = 1.0 / (len(prompt_ids) * sel.sum())
-        chosen = torch.multinomial(probs, max_len, replacement=False, generator=self.generator).sort()[0]
-        return points[chosen]
+        # drawn on the CPU: the generator is a CPU one, also when the mask is on a GPU
+        chosen = torch.multinomial(probs.cpu(), max_len, replacement=False, generator=self.generator).sort()[0]
+        return points[chosen.to(points.device)]
 
     def spatial_query_indices(self, num_object_queries: int, count: int, device) -> Tensor:
         """Which object queries are copied into the spatial queries."""
@@ -64,6 +65,11 @@ class SpatialPrompt:
     @property
     def num_prompts(self) -> int:
         return self.pos_query.shape[0]
+
+    def to(self, device) -> "SpatialPrompt":
+        return SpatialPrompt(self.pos_query.to(device), self.neg_query.to(device),
+                             [t.to(device) for t in self.level_tokens], [t.to(device) for t in self.level_padding],
+                             [t.to(device) for t in self.level_prompt_index])
 
 
 
