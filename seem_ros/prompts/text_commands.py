@@ -5,17 +5,20 @@
     "the red cup"                    -> add "the red cup" (a bare phrase is a segment request)
     "stop tracking the cup"          -> remove objects labelled like "the cup"
     "clear" / "stop" / "reset"       -> remove everything
+Keywords are matched in any case; phrases keep the user's casing (they become labels).
 """
 import re
 from dataclasses import dataclass, field
 from typing import List
 
-MAX_TEXT_LENGTH = 300  # characters; CLIP sees at most 75 tokens anyway
+MAX_TEXT_LENGTH = 300  # characters, for texts and labels; CLIP sees at most 75 tokens anyway
 
-_CLEAR = re.compile(r"^(clear|reset|stop|stop tracking|stop everything|forget everything|clear all)[.!]*$")
-_REMOVE = re.compile(r"^(stop tracking|stop segmenting|forget|untrack|remove|drop)\s+(?P<what>.+)$")
-_ADD = re.compile(r"^(please\s+)?(segment|track|find|follow|show( me)?|highlight|look at|detect)\s+(?P<what>.+)$")
-_SPLIT = re.compile(r"\s*(?:,|;|\band\b|&)\s*")
+_CLEAR = re.compile(r"^(clear|reset|stop|stop tracking|stop everything|forget everything|clear all)[.!]*$",
+                    re.IGNORECASE)
+_REMOVE = re.compile(r"^(stop tracking|stop segmenting|forget|untrack|remove|drop)\s+(?P<what>.+)$", re.IGNORECASE)
+_ADD = re.compile(r"^(please\s+)?(segment|track|find|follow|show( me)?|highlight|look at|detect)\s+(?P<what>.+)$",
+                  re.IGNORECASE)
+_SPLIT = re.compile(r"\s*(?:,|;|\band\b|&)\s*", re.IGNORECASE)
 
 
 class CommandError(ValueError):
@@ -41,14 +44,13 @@ def parse_command(text: str) -> TextCommand:
         raise CommandError("empty command")
     if len(cleaned) > MAX_TEXT_LENGTH:
         raise CommandError(f"command is {len(cleaned)} characters long (at most {MAX_TEXT_LENGTH})")
-    lowered = cleaned.lower()
-    if _CLEAR.match(lowered):
+    if _CLEAR.match(cleaned):
         return TextCommand("clear")
-    match = _REMOVE.match(lowered)
+    match = _REMOVE.match(cleaned)
     if match:
         return TextCommand("remove", _phrases(match.group("what")))
-    match = _ADD.match(lowered)
-    phrases = _phrases(match.group("what") if match else lowered)
+    match = _ADD.match(cleaned)
+    phrases = _phrases(match.group("what") if match else cleaned)
     if not phrases:
         raise CommandError(f"nothing to segment in {cleaned!r}")
     return TextCommand("add", phrases)

@@ -6,17 +6,34 @@ Following frames, as the official SEEM video demos do:
 - visual objects use their previous mask as the spatial prompt (mask propagation);
 - reference objects re-use the example region's tokens;
 - text + visual objects combine the text with the previous mask.
-A refinement (clicks on a tracked object) uses the object's previous mask as memory.
+A refinement (clicks on a tracked object) uses the object's previous mask as memory; refining an
+example-region object turns it into a visual object that follows its own mask from then on.
+
+Edits (add, refine, remove, clear, reset) may come from any thread at any time. `step` works on a
+snapshot of the objects and writes its results back only where no edit arrived meanwhile, so an
+edit made while a frame is being segmented takes effect from the next frame and is never lost.
+Object ids are unique for the lifetime of the process, across trackers and reconfigurations.
 """
+import dataclasses
+import itertools
 import threading
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..model.predictor import MaskResult, SeemPredictor, VisualPrompt
 from ..model.visual_sampler import SpatialPrompt
 from ..prompts.text_commands import same_object
+
+_object_ids = itertools.count(1)
+_object_ids_lock = threading.Lock()
+
+
+def new_object_id() -> int:
+    """A process-wide unique object id: downstream id -> label maps never mix two objects."""
+    with _object_ids_lock:
+        return next(_object_ids)
 
 
 @dataclass
@@ -26,9 +43,10 @@ class TrackedObject:
     text: str = ""
     visual: Optional[VisualPrompt] = None  # prompt for the next frame (then the previous mask)
     reference: Optional[SpatialPrompt] = None
-    refine: bool = False  # next visual prompt refines the previous result (memory)
+    refinement: Optional[VisualPrompt] = None  # user clicks for the next frame, with memory of `last`
     track: bool = True
     last: Optional[MaskResult] = None
+    revision: int = 0  # bumped by every edit; a frame's write-back skips objects edited meanwhile
 
 
 @dataclass
@@ -39,30 +57,74 @@ class FrameObject:
     score: float
 
 
+class Added(NamedTuple):
+    id: int
+    existing: bool  # the text already names a tracked object: its id is returned, nothing is added
+
+
 class ObjectTracker:
     def __init__(self, max_objects: int = 16):
         self.max_objects = max_objects
         self._objects: Dict[int, TrackedObject] = {}
-        self._next_id = 1
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ editing (any thread)
     def add(self, label: str, text: str = "", visual: Optional[VisualPrompt] = None,
-            reference: Optional[SpatialPrompt] = None, track: bool = True) -> int:
+            reference: Optional[SpatialPrompt] = None, track: bool = True) -> Added:
+        """A text-only object whose text names a tracked text-only object is not added twice."""
         with self._lock:
-            if len(self._objects) >= self.max_objects:
-                raise ValueError(f"already {len(self._objects)} objects (max_objects = {self.max_objects})")
-            obj = TrackedObject(self._next_id, label, text=text, visual=visual, reference=reference, track=track)
-            self._objects[obj.id] = obj
-            self._next_id += 1
-            return obj.id
+            existing = self._find_text(text) if visual is None and reference is None else None
+            if existing is not None:
+                return Added(existing, True)
+            self._check_room(1)
+            return Added(self._insert(TrackedObject(0, label, text=text, visual=visual, reference=reference,
+                                                    track=track)), False)
+
+    def add_texts(self, texts: Sequence[str]) -> List[Tuple[str, Added]]:
+        """Text objects labelled by their text, all or none (when they would exceed max_objects).
+        -> (text, Added) per distinct object named; a text naming a tracked object gets its id."""
+        with self._lock:
+            distinct: List[str] = []
+            for text in texts:
+                if not any(same_object(text, seen) for seen in distinct):
+                    distinct.append(text)
+            existing = [self._find_text(text) for text in distinct]
+            self._check_room(sum(1 for object_id in existing if object_id is None))
+            return [(text, Added(object_id, True) if object_id is not None
+                     else Added(self._insert(TrackedObject(0, text, text=text)), False))
+                    for text, object_id in zip(distinct, existing)]
+
+    def _find_text(self, text: str) -> Optional[int]:
+        for obj in self._objects.values():
+            if text and obj.text and obj.visual is None and obj.reference is None and same_object(obj.text, text):
+                return obj.id
+        return None
+
+    def _check_room(self, count: int) -> None:
+        if len(self._objects) + count > self.max_objects:
+            raise ValueError(f"{len(self._objects)} objects tracked, {count} more would exceed "
+                             f"max_objects = {self.max_objects}")
+
+    def _insert(self, obj: TrackedObject) -> int:
+        obj.id = new_object_id()
+        self._objects[obj.id] = obj
+        return obj.id
 
     def refine(self, object_id: int, visual: VisualPrompt) -> None:
+        """Clicks (or strokes) on a tracked object: applied to its next frame with memory of its last mask."""
         with self._lock:
-            obj = self._objects.get(object_id)
-            if obj is None:
-                raise KeyError(f"no tracked object with id {object_id} (tracked: {sorted(self._objects) or 'none'})")
-            obj.visual, obj.refine = visual, obj.last is not None
+            obj = self._get(object_id)
+            if obj.text:  # text objects take the clicks as the visual half of text + visual
+                obj.visual = visual
+            else:
+                obj.refinement, obj.reference = visual, None
+            obj.revision += 1
+
+    def _get(self, object_id: int) -> TrackedObject:
+        obj = self._objects.get(object_id)
+        if obj is None:
+            raise KeyError(f"no tracked object with id {object_id} (tracked: {sorted(self._objects) or 'none'})")
+        return obj
 
     def remove_label(self, phrase: str) -> List[int]:
         with self._lock:
@@ -83,46 +145,71 @@ class ObjectTracker:
                 if not obj.text and obj.reference is None:
                     del self._objects[obj.id]
                 else:
-                    obj.last, obj.visual, obj.refine = None, None, False
+                    obj.last, obj.visual, obj.refinement = None, None, None
+                    obj.revision += 1
+
+    def to(self, device) -> None:
+        """Moves the objects' tensors (previous mask logits, example-region tokens) to `device`."""
+        with self._lock:
+            for obj in self._objects.values():
+                if obj.last is not None:
+                    obj.last = dataclasses.replace(obj.last, low_res_logits=obj.last.low_res_logits.to(device))
+                if obj.reference is not None:
+                    obj.reference = obj.reference.to(device)
 
     def labels(self) -> Dict[int, str]:
         with self._lock:
             return {i: o.label for i, o in self._objects.items()}
 
-    # ------------------------------------------------------------ per frame (worker thread)
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._objects)
+
+    # ------------------------------------------------------------ per frame (one worker thread)
     def step(self, predictor: SeemPredictor) -> List[FrameObject]:
         """Segment every tracked object in the image last given to predictor.set_image()."""
         with self._lock:
-            objects = list(self._objects.values())
+            objects = [dataclasses.replace(o) for o in self._objects.values()]
+        results = self._segment(predictor, objects)
+        frame_objects = []
+        with self._lock:
+            for snapshot in objects:
+                res = results.get(snapshot.id)
+                obj = self._objects.get(snapshot.id)
+                if res is None or obj is None:  # removed while the frame was segmented
+                    continue
+                if obj.revision == snapshot.revision:
+                    if res.mask.any():
+                        obj.last = res
+                        if obj.visual is not None or obj.refinement is not None:
+                            # follow the object: its mask prompts the next frame
+                            obj.visual, obj.refinement = VisualPrompt(mask=res.mask), None
+                    if not obj.track:
+                        del self._objects[obj.id]
+                elif res.mask.any():  # edited meanwhile: the edit stands, the newest mask is its memory
+                    obj.last = res
+                frame_objects.append(FrameObject(obj.id, obj.label, res.mask, res.score))
+        return frame_objects
+
+    @staticmethod
+    def _segment(predictor: SeemPredictor, objects: List[TrackedObject]) -> Dict[int, MaskResult]:
         references = [o for o in objects if o.reference is not None]
         composed = [o for o in objects if o.reference is None and o.text and o.visual is not None]
         texts = [o for o in objects if o.reference is None and o.text and o.visual is None]
-        visual = [o for o in objects if o.reference is None and not o.text and o.visual is not None]
+        refined = [o for o in objects if o.reference is None and not o.text and o.refinement is not None]
+        visual = [o for o in objects if o.reference is None and not o.text and o.refinement is None
+                  and o.visual is not None]
         results: Dict[int, MaskResult] = {}
         if texts:
             results.update(zip((o.id for o in texts), predictor.predict_text([o.text for o in texts])))
-        plain = [o for o in visual if not o.refine]
-        if plain:  # one batched decoder call, one prompt per row
-            results.update(zip((o.id for o in plain), predictor.predict_visual([o.visual for o in plain])))
-        for obj in (o for o in visual if o.refine):  # each refinement carries its own memory
-            results[obj.id] = predictor.predict_visual([obj.visual], memory=[obj.last])[0]
+        if visual:  # one batched decoder call, one prompt per row
+            results.update(zip((o.id for o in visual), predictor.predict_visual([o.visual for o in visual])))
+        for obj in refined:  # each refinement carries its own memory
+            memory = [obj.last] if obj.last is not None else None
+            results[obj.id] = predictor.predict_visual([obj.refinement], memory=memory)[0]
         if composed:
             results.update(zip((o.id for o in composed), predictor.predict_text_with_prompts(
                 [o.text for o in composed], [o.visual for o in composed])))
         for obj in references:
             results[obj.id] = predictor.predict_reference(obj.reference)[0]
-
-        frame_objects = []
-        with self._lock:
-            for obj in objects:
-                res = results.get(obj.id)
-                if res is None or obj.id not in self._objects:
-                    continue
-                if res.mask.any():
-                    obj.last = res
-                    if obj.visual is not None:  # follow the object: its mask prompts the next frame
-                        obj.visual, obj.refine = VisualPrompt(mask=res.mask), False
-                if not obj.track:
-                    del self._objects[obj.id]
-                frame_objects.append(FrameObject(obj.id, obj.label, res.mask, res.score))
-        return frame_objects
+        return results
