@@ -1,37 +1,45 @@
 """seem_node: SEEM promptable segmentation as a ROS 2 lifecycle node.
 
-configure loads the model, activate starts processing camera frames, deactivate stops and frees
-GPU memory, cleanup releases the model. `main` autostarts (configure + activate).
-The node only wires ROS to the parts: ros_in (conversion, prompts) -> tracking -> ros_out; the
-model math lives in seem_ros.model.
+configure loads the model and opens the prompt services, activate starts taking camera frames and
+prompt topics, deactivate stops them and frees GPU memory, cleanup releases the model. `main`
+autostarts (configure + activate) and stops through the lifecycle shutdown on SIGINT/SIGTERM.
+The node only wires the parts: ros_in (intake) -> prompts (ordered queue, applier) -> model ->
+runtime (frame worker) -> tracking -> ros_out (publishers, diagnostics).
 """
+import functools
 import os
+import sys
 import threading
 import time
-from typing import List, Optional, Tuple
+import traceback
+from typing import Optional
 
-import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PointStamped
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PointStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
-from std_msgs.msg import String
-from std_srvs.srv import Trigger
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import Header
 
-from seem_ros_interfaces.msg import LabelInfo, SegmentationPrompt, SegmentationResult, SegmentedObject
-from seem_ros_interfaces.srv import SegmentImage, SetPrompt
+from seem_ros_interfaces.srv import SegmentImage
 
-from .model.predictor import VisualPrompt
-from .prompts.text_commands import CommandError, parse_command
-from .ros_in.image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb
+from .prompts.applier import ImageSize, PromptApplier
+from .prompts.queue import PromptQueue
+from .ros_in.image_conversion import ImageConversionError, ImageLimits, compressed_to_rgb, image_to_rgb
+from .ros_in.intake import FrameIntake, FrameLosses, PromptIntake, PromptServices
 from .ros_in.latest_frame import LatestFrame
-from .ros_in.prompt_messages import PromptError, check_pixel, parse_prompt, project_to_pixel
-from .ros_out.encoding import bounding_box, encode_rle, label_image, overlay
-from .runtime.backends import BackendConfig, create_predictor, inference_context
-from .tracking.tracker import FrameObject, ObjectTracker
+from .ros_in.prompt_messages import PromptError, parse_prompt
+from .ros_out.diagnostics import NodeCounts, diagnostic_status
+from .ros_out.publishers import FramePublishers, result_message
+from .runtime.backends import BackendConfig, create_predictor, describe_backend, inference_context, move_predictor
+from .runtime.frame_worker import FrameCounts, FrameWorker
+from .runtime.one_shot import segment_once
+from .throttled_log import ThrottledLog, failed_response, guarded
+from .tracking.tracker import ObjectTracker
 
 PARAMETERS = {
     # name: (default, description)
@@ -50,12 +58,39 @@ PARAMETERS = {
     "clicked_point_topic": ("/clicked_point", "RViz Publish Point topic"),
     "image_qos_reliability": ("best_effort", "best_effort (sensor data) or reliable"),
     "image_qos_depth": (1, "image subscription queue depth"),
+    "max_image_pixels": (7680 * 4320, "camera, prompt and service images with more pixels are refused"),
+    "max_image_aspect_ratio": (8.0, "images more elongated than this (long side / short side) are refused"),
+    "prompt_queue_size": (1000, "prompts waiting to be applied; also the depth of the prompt topics"),
     "score_threshold": (0.0, "objects scoring below are not published"),
     "max_objects": (16, "most objects tracked at once"),
     "mask_encoding": ("image", "image (mono8 mask per object) or rle"),
     "publish_overlay": (True, "publish the debug overlay (only while subscribed)"),
     "stats_period": (10.0, "seconds between diagnostics/log summaries"),
 }
+CHOICES = {"image_transport": ("raw", "compressed"), "mask_encoding": ("image", "rle"),
+           "image_qos_reliability": ("best_effort", "reliable")}
+SHUTDOWN_GRACE_S = 1.5  # on SIGINT/SIGTERM the threads get this long to stop; then the process exits anyway
+SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
+                           TransitionCallbackReturn.ERROR)
+
+
+def _transition(name: str):
+    """Lifecycle callback wrapper: transitions never overlap, and an exception becomes ERROR with
+    its reason and traceback logged (rclpy would turn it into ERROR silently)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, state: State) -> TransitionCallbackReturn:
+            with self._lifecycle_lock:
+                try:
+                    result = method(self, state)
+                except Exception as exc:  # noqa: BLE001
+                    self.get_logger().error(f"{name} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+                    return ERROR
+                if result != SUCCESS:
+                    self.get_logger().error(f"{name} did not succeed ({result.to_label()}): reason logged above")
+                return result
+        return run
+    return wrap
 
 
 class SeemNode(LifecycleNode):
@@ -63,250 +98,235 @@ class SeemNode(LifecycleNode):
         super().__init__("seem_node", **kwargs)
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(description))
-        self.frames = LatestFrame()
-        self.tracker = ObjectTracker()
-        self.predictor = None
-        self.backend_cfg: Optional[BackendConfig] = None
-        self._model_lock = threading.Lock()
-        self._worker: Optional[threading.Thread] = None
-        self._running = threading.Event()
-        self._pubs = {}
-        self._subs = []
-        self._seem_services = []
-        self._image_size: Optional[Tuple[int, int]] = None
-        self._camera_info: Optional[CameraInfo] = None
-        self._published_labels = None
-        self._stats = {"processed": 0, "latency": 0.0, "since": time.monotonic(), "received": 0, "dropped": 0}
-        self._stats_timer = None
+        self.log = ThrottledLog(self.get_logger())
+        self._lifecycle_lock = threading.RLock()
+        self.model_lock = threading.Lock()
+        # kept for the node's lifetime: counts add up across reconfigurations
+        self.mailbox = LatestFrame()
+        self.image_size = ImageSize()
+        self.frame_counts = FrameCounts()
+        self.frame_losses = FrameLosses()
+        self.prompt_queue = PromptQueue()
+        self._report_base = (NodeCounts(), time.monotonic())
+        self._segment_calls = 0  # segment_image calls running (they outlive a shutdown otherwise unnoticed)
+        self._reset_configured()
+        self._reset_active()
         self._tf_buffer = None
-        self._last_warned = {}
+
+    def _reset_configured(self) -> None:
+        self.cfg: Optional[BackendConfig] = None
+        self.predictor = None
+        self.tracker: Optional[ObjectTracker] = None
+        self.image_limits = ImageLimits()
+        self.applier: Optional[PromptApplier] = None
+        self.prompt_services: Optional[PromptServices] = None
+        self.frame_publishers: Optional[FramePublishers] = None
+        self._segment_service = None
+        self._diagnostics = None
+        self._diagnostics_timer = None
+
+    def _reset_active(self) -> None:
+        self.worker: Optional[FrameWorker] = None
+        self.frame_intake: Optional[FrameIntake] = None
+        self.prompt_intake: Optional[PromptIntake] = None
 
     # ------------------------------------------------------------------ lifecycle
+    @_transition("configure")
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         p = self._param
+        for name, allowed in CHOICES.items():
+            if p(name) not in allowed:
+                self.get_logger().error(f"parameter {name} must be one of {allowed}, got {p(name)!r}")
+                return FAILURE
+        for name, low, high in (("max_objects", 1, 65535), ("prompt_queue_size", 1, 1_000_000),
+                                ("image_qos_depth", 1, 10_000), ("max_image_pixels", 1, 2**40)):
+            if not low <= p(name) <= high:
+                self.get_logger().error(f"parameter {name} must be in {low}..{high}, got {p(name)}")
+                return FAILURE
+        if not p("max_image_aspect_ratio") >= 1.0 or not p("stats_period") > 0:
+            self.get_logger().error("parameters max_image_aspect_ratio (>= 1) and stats_period (> 0) are out of range")
+            return FAILURE
         cfg = BackendConfig(
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
             precision=p("precision"), short_side=int(p("input_short_side")),
             vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=p("engine_cache_dir"),
             embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")))
-        for name, allowed in (("image_transport", ("raw", "compressed")), ("mask_encoding", ("image", "rle")),
-                              ("image_qos_reliability", ("best_effort", "reliable"))):
-            if p(name) not in allowed:
-                self.get_logger().error(f"parameter {name} must be one of {allowed}, got {p(name)!r}")
-                return TransitionCallbackReturn.FAILURE
         try:
-            self.predictor = create_predictor(cfg)
-        except Exception as exc:  # any load failure leaves the node alive and unconfigured
+            predictor = create_predictor(cfg)
+        except Exception as exc:  # noqa: BLE001 - any load failure leaves the node alive and unconfigured
             self.get_logger().error(f"cannot load the SEEM model: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        self.backend_cfg = cfg
+            self.get_logger().debug(traceback.format_exc())
+            return FAILURE
+        if cfg.device.startswith("cuda"):
+            move_predictor(predictor, "cpu")  # on the GPU only while active
+        self.cfg, self.predictor = cfg, predictor
         self.tracker = ObjectTracker(int(p("max_objects")))
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
-        self._pubs = {
-            "result": self.create_publisher(SegmentationResult, "~/result", 10),
-            "labels": self.create_publisher(Image, "~/label_image", 10),
-            "label_info": self.create_publisher(LabelInfo, "~/label_info", latched),
-            "overlay": self.create_publisher(Image, "~/overlay", 10),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
-        }
-        self._seem_services = [
-            self.create_service(SetPrompt, "~/set_prompt", self._on_set_prompt),
-            self.create_service(Trigger, "~/clear_prompts", self._on_clear),
-            self.create_service(Trigger, "~/reset_tracking", self._on_reset),
-            self.create_service(SegmentImage, "~/segment_image", self._on_segment_image),
-        ]
-        self.get_logger().info(f"SEEM {cfg.model_config} loaded from {cfg.checkpoint} "
-                               f"({cfg.backend}, {cfg.device}, {cfg.precision})")
-        return TransitionCallbackReturn.SUCCESS
+        self.image_limits = ImageLimits(int(p("max_image_pixels")), float(p("max_image_aspect_ratio")))
+        self.prompt_queue.capacity = int(p("prompt_queue_size"))
+        self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,
+                                     self.log, self.image_limits)
+        self.applier.start()
+        self.prompt_services = PromptServices(self, self.prompt_queue, self.image_size, self.log, p("image_topic"))
+        self._segment_service = self.create_service(
+            SegmentImage, "~/segment_image", guarded(self.log, "segment_image", self._on_segment_image, failed_response),
+            callback_group=MutuallyExclusiveCallbackGroup())
+        self.frame_publishers = FramePublishers(self, p("mask_encoding"), bool(p("publish_overlay")),
+                                          float(p("score_threshold")))
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(float(p("stats_period")), guarded(
+            self.log, "diagnostics", self._report), callback_group=MutuallyExclusiveCallbackGroup())
+        backend, backend_warning = describe_backend(cfg, predictor)
+        self.get_logger().info(f"SEEM {cfg.model_config} loaded from {cfg.checkpoint} (backend: {backend})")
+        if backend_warning:
+            self.get_logger().warning(backend_warning)
+        return SUCCESS
 
+    @_transition("activate")
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         p = self._param
-        if self.backend_cfg.device.startswith("cuda"):
-            self.predictor.model.to(self.backend_cfg.device)
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(p("image_qos_depth")),
-                         reliability=ReliabilityPolicy.BEST_EFFORT if p("image_qos_reliability") == "best_effort"
-                         else ReliabilityPolicy.RELIABLE)
-        topic = p("image_topic")
-        if p("image_transport") == "compressed":
-            self._subs.append(self.create_subscription(CompressedImage, f"{topic}/compressed", self.frames.put, qos))
-        else:
-            self._subs.append(self.create_subscription(Image, topic, self.frames.put, qos))
-        self._subs += [
-            self.create_subscription(CameraInfo, p("camera_info_topic"), self._on_camera_info, qos),
-            self.create_subscription(Point, f"{topic}_mouse_left", self._on_image_click, 10),
-            self.create_subscription(PointStamped, p("clicked_point_topic"), self._on_clicked_point, 10),
-            self.create_subscription(String, "~/command", self._on_command, 10),
-            self.create_subscription(SegmentationPrompt, "~/prompt", self._on_prompt, 10),
-        ]
-        self._running.set()
-        self._worker = threading.Thread(target=self._work, name="seem_worker", daemon=True)
-        self._worker.start()
-        self._stats_timer = self.create_timer(float(p("stats_period")), self._report_stats)
-        self.get_logger().info(f"processing {topic} ({p('image_transport')})")
+        if self.cfg.device.startswith("cuda"):
+            move_predictor(self.predictor, self.cfg.device)
+            self.tracker.to(self.cfg.device)
+        camera_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(p("image_qos_depth")),
+                                reliability=ReliabilityPolicy.BEST_EFFORT if p("image_qos_reliability") == "best_effort"
+                                else ReliabilityPolicy.RELIABLE)
+        self.worker = FrameWorker(self.mailbox, self._convert, self.predictor, self.tracker, self.model_lock,
+                                  lambda: inference_context(self.cfg), self._publish, self.image_size,
+                                  self.frame_counts, self.log)
+        self.worker.start()
+        self.frame_intake = FrameIntake(self, self.mailbox, self.frame_losses, self.log, p("image_topic"),
+                                        p("image_transport"), p("image_qos_reliability"), int(p("image_qos_depth")))
+        self.prompt_intake = PromptIntake(self, self.prompt_queue, self.image_size, self.log, p("image_topic"),
+                                          p("camera_info_topic"), p("clicked_point_topic"), camera_qos,
+                                          self._transform)
+        self.get_logger().info(f"processing {self.frame_intake.topic.removesuffix('/compressed')} "
+                               f"({p('image_transport')})")
         return super().on_activate(state)
 
+    @_transition("deactivate")
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self._stop_processing()
-        if self.backend_cfg.device.startswith("cuda"):
-            import torch
-            self.predictor.model.to("cpu")  # frees the GPU until activated again
-            torch.cuda.empty_cache()
+        if not self._stop_active(timeout=10.0):
+            return FAILURE
         return super().on_deactivate(state)
 
+    @_transition("cleanup")
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+        return SUCCESS if self._release_configured(timeout=10.0) else FAILURE
 
+    @_transition("shutdown")
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._stop_processing()
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        stopped = self._stop_active(timeout=SHUTDOWN_GRACE_S)
+        stopped = self._release_configured(timeout=max(deadline - time.monotonic(), 0.1)) and stopped
+        if stopped:
+            self.get_logger().info("shut down: frame worker and prompt applier joined, subscriptions, services "
+                                   "and publishers destroyed")
+        return SUCCESS if stopped else FAILURE
 
-    def _stop_processing(self) -> None:
-        self._running.clear()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-            self._worker = None
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
-        if self._stats_timer is not None:
-            self.destroy_timer(self._stats_timer)
-            self._stats_timer = None
-        self.frames.clear()
+    @_transition("error processing")
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self.get_logger().error("error processing: stopping and releasing everything; configure again to restart")
+        stopped = self._stop_active(timeout=10.0)
+        return SUCCESS if self._release_configured(timeout=10.0) and stopped else FAILURE
 
-    def _release(self) -> None:
-        for pub in self._pubs.values():
-            self.destroy_publisher(pub)
-        for srv in self._seem_services:
-            self.destroy_service(srv)
-        self._pubs, self._seem_services = {}, []
-        self.predictor = None
-        self._published_labels = None
+    def _stop_active(self, timeout: float) -> bool:
+        """Stops frame and prompt intake and the frame worker; frees the GPU."""
+        stopped = True
+        for intake in (self.frame_intake, self.prompt_intake):
+            if intake is not None:
+                intake.destroy()
+        if self.worker is not None:
+            stopped = self.worker.stop(timeout)
+            if not stopped:
+                self.get_logger().error(f"the frame worker did not stop within {timeout:g} s (inference still running)")
+        self._reset_active()
+        if stopped and self.cfg is not None and self.cfg.device.startswith("cuda"):
+            with self.model_lock:
+                move_predictor(self.predictor, "cpu")
+                self.tracker.to("cpu")
+        return stopped
 
-    # ------------------------------------------------------------------ processing
-    def _work(self) -> None:
-        while self._running.is_set():
-            msg = self.frames.take(timeout=0.1)
-            if msg is None:
-                continue
-            try:
-                self._process(msg)
-            except Exception as exc:  # never let one frame kill the worker
-                self.get_logger().error(f"frame skipped: {type(exc).__name__}: {exc}")
+    def _release_configured(self, timeout: float) -> bool:
+        stopped = self.applier.stop(timeout) if self.applier is not None else True
+        if not stopped:
+            self.get_logger().error(f"the prompt applier did not stop within {timeout:g} s")
+        if self.prompt_services is not None:
+            self.prompt_services.destroy()
+        if self.frame_publishers is not None:
+            self.frame_publishers.destroy()
+        for entity, destroy in ((self._segment_service, self.destroy_service),
+                                (self._diagnostics, self.destroy_publisher),
+                                (self._diagnostics_timer, self.destroy_timer)):
+            if entity is not None:
+                destroy(entity)
+        self._reset_configured()
+        return stopped
 
-    def _to_rgb(self, msg) -> Optional[np.ndarray]:
-        try:
-            return compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
-        except ImageConversionError as exc:
-            self._warn_throttled(f"camera image ignored: {exc}")
-            return None
-
-    def _process(self, msg) -> None:
-        rgb = self._to_rgb(msg)
-        if rgb is None:
-            return
-        self._image_size = rgb.shape[:2]
-        start = time.perf_counter()
-        with self._model_lock, inference_context(self.backend_cfg):
-            self.predictor.set_image(rgb)
-            objects = self.tracker.step(self.predictor)
-        elapsed = time.perf_counter() - start
-        threshold = float(self._param("score_threshold"))
-        objects = [o for o in objects if o.score >= threshold]
-        self._publish(msg.header, rgb, objects, elapsed)
-        self._stats["processed"] += 1
-        self._stats["latency"] += elapsed
-
-    def _publish(self, header, rgb: np.ndarray, objects: List[FrameObject], elapsed: float) -> None:
-        h, w = rgb.shape[:2]
-        self._pubs["result"].publish(self._result_msg(header, h, w, objects, elapsed))
-        self._pubs["labels"].publish(_image_msg(header, label_image((h, w), objects), "mono16"))
-        labels = self.tracker.labels()
-        if labels != self._published_labels:
-            info = LabelInfo(header=header, ids=list(labels), labels=list(labels.values()))
-            self._pubs["label_info"].publish(info)
-            self._published_labels = labels
-        if self._param("publish_overlay") and self._pubs["overlay"].get_subscription_count() > 0:
-            self._pubs["overlay"].publish(_image_msg(header, overlay(rgb, objects), "bgr8"))
-
-    def _result_msg(self, header, h: int, w: int, objects: List[FrameObject], elapsed: float) -> SegmentationResult:
-        rle = self._param("mask_encoding") == "rle"
-        out = SegmentationResult(header=header, height=h, width=w, inference_time=float(elapsed))
-        for obj in objects:
-            x, y, bw, bh = bounding_box(obj.mask)
-            item = SegmentedObject(id=obj.id, label=obj.label, score=float(obj.score),
-                                   bbox=RegionOfInterest(x_offset=x, y_offset=y, width=bw, height=bh))
-            if rle:
-                item.rle = encode_rle(obj.mask)
-            else:
-                item.mask = _image_msg(header, obj.mask.astype(np.uint8) * 255, "mono8")
-            out.objects.append(item)
-        return out
-
-    # ------------------------------------------------------------------ prompts
-    def _on_command(self, msg: String) -> None:
-        try:
-            command = parse_command(msg.data)
-        except CommandError as exc:
-            self.get_logger().warning(f"command ignored: {exc}")
-            return
-        if command.action == "clear":
-            self.tracker.clear()
-        elif command.action == "remove":
-            for phrase in command.phrases:
-                if not self.tracker.remove_label(phrase):
-                    self.get_logger().warning(f"'stop tracking {phrase}': no such object "
-                                              f"(tracked: {list(self.tracker.labels().values()) or 'none'})")
+    def autostart(self) -> None:
+        """configure + activate, as `ros2 run` users expect; a failure leaves the node up to be configured."""
+        if self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
         else:
-            for phrase in command.phrases:
-                self._add_object(phrase, text=phrase)
-        self.get_logger().info(f"command {msg.data!r}: objects now {self.tracker.labels()}")
+            self.get_logger().error("not configured; fix the parameters and configure through the lifecycle services")
 
-    def _add_object(self, label: str, **kwargs) -> Optional[int]:
+    def shut_down(self, deadline: float) -> bool:
+        """The lifecycle shutdown transition from whatever state the node is in, waiting (until
+        `deadline`, monotonic) for a transition in progress. False if something did not stop."""
+        while self._lifecycle_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            self._lifecycle_lock.release()
+            try:
+                return self.trigger_shutdown() == SUCCESS and self._segment_calls == 0
+            except Exception:  # noqa: BLE001 - a transition started meanwhile: wait for it and try again
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+        self.get_logger().error("a lifecycle transition was still running at shutdown")
+        return False
+
+    # ------------------------------------------------------------------ frames
+    def _convert(self, msg):
+        if hasattr(msg, "format"):  # CompressedImage
+            return compressed_to_rgb(msg, self.image_limits)
+        return image_to_rgb(msg, self.image_limits)
+
+    def _publish(self, header, rgb, objects, elapsed) -> None:
+        self.frame_publishers.publish(header, rgb, objects, elapsed, list(self.tracker.labels()))
+
+    def _encode_reference(self, rgb, mask):
+        with self.model_lock, inference_context(self.cfg):
+            return self.predictor.encode_reference(rgb, mask)
+
+    # ------------------------------------------------------------------ services
+    def _on_segment_image(self, request, response):
+        self._segment_calls += 1
         try:
-            return self.tracker.add(label, **kwargs)
-        except ValueError as exc:
-            self.get_logger().warning(f"object {label!r} not added: {exc}")
-            return None
+            rgb = image_to_rgb(request.image, self.image_limits)
+            prompt = request.prompt
+            parsed = parse_prompt(prompt, rgb.shape[:2], self.image_limits) if _has_prompt(prompt) else None
+            start = time.perf_counter()
+            with self.model_lock, inference_context(self.cfg):
+                objects = segment_once(self.predictor, rgb, parsed)
+            response.result = result_message(request.image.header, rgb.shape[0], rgb.shape[1], objects,
+                                             time.perf_counter() - start, self._param("mask_encoding") == "rle")
+            response.success, response.message = True, f"{len(objects)} objects"
+        except (ImageConversionError, PromptError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            self.log.warning(f"segment_image refused: {exc}")
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            response.success, response.message = False, f"out of GPU memory: {exc}"
+            self.log.exception("segment_image", exc)
+        finally:
+            self._segment_calls -= 1
+        return response
 
-    def _on_image_click(self, msg: Point) -> None:
-        try:
-            x, y = check_pixel(msg.x, msg.y, self._image_size)
-        except PromptError as exc:
-            self.get_logger().warning(f"click ignored: {exc}")
-            return
-        self._add_object("object", visual=VisualPrompt(points=[(x, y, 1)]))
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
-
-    def _on_clicked_point(self, msg: PointStamped) -> None:
-        info = self._camera_info
-        if info is None:
-            self.get_logger().warning("clicked point ignored: no CameraInfo received yet on "
-                                      f"{self._param('camera_info_topic')!r}, so it cannot be projected into the image")
-            return
-        point = (msg.point.x, msg.point.y, msg.point.z)
-        if msg.header.frame_id and info.header.frame_id and msg.header.frame_id != info.header.frame_id:
-            point = self._transform(msg, info.header.frame_id)
-            if point is None:
-                return
-        try:
-            u, v = project_to_pixel(point, tuple(info.k))
-            x, y = check_pixel(u, v, self._image_size, "clicked point")
-        except PromptError as exc:
-            self.get_logger().warning(f"clicked point ignored: {exc}")
-            return
-        self._add_object("object", visual=VisualPrompt(points=[(x, y, 1)]))
-
+    # ------------------------------------------------------------------ RViz points
     def _transform(self, msg: PointStamped, target: str):
         try:
             import tf2_geometry_msgs  # noqa: F401 - registers PointStamped with tf2
             import tf2_ros
         except ImportError:
-            self.get_logger().warning(
+            self.log.warning(
                 f"clicked point in {msg.header.frame_id!r} needs a transform to the camera frame {target!r}, "
                 "but tf2_ros is not installed; publish points in the camera optical frame")
             return None
@@ -316,112 +336,41 @@ class SeemNode(LifecycleNode):
         try:
             p = self._tf_buffer.transform(msg, target).point
             return p.x, p.y, p.z
-        except Exception as exc:
-            self.get_logger().warning(f"clicked point ignored: no transform {msg.header.frame_id!r} -> {target!r}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - tf2 raises several unrelated types
+            self.log.warning(f"clicked point ignored: no transform {msg.header.frame_id!r} -> {target!r}: {exc}")
             return None
 
-    def _apply_prompt(self, msg: SegmentationPrompt, replace: bool = False) -> List[int]:
-        parsed = parse_prompt(msg, self._image_size)
-        if replace:  # only once the new prompt is known to be usable
-            self.tracker.clear()
-        if parsed.object_id:
-            if parsed.visual is None:
-                raise PromptError("refining an object needs clicks, a box, scribbles or a mask")
-            try:
-                self.tracker.refine(parsed.object_id, parsed.visual)
-            except KeyError as exc:
-                raise PromptError(str(exc.args[0])) from exc
-            return [parsed.object_id]
-        reference = None
-        if parsed.reference is not None:
-            with self._model_lock, inference_context(self.backend_cfg):
-                reference = self.predictor.encode_reference(*parsed.reference)
-        object_id = self.tracker.add(parsed.label, text=parsed.text, visual=parsed.visual, reference=reference,
-                                     track=parsed.track)
-        return [object_id]
-
-    def _on_prompt(self, msg: SegmentationPrompt) -> None:
-        try:
-            ids = self._apply_prompt(msg)
-            self.get_logger().info(f"prompt accepted: object(s) {ids}")
-        except (PromptError, ValueError) as exc:
-            self.get_logger().warning(f"prompt ignored: {exc}")
-
-    def _on_set_prompt(self, request, response):
-        try:
-            response.object_ids = self._apply_prompt(request.prompt, request.replace)
-            response.success, response.message = True, "ok"
-        except (PromptError, ValueError) as exc:
-            response.success, response.message = False, str(exc)
-            self.get_logger().warning(f"set_prompt refused: {exc}")
-        return response
-
-    def _on_clear(self, request, response):
-        self.tracker.clear()
-        response.success, response.message = True, "all prompts cleared"
-        return response
-
-    def _on_reset(self, request, response):
-        self.tracker.reset()
-        response.success, response.message = True, "tracking reset"
-        return response
-
-    def _on_segment_image(self, request, response):
-        try:
-            rgb = image_to_rgb(request.image)
-            parsed = parse_prompt(request.prompt, rgb.shape[:2]) if _has_prompt(request.prompt) else None
-            start = time.perf_counter()
-            with self._model_lock, inference_context(self.backend_cfg):
-                self.predictor.set_image(rgb)
-                objects = self._segment_once(rgb, parsed)
-            response.result = self._result_msg(request.image.header, rgb.shape[0], rgb.shape[1], objects,
-                                               time.perf_counter() - start)
-            response.success, response.message = True, f"{len(objects)} objects"
-        except (ImageConversionError, PromptError, ValueError) as exc:
-            response.success, response.message = False, str(exc)
-            self.get_logger().warning(f"segment_image refused: {exc}")
-        return response
-
-    def _segment_once(self, rgb: np.ndarray, parsed) -> List[FrameObject]:
-        """One image, no tracking state: the prompt's object, or everything (panoptic) without one."""
-        if parsed is None:
-            panoptic, _ = self.predictor.segment_everything()
-            ids = _resize_nearest(panoptic.id_map.numpy(), rgb.shape[:2])
-            names = self.predictor.class_names
-            return [FrameObject(s.id, names[s.category_id], ids == s.id, s.score) for s in panoptic.segments]
-        tracker = ObjectTracker()
-        reference = self.predictor.encode_reference(*parsed.reference) if parsed.reference else None
-        tracker.add(parsed.label, text=parsed.text, visual=parsed.visual, reference=reference)
-        return tracker.step(self.predictor)
-
     # ------------------------------------------------------------------ diagnostics
-    def _report_stats(self) -> None:
-        now = time.monotonic()
-        period = max(now - self._stats["since"], 1e-6)
-        received = self.frames.received - self._stats["received"]
-        dropped = self.frames.dropped - self._stats["dropped"]
-        processed = self._stats["processed"]
-        latency = self._stats["latency"] / processed if processed else 0.0
-        values = {"frame rate in (Hz)": received / period, "frame rate out (Hz)": processed / period,
-                  "dropped frames": dropped, "dropped frames total": self.frames.dropped,
-                  "mean inference latency (ms)": latency * 1000, "tracked objects": len(self.tracker.labels())}
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: SEEM segmentation",
-                                  hardware_id=self.backend_cfg.device if self.backend_cfg else "",
-                                  message="processing" if processed else "no frames processed",
-                                  values=[KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
-                                          for k, v in values.items()])
-        if self._pubs.get("diagnostics"):
-            self._pubs["diagnostics"].publish(DiagnosticArray(header=_stamp(self), status=[status]))
-        self.get_logger().info(", ".join(f"{k} {status.values[i].value}" for i, k in enumerate(values)))
-        self._stats.update(processed=0, latency=0.0, since=now, received=self.frames.received,
-                           dropped=self.frames.dropped)
+    def counts(self) -> NodeCounts:
+        frames = self.frame_counts.snapshot()
+        prompts = self.prompt_queue.snapshot()
+        return NodeCounts(
+            frames_received=self.mailbox.received, frames_processed=frames["processed"],
+            frames_replaced=self.mailbox.replaced, frames_refused=frames["refused"], frames_failed=frames["failed"],
+            frames_abandoned=frames["abandoned"], frames_lost_in_transport=self.frame_losses.lost_in_transport,
+            frames_missed=self.frame_losses.gaps.missed, prompts_received=prompts.received,
+            prompts_applied=prompts.applied, prompts_refused=prompts.refused, prompts_dropped=prompts.dropped)
 
-    def _warn_throttled(self, text: str, period: float = 5.0) -> None:
-        """A camera repeating the same fault logs it once per period; a new fault logs at once."""
-        now = time.monotonic()
-        if now - self._last_warned.get(text, -period) >= period:
-            self._last_warned[text] = now
-            self.get_logger().warning(text)
+    def _report(self) -> None:
+        total, now = self.counts(), time.monotonic()
+        before, since = self._report_base
+        period = total.minus(before)
+        seconds = max(now - since, 1e-6)
+        backend, backend_warning = describe_backend(self.cfg, self.predictor)
+        status = diagnostic_status(
+            f"{self.get_name()}: SEEM segmentation", self.cfg.device, total, period, seconds,
+            self.frame_counts.latencies(period.frames_processed), self.frame_counts.last_failure,
+            backend, backend_warning, len(self.tracker))
+        if self.worker is None:
+            status.message = f"inactive; {status.message}"
+        self._diagnostics.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                  status=[status]))
+        summary = f"{status.message}: " + ", ".join(f"{kv.key} {kv.value}" for kv in status.values[:6])
+        if status.level == DiagnosticStatus.OK:
+            self.get_logger().info(summary)
+        else:
+            self.get_logger().warning(summary)
+        self._report_base = (total, now)
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -432,49 +381,38 @@ def _descriptor(description: str):
     return ParameterDescriptor(description=description)
 
 
-def _stamp(node):
-    from std_msgs.msg import Header
-    return Header(stamp=node.get_clock().now().to_msg())
-
-
 def _has_prompt(msg) -> bool:
     return bool(msg.text.strip() or msg.positive_points or msg.negative_points or len(msg.boxes) or msg.scribbles
                 or msg.mask.width or msg.reference_image.width)
 
 
-def _resize_nearest(ids: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
-    import cv2
-    if ids.shape == tuple(shape):
-        return ids
-    return cv2.resize(ids.astype(np.int32), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def _image_msg(header, array: np.ndarray, encoding: str) -> Image:
-    array = np.ascontiguousarray(array)
-    h, w = array.shape[:2]
-    msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
-                step=int(array.strides[0]))
-    msg.data = array.tobytes()
-    return msg
-
-
-def main(args=None) -> None:
-    rclpy.init(args=args)
+def run(stop: threading.Event, args=None) -> None:
+    """Runs seem_node until `stop` is set (by SIGINT/SIGTERM, see node_process), then goes through
+    the lifecycle shutdown."""
+    # rclpy's own signal handlers would shut the context down under the running threads
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = SeemNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=8)
     executor.add_node(node)
-    if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-        node.trigger_activate()
-    else:
-        node.get_logger().error("not configured; fix the parameters and configure through the lifecycle services")
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
-
-if __name__ == "__main__":
-    main()
+    starter = threading.Thread(target=node.autostart, name="seem_autostart", daemon=True)
+    starter.start()
+    while not stop.is_set() and rclpy.ok():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - every callback is guarded; this is the last line of defence
+            traceback.print_exc()
+    node.get_logger().info("shutting down")
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    starter.join(max(deadline - time.monotonic(), 0.0))
+    clean = not starter.is_alive() and node.shut_down(deadline)
+    executor.shutdown(timeout_sec=max(deadline - time.monotonic(), 0.0), wait_for_threads=clean)
+    if not clean:
+        # a thread is still inside the model (torch): letting the interpreter tear down under it
+        # aborts the process, so leave now; everything that could be released was released
+        node.get_logger().error("stopped while the model was still running; exiting without waiting for it")
+    node.destroy_node()
+    rclpy.try_shutdown()
+    if not clean:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -38,7 +38,7 @@ class NodeProcess:
                     "model_config": str(reference_path("tiny", "tiny_config.yaml")),
                     "image_topic": "/image", "stats_period": 2.0}
         defaults.update(params or {})
-        args: List[str] = [sys.executable, "-m", "seem_ros.node", "--ros-args"]
+        args: List[str] = [sys.executable, "-m", "seem_ros.node_process", "--ros-args"]
         for key, value in defaults.items():
             args += ["-p", f"{key}:={value}"]
         if name:

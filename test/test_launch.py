@@ -1,10 +1,10 @@
-"""launch/seem.launch.py: loaded with the real launch_ros where installed, otherwise with recording
-stand-ins for the launch API, and checked for the node, arguments and parameter files it declares."""
+"""launch/seem.launch.py loaded with recording stand-ins for the launch API (launch_ros is not on
+PyPI) and checked for the node, arguments, parameter files and environment it declares. Where
+launch_testing is installed, test_robustness_launch_testing.py runs the launch file for real."""
 import importlib.util
 import sys
 import types
 
-import pytest
 import yaml
 
 from conftest import REPO
@@ -19,25 +19,29 @@ class _Recorded:
 
 
 def _stand_in_modules():
-    launch = types.ModuleType("launch")
-    launch.LaunchDescription = type("LaunchDescription", (_Recorded,), {})
-    actions = types.ModuleType("launch.actions")
-    actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorded,), {})
-    substitutions = types.ModuleType("launch.substitutions")
-    substitutions.LaunchConfiguration = type("LaunchConfiguration", (_Recorded,), {})
+    def recorded(module, *names):
+        for name in names:
+            setattr(module, name, type(name, (_Recorded,), {}))
+        return module
+
+    launch = recorded(types.ModuleType("launch"), "LaunchDescription")
+    actions = recorded(types.ModuleType("launch.actions"), "DeclareLaunchArgument", "SetEnvironmentVariable")
+    conditions = recorded(types.ModuleType("launch.conditions"), "IfCondition")
+    substitutions = recorded(types.ModuleType("launch.substitutions"), "LaunchConfiguration", "EnvironmentVariable",
+                             "PythonExpression")
     launch_ros = types.ModuleType("launch_ros")
     ros_actions = types.ModuleType("launch_ros.actions")
     ros_actions.Node = type("Node", (_Recorded,), {})
     ament = types.ModuleType("ament_index_python.packages")
     ament.get_package_share_directory = lambda name: str(REPO)  # config/ lives at the top of the source tree
-    return {"launch": launch, "launch.actions": actions, "launch.substitutions": substitutions,
-            "launch_ros": launch_ros, "launch_ros.actions": ros_actions, "ament_index_python.packages": ament}
+    return {"launch": launch, "launch.actions": actions, "launch.conditions": conditions,
+            "launch.substitutions": substitutions, "launch_ros": launch_ros, "launch_ros.actions": ros_actions,
+            "ament_index_python.packages": ament}
 
 
 def _load(monkeypatch):
-    if importlib.util.find_spec("launch_ros") is None:
-        for name, module in _stand_in_modules().items():
-            monkeypatch.setitem(sys.modules, name, module)
+    for name, module in _stand_in_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location("seem_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -45,12 +49,11 @@ def _load(monkeypatch):
 
 
 def test_launch_declares_arguments_node_and_params(monkeypatch):
-    if importlib.util.find_spec("launch_ros") is not None:
-        pytest.skip("real launch_ros installed: covered by launch_testing on a ROS install")
     description = _load(monkeypatch)
     entities = description.args[0]
     arguments = {e.args[0]: e.kwargs for e in entities if type(e).__name__ == "DeclareLaunchArgument"}
-    assert set(arguments) == {"camera_topic", "camera_info_topic", "params_file", "namespace", "backend"}
+    assert set(arguments) == {"camera_topic", "camera_info_topic", "params_file", "namespace", "backend",
+                              "fastdds_profile"}
     assert all(a.get("description") for a in arguments.values())
     assert arguments["backend"]["default_value"] == "torch"
     params_file = arguments["params_file"]["default_value"]
@@ -66,6 +69,23 @@ def test_launch_declares_arguments_node_and_params(monkeypatch):
                                                          "camera_info_topic": ("camera_info_topic",),
                                                          "backend": ("backend",)}
     assert set(overrides) <= set(PARAMETERS)
+
+
+def test_launch_applies_the_large_fastdds_profile_by_default(monkeypatch):
+    entities = _load(monkeypatch).args[0]
+    profile = next(e for e in entities if type(e).__name__ == "DeclareLaunchArgument"
+                   and e.args[0] == "fastdds_profile").kwargs["default_value"]
+    # an existing FASTDDS_DEFAULT_PROFILES_FILE wins; otherwise the shipped profile
+    assert profile.args == ("FASTDDS_DEFAULT_PROFILES_FILE",)
+    assert profile.kwargs["default_value"] == str(REPO / "config" / "fastdds_large_shm.xml")
+    assert (REPO / "config" / "fastdds_large_shm.xml").is_file()
+    setters = [e for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
+    assert len(setters) == 1 and setters[0].args[0] == "FASTDDS_DEFAULT_PROFILES_FILE"
+    assert setters[0].args[1].args == ("fastdds_profile",)
+    assert type(setters[0].kwargs["condition"]).__name__ == "IfCondition"  # '' leaves Fast DDS's defaults
+    # the environment is set before the node starts
+    names = [type(e).__name__ for e in entities]
+    assert names.index("SetEnvironmentVariable") < names.index("Node")
 
 
 def test_params_file_sets_every_node_parameter_and_nothing_else():

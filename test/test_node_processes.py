@@ -158,8 +158,8 @@ BAD_INPUTS = [
     ("zero-size image", "empty image: 0x0"),
     ("NaN click", "is not a finite pixel position"),
     ("click outside the image", "outside the 64x48 image"),
-    ("empty text", "command ignored: empty command"),
-    ("10,000-character text", "command ignored: command is 10000 characters long"),
+    ("empty text", "command refused: empty command"),
+    ("10,000-character text", "command refused: command is 10000 characters long"),
     ("prompt for an unknown object id", "no tracked object with id 999"),
 ]
 
@@ -230,10 +230,10 @@ def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, cli
         time.sleep(0.01)
 
     def dropped_total():
-        values = [kv.value for r in reports for s in r.status for kv in s.values if kv.key == "dropped frames total"]
+        values = [kv.value for r in reports for s in r.status for kv in s.values if kv.key == "frames replaced total"]
         return max((int(v) for v in values), default=0)
 
-    assert spin_until(client, lambda: dropped_total() > 0, 30), "no dropped frames reported on /diagnostics"
+    assert spin_until(client, lambda: dropped_total() > 0, 30), "no replaced frames reported on /diagnostics"
     spin_until(client, lambda: False, 3.0)
     processed = {r.header.stamp.sec for r in results} & set(sent)
     assert 0 < len(processed) < len(sent)

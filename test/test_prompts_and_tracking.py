@@ -40,7 +40,7 @@ def test_latest_frame_keeps_only_the_newest():
     for i in range(5):
         box.put(i)
     assert box.take(timeout=0) == 4
-    assert (box.received, box.dropped) == (5, 4)
+    assert (box.received, box.replaced) == (5, 4)
     assert box.take(timeout=0.01) is None
 
 
@@ -59,9 +59,9 @@ def test_rle_round_trip_and_boxes():
 def test_label_image_puts_higher_scores_on_top():
     a, b = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
     a[:, :3], b[:, 2:] = True, True
-    labels = label_image((4, 4), [FrameObject(7, "a", a, 0.9), FrameObject(300, "b", b, 0.5)])
+    labels = label_image((4, 4), [FrameObject(7, "a", a, 0.9), FrameObject(300, "b", b, 0.5)], {7: 1, 300: 2})
     assert labels.dtype == np.uint16
-    assert labels[0].tolist() == [7, 7, 7, 300]
+    assert labels[0].tolist() == [1, 1, 1, 2]
 
 
 def _prompt(**fields):
@@ -111,9 +111,9 @@ def test_tracker_follows_objects_across_frames(predictor):
     frames = [load_case(name)["input/image_uint8_hwc"].astype(np.uint8)
               for name in ("g_video_maskprop_f0_to_f1", "c_eval_point")]
     tracker = ObjectTracker(max_objects=3)
-    text_id = tracker.add("dog", text="the dog")
-    click_id = tracker.add("object", visual=VisualPrompt(points=[(400, 250, 1)]))
-    once_id = tracker.add("box", visual=VisualPrompt(box=(10, 10, 60, 60)), track=False)
+    text_id = tracker.add("dog", text="the dog").id
+    click_id = tracker.add("object", visual=VisualPrompt(points=[(400, 250, 1)])).id
+    once_id = tracker.add("box", visual=VisualPrompt(box=(10, 10, 60, 60)), track=False).id
     with pytest.raises(ValueError, match="max_objects = 3"):
         tracker.add("fourth", text="a cat")
     predictor.set_image(frames[0])
@@ -127,10 +127,23 @@ def test_tracker_follows_objects_across_frames(predictor):
     clicked = tracker._objects[click_id]
     assert first[click_id].mask.any() and clicked.last is not None
     assert clicked.visual.mask is clicked.last.mask
-    tracker.refine(click_id, VisualPrompt(points=[(100, 100, 0), (400, 250, 1)]))
-    assert clicked.refine  # the next step uses the previous result as memory
+    # a refinement is decoded with the object's previous mask logits as memory: exactly what the
+    # predictor gives for that prompt and that memory (same random draws)
+    refinement = VisualPrompt(points=[(100, 100, 0), (400, 250, 1)])
+    memory = clicked.last
+    tracker.refine(click_id, refinement)
+    predictor.rng.generator.manual_seed(11)
     third = {o.id: o for o in tracker.step(predictor)}
+    predictor.rng.generator.manual_seed(11)
+    predictor.predict_text(["the dog"])  # the text object is decoded first in the frame, as in step
+    expected = predictor.predict_visual([refinement], memory=[memory])[0]
     assert set(third) == {text_id, click_id}
+    np.testing.assert_array_equal(third[click_id].mask, expected.mask)
+    assert third[click_id].score == pytest.approx(expected.score)
+    predictor.rng.generator.manual_seed(11)
+    predictor.predict_text(["the dog"])
+    assert (predictor.predict_visual([refinement])[0].mask != expected.mask).any()  # memory changes the mask
+    assert tracker._objects[click_id].refinement is None  # consumed: the next frame follows the mask
     with pytest.raises(KeyError, match="no tracked object with id 42"):
         tracker.refine(42, VisualPrompt(points=[(1, 1, 1)]))
     assert tracker.remove_label("The dog") == [text_id]

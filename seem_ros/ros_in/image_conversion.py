@@ -3,9 +3,12 @@
 cv_bridge is used where installed (it is not on PyPI); the fallback converter follows its rules:
 rows may be padded (`step` > width * pixel size), multi-byte pixels honour `is_bigendian`, and
 depth / 16-bit images are scaled to 0..255 for display-like input.
+Images larger than ImageLimits are refused from their header, before anything is allocated.
 Works on any object with the Image fields, so it needs no ROS import.
 """
-from typing import Tuple
+import io
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -13,6 +16,25 @@ import numpy as np
 
 class ImageConversionError(ValueError):
     """The message cannot be read as an image; the text says why."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Largest image accepted: the model resizes the short side to ~512 px, so an extreme aspect
+    ratio (1 x 20000) would ask for a 512 x 10,240,000 input."""
+    max_pixels: int = 7680 * 4320  # 8K
+    max_aspect_ratio: float = 8.0
+
+    def check(self, width: int, height: int) -> None:
+        if width <= 0 or height <= 0:
+            raise ImageConversionError(f"empty image: {width}x{height}")
+        if width * height > self.max_pixels:
+            raise ImageConversionError(f"image {width}x{height} has {width * height} pixels, more than "
+                                       f"max_image_pixels = {self.max_pixels}")
+        ratio = max(width, height) / min(width, height)
+        if ratio > self.max_aspect_ratio:
+            raise ImageConversionError(f"image {width}x{height} has aspect ratio {ratio:.1f}, more than "
+                                       f"max_image_aspect_ratio = {self.max_aspect_ratio:g}")
 
 
 # encoding -> (channels, numpy dtype)
@@ -32,14 +54,13 @@ except ImportError:
     _CV_BRIDGE = None
 
 
-def _pixels(msg) -> Tuple[np.ndarray, str]:
+def _pixels(msg, limits: ImageLimits) -> Tuple[np.ndarray, str]:
     encoding = msg.encoding
     if encoding not in _LAYOUTS:
         raise ImageConversionError(f"unsupported image encoding {encoding!r} (supported: {', '.join(_LAYOUTS)})")
     channels, dtype = _LAYOUTS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageConversionError(f"empty image: {width}x{height}")
+    limits.check(width, height)
     if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") and width % 2:
         raise ImageConversionError(f"{encoding} needs an even width, got {width}")
     itemsize = np.dtype(dtype).itemsize
@@ -65,20 +86,21 @@ def _scale_to_uint8(gray: np.ndarray) -> np.ndarray:
     return np.where(finite, scaled, 0).astype(np.uint8)
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB: cv_bridge for colour images where it is installed
     (a ROS install), this module's converter otherwise and for what cv_bridge cannot turn into rgb8."""
     if _CV_BRIDGE is not None and msg.encoding in _CV_BRIDGE_RGB_ENCODINGS:
+        limits.check(int(msg.width), int(msg.height))
         try:
             return _CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8")
         except Exception:  # noqa: BLE001 - fall through to our converter, whose error says what is wrong
             pass
-    return convert_image(msg)
+    return convert_image(msg, limits)
 
 
-def convert_image(msg) -> np.ndarray:
+def convert_image(msg, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """This module's converter (no cv_bridge)."""
-    pixels, encoding = _pixels(msg)
+    pixels, encoding = _pixels(msg, limits)
     if encoding in ("rgb8", "8UC3"):
         return pixels
     if encoding == "bgr8":
@@ -97,11 +119,28 @@ def convert_image(msg) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def _compressed_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(width, height) from the image header, without decoding the pixels; None if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            return header.size
+    except Image.DecompressionBombError as exc:  # PIL's own limit, above ours
+        raise ImageConversionError(f"compressed image is too large: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def compressed_to_rgb(msg, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> (H, W, 3) uint8 RGB."""
-    data = np.frombuffer(bytes(msg.data), np.uint8)
-    if data.size == 0:
+    raw = bytes(msg.data)
+    if not raw:
         raise ImageConversionError("compressed image has no data")
+    size = _compressed_size(raw)
+    if size is None:
+        raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}, {len(raw)} bytes)")
+    limits.check(*size)
+    data = np.frombuffer(raw, np.uint8)
     decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if decoded is None:
         raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..model.predictor import VisualPrompt
 from ..prompts.text_commands import MAX_TEXT_LENGTH
-from .image_conversion import ImageConversionError, image_to_rgb
+from .image_conversion import ImageConversionError, ImageLimits, image_to_rgb
 
 
 class PromptError(ValueError):
@@ -37,19 +37,29 @@ def check_pixel(x: float, y: float, size: Optional[Tuple[int, int]], what: str =
     return x, y
 
 
-def _mono_mask(image, what: str) -> Optional[np.ndarray]:
+def _mono_mask(image, what: str, limits: ImageLimits) -> Optional[np.ndarray]:
     if image.width == 0 and image.height == 0:
         return None
     try:
-        return image_to_rgb(image)[..., 0] > 0
+        return image_to_rgb(image, limits)[..., 0] > 0
     except ImageConversionError as exc:
         raise PromptError(f"{what}: {exc}") from exc
 
 
-def parse_prompt(msg, image_size: Optional[Tuple[int, int]]) -> ParsedPrompt:
+def needs_image_size(msg) -> bool:
+    """Whether the prompt has pixel coordinates, which can only be checked against a camera frame."""
+    return bool(msg.positive_points or msg.negative_points or len(msg.boxes) or msg.scribbles or msg.mask.width
+                or msg.mask.height)
+
+
+def parse_prompt(msg, image_size: Optional[Tuple[int, int]], limits: ImageLimits = ImageLimits()) -> ParsedPrompt:
+    """image_size: (height, width) of the camera frame the prompt applies to."""
     text = " ".join(msg.text.split())
     if len(text) > MAX_TEXT_LENGTH:
         raise PromptError(f"prompt text is {len(text)} characters long (at most {MAX_TEXT_LENGTH})")
+    label = " ".join(msg.label.split())
+    if len(label) > MAX_TEXT_LENGTH:
+        raise PromptError(f"label is {len(label)} characters long (at most {MAX_TEXT_LENGTH})")
     points = [(*check_pixel(p.x, p.y, image_size), 1) for p in msg.positive_points]
     points += [(*check_pixel(p.x, p.y, image_size), 0) for p in msg.negative_points]
     boxes = list(msg.boxes)
@@ -68,22 +78,26 @@ def parse_prompt(msg, image_size: Optional[Tuple[int, int]]) -> ParsedPrompt:
         pts = [check_pixel(p.x, p.y, image_size, "scribble point") for p in stroke.points]
         if pts:
             (positive if stroke.positive else negative).append(pts)
-    mask = _mono_mask(msg.mask, "mask")
-    if mask is not None and image_size is not None and mask.shape != tuple(image_size):
-        raise PromptError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the camera image "
-                          f"{image_size[1]}x{image_size[0]}")
-    visual = VisualPrompt(points=points, box=box, scribbles=positive, negative_scribbles=negative, mask=mask)
+    mask = _mono_mask(msg.mask, "mask", limits)
+    if mask is not None:
+        if image_size is not None and mask.shape != tuple(image_size):
+            raise PromptError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the camera image "
+                              f"{image_size[1]}x{image_size[0]}")
+        if not mask.any():
+            raise PromptError("mask is empty (no pixel is non-zero)")
+    visual = VisualPrompt(points=points, box=box, scribbles=positive, negative_scribbles=negative, mask=mask,
+                          image_hw=tuple(image_size) if image_size is not None else None)
     if not visual.has_positive():
         if visual.has_negative():
             raise PromptError("a prompt needs something on the object, not only negative clicks/strokes")
         visual = None
     reference = None
-    ref_mask = _mono_mask(msg.reference_mask, "reference_mask")
+    ref_mask = _mono_mask(msg.reference_mask, "reference_mask", limits)
     if ref_mask is not None or msg.reference_image.width:
         if ref_mask is None or not msg.reference_image.width:
             raise PromptError("a reference needs both reference_image and reference_mask")
         try:
-            ref_rgb = image_to_rgb(msg.reference_image)
+            ref_rgb = image_to_rgb(msg.reference_image, limits)
         except ImageConversionError as exc:
             raise PromptError(f"reference_image: {exc}") from exc
         if ref_rgb.shape[:2] != ref_mask.shape:
@@ -93,8 +107,7 @@ def parse_prompt(msg, image_size: Optional[Tuple[int, int]]) -> ParsedPrompt:
         reference = (ref_rgb, ref_mask)
     if not text and visual is None and reference is None and not msg.object_id:
         raise PromptError("empty prompt: give text, points, a box, scribbles, a mask or a reference")
-    label = msg.label.strip() or text or "object"
-    return ParsedPrompt(label, text, visual, reference, int(msg.object_id), bool(msg.track))
+    return ParsedPrompt(label or text or "object", text, visual, reference, int(msg.object_id), bool(msg.track))
 
 
 def project_to_pixel(point_xyz: Tuple[float, float, float], k: Tuple[float, ...]) -> Tuple[float, float]:

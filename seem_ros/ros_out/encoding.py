@@ -1,5 +1,5 @@
 """Mask encodings and images published by the node (no ROS imports: arrays in, arrays out)."""
-from typing import List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -30,11 +30,31 @@ def bounding_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
-def label_image(shape: Tuple[int, int], objects) -> np.ndarray:
-    """uint16 instance ids, 0 = background; where objects overlap the higher score wins."""
+class LabelSlots:
+    """Small label-image values for object ids: ids grow for the whole process lifetime, past what
+    a mono16 image holds, so each live object gets the smallest free value (1..65535) and keeps it
+    until it is gone. The value -> id map is published in LabelInfo."""
+    MAX_VALUE = 65535
+
+    def __init__(self):
+        self._value_of: Dict[int, int] = {}
+
+    def update(self, live_ids: Iterable[int]) -> Dict[int, int]:
+        """Frees the values of objects no longer live, gives new objects one; -> {id: value}."""
+        live = set(live_ids)
+        self._value_of = {i: v for i, v in self._value_of.items() if i in live}
+        used = set(self._value_of.values())
+        free = (v for v in range(1, self.MAX_VALUE + 1) if v not in used)
+        for object_id in sorted(live - set(self._value_of)):
+            self._value_of[object_id] = next(free)
+        return dict(self._value_of)
+
+
+def label_image(shape: Tuple[int, int], objects, values: Dict[int, int]) -> np.ndarray:
+    """uint16 label values (values[object id]), 0 = background; where objects overlap the higher score wins."""
     labels = np.zeros(shape, np.uint16)
     for obj in sorted(objects, key=lambda o: o.score):
-        labels[obj.mask] = obj.id
+        labels[obj.mask] = values[obj.id]
     return labels
 
 

@@ -60,12 +60,21 @@ class _ImageEncoder(nn.Module):
 class OnnxImageEncoder:
     """SEEM.encode_image run by ONNX Runtime: one exported graph and session per input size."""
 
-    def __init__(self, model: SEEM, providers: List[str], cache_dir: str):
+    def __init__(self, model: SEEM, providers: List[str], cache_dir: str, fallback_warning: str = ""):
         import onnxruntime  # noqa: F401 - fail at configure time, not at the first frame
         self.model = model
         self.providers = providers
+        self.fallback_warning = fallback_warning
         self.cache_dir = cache_dir or tempfile.mkdtemp(prefix="seem_ros_onnx_")
         self.sessions: Dict[Tuple[int, int], object] = {}
+
+    def release(self) -> None:
+        """Drops the sessions (and the device memory they hold); they are re-created when needed."""
+        self.sessions.clear()
+
+    def providers_in_use(self) -> List[str]:
+        used = {p for session in self.sessions.values() for p in session.get_providers()}
+        return [p for p in self.providers if p in used] or self.providers
 
     def session(self, shape: Tuple[int, int]):
         if shape not in self.sessions:
@@ -87,7 +96,8 @@ class OnnxImageEncoder:
         return tensors[0], tensors[1:]
 
 
-def _onnx_providers(cfg: BackendConfig) -> List[str]:
+def _onnx_providers(cfg: BackendConfig) -> Tuple[List[str], str]:
+    """-> (execution providers, a warning when the requested device cannot be used)."""
     import onnxruntime
     available = onnxruntime.get_available_providers()
     wanted = ["CPUExecutionProvider"]
@@ -95,10 +105,13 @@ def _onnx_providers(cfg: BackendConfig) -> List[str]:
         if "TensorrtExecutionProvider" not in available:
             raise BackendError("backend 'tensorrt' needs TensorRT: install the tensorrt package and an onnxruntime "
                                f"build with the TensorRT execution provider (available: {', '.join(available)})")
-        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] + wanted
-    elif cfg.device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider"] + wanted, ""
+    if cfg.device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            return wanted, ("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): the image encoder "
+                            f"runs on the CPU although device is {cfg.device!r}")
         wanted = ["CUDAExecutionProvider"] + wanted
-    return wanted
+    return wanted, ""
 
 
 def create_predictor(cfg: BackendConfig) -> SeemPredictor:
@@ -110,7 +123,12 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
-    encoder = None if cfg.backend == "torch" else OnnxImageEncoder(model, _onnx_providers(cfg), cfg.engine_cache_dir)
+    encoder = None
+    if cfg.backend != "torch":
+        providers, warning = _onnx_providers(cfg)
+        if warning:
+            LOG.warning(warning)
+        encoder = OnnxImageEncoder(model, providers, cfg.engine_cache_dir, warning)
     vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
     things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
     embeddings = cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
@@ -141,6 +159,23 @@ def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[
     except OSError as exc:
         LOG.warning("cannot cache class embeddings in %s: %s", cache_dir, exc)
     return embeddings
+
+
+def move_predictor(predictor: SeemPredictor, device: str) -> None:
+    """Moves the predictor's model, caches and runtime sessions to `device` ("cpu" frees the GPU)."""
+    predictor.to(device)
+    if isinstance(predictor.image_encoder, OnnxImageEncoder):
+        predictor.image_encoder.release()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str, str]:
+    """-> (the backend really in use, a warning when it is not what was configured)."""
+    encoder = predictor.image_encoder
+    if isinstance(encoder, OnnxImageEncoder):
+        return f"onnxruntime [{', '.join(encoder.providers_in_use())}], {cfg.precision}", encoder.fallback_warning
+    return f"torch {cfg.device} {cfg.precision}", ""
 
 
 def inference_context(cfg: BackendConfig):

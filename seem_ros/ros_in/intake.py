@@ -1,0 +1,211 @@
+"""Everything that comes into seem_node: camera frames into the newest-frame mailbox, prompts from
+every source into the one ordered prompt queue.
+
+Callbacks here only convert and enqueue, so they never wait for inference; they run in their own
+callback groups (frames, prompts, prompt services) beside the lifecycle services. Losses are
+counted: frames and prompts the middleware lost (QoS message-lost events, gaps in the publishers'
+sequence numbers), prompts refused because the queue was full.
+"""
+import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from typing import Callable, Optional
+
+from geometry_msgs.msg import Point, PointStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from seem_ros_interfaces.msg import SegmentationPrompt
+from seem_ros_interfaces.srv import SetPrompt
+
+from ..prompts.applier import ImageSize, Outcome
+from ..prompts.queue import PromptQueue, PromptRequest
+from ..throttled_log import ThrottledLog, failed_response, guarded
+from .latest_frame import LatestFrame
+from .prompt_messages import PromptError, needs_image_size, project_to_pixel
+from .sequence_gaps import SequenceGaps, publisher_key
+
+SERVICE_WAIT_S = 30.0  # longest a prompt service waits for its request to be applied
+
+
+def _reception_ns(info) -> int:
+    return int(info.get("received_timestamp") or 0) if info else 0
+
+
+class FrameLosses:
+    """Camera frames that never reached the node, kept across activations."""
+
+    def __init__(self):
+        self.lost_in_transport = 0  # reported by the middleware (QoS message-lost events)
+        self.gaps = SequenceGaps()  # gaps in the publishers' sequence numbers
+
+    def on_message_lost(self, event) -> None:
+        self.lost_in_transport += event.total_count_change
+
+
+class FrameIntake:
+    """Camera frames -> the mailbox, counting frames lost before they reached the node."""
+
+    def __init__(self, node, mailbox: LatestFrame, losses: FrameLosses, log: ThrottledLog, topic: str,
+                 transport: str, reliability: str, depth: int):
+        self.node = node
+        self.mailbox = mailbox
+        self.losses = losses
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                         reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
+                         else ReliabilityPolicy.RELIABLE)
+        msg_type, self.topic = (CompressedImage, f"{topic}/compressed") if transport == "compressed" else (Image, topic)
+        self._subscription = node.create_subscription(
+            msg_type, self.topic, guarded(log, "camera frame intake", self._on_frame), qos,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+            event_callbacks=SubscriptionEventCallbacks(
+                message_lost=guarded(log, "message-lost event", losses.on_message_lost)))
+
+    def _on_frame(self, msg, info) -> None:
+        self.losses.gaps.observe(publisher_key(info), info.get("publication_sequence_number") if info else None)
+        self.mailbox.put(msg)
+
+    def destroy(self) -> None:
+        self.node.destroy_subscription(self._subscription)
+
+
+class PromptIntake:
+    """Commands, rqt clicks, RViz points and SegmentationPrompt messages -> the prompt queue."""
+
+    def __init__(self, node, queue: PromptQueue, image_size: ImageSize, log: ThrottledLog, image_topic: str,
+                 camera_info_topic: str, clicked_point_topic: str, camera_qos: QoSProfile,
+                 transform: Callable[[PointStamped, str], Optional[tuple]]):
+        self.node = node
+        self.queue = queue
+        self.image_size = image_size
+        self.log = log
+        self.transform = transform
+        self.gaps = SequenceGaps()
+        self._camera_info: Optional[CameraInfo] = None
+        # reliable and deep enough for a burst; one group, so intake order is reception order
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=queue.capacity, reliability=ReliabilityPolicy.RELIABLE)
+        group = MutuallyExclusiveCallbackGroup()
+        self.camera_info_topic = camera_info_topic
+        self._subscriptions = [
+            node.create_subscription(msg_type, topic, guarded(log, f"{topic} intake", callback), topic_qos,
+                                     callback_group=group)
+            for msg_type, topic, callback, topic_qos in (
+                (String, "~/command", self._on_command, qos),
+                (Point, f"{image_topic}_mouse_left", self._on_image_click, qos),
+                (PointStamped, clicked_point_topic, self._on_clicked_point, qos),
+                (SegmentationPrompt, "~/prompt", self._on_prompt, qos),
+                (CameraInfo, camera_info_topic, self._on_camera_info, camera_qos))]
+
+    def destroy(self) -> None:
+        for subscription in self._subscriptions:
+            self.node.destroy_subscription(subscription)
+
+    def _enqueue(self, request: PromptRequest, info=None) -> None:
+        if info:
+            missed = self.gaps.observe(publisher_key(info), info.get("publication_sequence_number"))
+            if missed:
+                self.queue.count_dropped(missed)
+                self.log.warning(f"{missed} prompt messages were lost before reaching the node")
+        request.stamp_ns = _reception_ns(info)
+        if not self.queue.put(request):
+            self.log.warning(f"prompt queue full ({self.queue.capacity} waiting): {request.kind} dropped; "
+                             "raise prompt_queue_size or send prompts more slowly")
+
+    def _on_command(self, msg: String, info) -> None:
+        self._enqueue(PromptRequest("command", msg.data), info)
+
+    def _on_image_click(self, msg: Point, info) -> None:
+        self._enqueue(PromptRequest("click", (msg.x, msg.y, "click"), needs_image_size=True), info)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_clicked_point(self, msg: PointStamped, info) -> None:
+        pixel = self._project(msg)
+        if pixel is None:
+            self.queue.count_refused()
+            return
+        self._enqueue(PromptRequest("click", (*pixel, "clicked point"), needs_image_size=True), info)
+
+    def _project(self, msg: PointStamped) -> Optional[tuple]:
+        """RViz point -> camera pixel (u, v), or None with a warning saying why not."""
+        info = self._camera_info
+        if info is None:
+            self.log.warning("clicked point ignored: no CameraInfo received yet on "
+                             f"{self.camera_info_topic!r}, so it cannot be projected into the image")
+            return None
+        point = (msg.point.x, msg.point.y, msg.point.z)
+        if msg.header.frame_id and info.header.frame_id and msg.header.frame_id != info.header.frame_id:
+            point = self.transform(msg, info.header.frame_id)
+            if point is None:
+                return None
+        try:
+            return project_to_pixel(point, tuple(info.k))
+        except PromptError as exc:
+            self.log.warning(f"clicked point ignored: {exc}")
+            return None
+
+    def _on_prompt(self, msg: SegmentationPrompt, info) -> None:
+        self._enqueue(PromptRequest("prompt", (msg, False), needs_image_size=needs_image_size(msg)), info)
+
+
+class PromptServices:
+    """~/set_prompt, ~/clear_prompts, ~/reset_tracking: requests go through the same queue as every
+    other prompt and the answer says how it was applied (object ids) or why it was refused."""
+
+    def __init__(self, node, queue: PromptQueue, image_size: ImageSize, log: ThrottledLog, image_topic: str):
+        self.node = node
+        self.queue = queue
+        self.image_size = image_size
+        self.log = log
+        self.image_topic = image_topic
+        group = ReentrantCallbackGroup()  # waiting callers do not hold up one another
+        self._services = [
+            node.create_service(srv_type, name, guarded(log, name, callback, failed_response), callback_group=group)
+            for srv_type, name, callback in ((SetPrompt, "~/set_prompt", self._on_set_prompt),
+                                             (Trigger, "~/clear_prompts", self._on_clear),
+                                             (Trigger, "~/reset_tracking", self._on_reset))]
+
+    def destroy(self) -> None:
+        for service in self._services:
+            self.node.destroy_service(service)
+
+    def submit(self, request: PromptRequest) -> Outcome:
+        """Queues the request and waits until it is applied or refused."""
+        request.reply = Future()
+        request.stamp_ns = time.time_ns()
+        if not self.queue.put(request):
+            self.log.warning(f"prompt queue full ({self.queue.capacity} waiting): {request.kind} service call refused")
+            return Outcome(False, f"prompt queue full ({self.queue.capacity} waiting); nothing changed")
+        try:
+            return request.reply.result(SERVICE_WAIT_S)
+        except FutureTimeout:
+            if request.reply.cancel():
+                self.queue.finished(False)
+                return Outcome(False, f"not applied within {SERVICE_WAIT_S:g} s (the model is busy); nothing changed")
+            return request.reply.result()  # being applied right now
+
+    def _on_set_prompt(self, request, response):
+        pixels = needs_image_size(request.prompt)
+        if pixels and self.image_size.get() is None:
+            self.queue.count_refused()
+            outcome = Outcome(False, f"no camera frame received yet on {self.image_topic!r}: clicks, boxes, "
+                                     "scribbles and masks are checked against the camera image size")
+            self.log.warning(f"set_prompt refused: {outcome.message}")
+        else:
+            outcome = self.submit(PromptRequest("prompt", (request.prompt, request.replace), needs_image_size=pixels))
+        response.success, response.message, response.object_ids = outcome.applied, outcome.message, outcome.ids
+        return response
+
+    def _on_clear(self, request, response):
+        outcome = self.submit(PromptRequest("clear"))
+        response.success, response.message = outcome.applied, outcome.message
+        return response
+
+    def _on_reset(self, request, response):
+        outcome = self.submit(PromptRequest("reset"))
+        response.success, response.message = outcome.applied, outcome.message
+        return response

@@ -1,0 +1,41 @@
+"""Messages lost before they reached a callback, from the publishers' sequence numbers.
+
+Every publisher numbers its messages 1, 2, 3, ...; the middleware hands the number to the
+subscriber (rclpy MessageInfo `publication_sequence_number`). A jump from 7 to 10 means two
+messages were lost on the way: in transport (best-effort QoS, a frame larger than the transport can
+carry) or overwritten in the subscription's queue. Works on plain values, so it needs no ROS import.
+"""
+import threading
+from collections import OrderedDict
+from typing import Hashable, Optional
+
+
+class SequenceGaps:
+    def __init__(self, max_publishers: int = 64):
+        self.max_publishers = max_publishers
+        self.missed = 0
+        self._last = OrderedDict()  # publisher -> last sequence number seen
+        self._lock = threading.Lock()
+
+    def observe(self, publisher: Hashable, sequence: Optional[int]) -> int:
+        """Records one received message; returns how many of that publisher's messages were missed
+        since its previous one. A restarted publisher (numbers start again) counts as new."""
+        if not sequence:  # the middleware does not report sequence numbers
+            return 0
+        with self._lock:
+            last = self._last.get(publisher)
+            self._last[publisher] = sequence
+            self._last.move_to_end(publisher)
+            while len(self._last) > self.max_publishers:
+                self._last.popitem(last=False)
+            gap = sequence - last - 1 if last is not None and sequence > last else 0
+            self.missed += gap
+            return gap
+
+
+def publisher_key(message_info) -> Hashable:
+    """A hashable identity of the publisher of a message (its GID where the middleware gives one)."""
+    gid = message_info.get("publisher_gid") if message_info else None
+    if isinstance(gid, dict):
+        return bytes(gid.get("data", b""))
+    return gid

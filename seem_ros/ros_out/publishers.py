@@ -1,0 +1,75 @@
+"""What seem_node publishes for each processed frame: the result, the label image, the label info
+(when it changes) and the overlay (only while someone subscribes).
+
+Objects scoring below `score_threshold` are left out of all four alike, so the label info always
+describes what the result and the label image hold."""
+from typing import List, Optional, Tuple
+
+import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, RegionOfInterest
+
+from seem_ros_interfaces.msg import LabelInfo, SegmentationResult, SegmentedObject
+
+from ..tracking.tracker import FrameObject
+from .encoding import LabelSlots, bounding_box, encode_rle, label_image, overlay
+
+
+class FramePublishers:
+    def __init__(self, node, mask_encoding: str, publish_overlay: bool, score_threshold: float):
+        self.node = node
+        self.rle = mask_encoding == "rle"
+        self.publish_overlay = publish_overlay
+        self.score_threshold = score_threshold
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self._result = node.create_publisher(SegmentationResult, "~/result", 10)
+        self._labels = node.create_publisher(Image, "~/label_image", 10)
+        self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
+        self._overlay = node.create_publisher(Image, "~/overlay", 10)
+        self._slots = LabelSlots()
+        self._published_info: Optional[Tuple] = None
+
+    def destroy(self) -> None:
+        for publisher in (self._result, self._labels, self._label_info, self._overlay):
+            self.node.destroy_publisher(publisher)
+
+    def publish(self, header, rgb: np.ndarray, objects: List[FrameObject], elapsed: float,
+                live_ids: List[int]) -> None:
+        """live_ids: every tracked object, so that label values stay put while one is hidden."""
+        objects = [o for o in objects if o.score >= self.score_threshold]
+        values = self._slots.update(live_ids + [o.id for o in objects])
+        h, w = rgb.shape[:2]
+        self._result.publish(result_message(header, h, w, objects, elapsed, self.rle))
+        self._labels.publish(image_message(header, label_image((h, w), objects, values), "mono16"))
+        info = tuple((o.id, o.label, values[o.id]) for o in sorted(objects, key=lambda o: o.id))
+        if info != self._published_info:
+            ids, labels, label_values = zip(*info) if info else ((), (), ())
+            self._label_info.publish(LabelInfo(header=header, ids=list(ids), labels=list(labels),
+                                               label_values=list(label_values)))
+            self._published_info = info
+        if self.publish_overlay and self._overlay.get_subscription_count() > 0:
+            self._overlay.publish(image_message(header, overlay(rgb, objects), "bgr8"))
+
+
+def result_message(header, h: int, w: int, objects: List[FrameObject], elapsed: float,
+                   rle: bool) -> SegmentationResult:
+    out = SegmentationResult(header=header, height=h, width=w, inference_time=float(elapsed))
+    for obj in objects:
+        x, y, bw, bh = bounding_box(obj.mask)
+        item = SegmentedObject(id=obj.id, label=obj.label, score=float(obj.score),
+                               bbox=RegionOfInterest(x_offset=x, y_offset=y, width=bw, height=bh))
+        if rle:
+            item.rle = encode_rle(obj.mask)
+        else:
+            item.mask = image_message(header, obj.mask.astype(np.uint8) * 255, "mono8")
+        out.objects.append(item)
+    return out
+
+
+def image_message(header, array: np.ndarray, encoding: str) -> Image:
+    array = np.ascontiguousarray(array)
+    h, w = array.shape[:2]
+    msg = Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=int(array.strides[0]))
+    msg.data = array.tobytes()
+    return msg

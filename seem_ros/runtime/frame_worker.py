@@ -1,0 +1,131 @@
+"""The frame worker: one thread that takes the newest camera frame, runs the model and the tracker
+on it and hands the result to the publishers.
+
+Every frame that reaches the mailbox ends in exactly one count: processed, replaced (a newer frame
+arrived first), refused (not a usable image), failed (the model raised) or abandoned (the worker was
+stopped while it waited or ran). Stopping is checked between the stages, so a stop request waits for
+one stage at most.
+"""
+import collections
+import threading
+import time
+from typing import Callable, ContextManager, Deque, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..model.predictor import SeemPredictor
+from ..prompts.applier import ImageSize
+from ..ros_in.image_conversion import ImageConversionError
+from ..ros_in.latest_frame import LatestFrame
+from ..throttled_log import ThrottledLog
+from ..tracking.tracker import FrameObject, ObjectTracker
+
+
+class FrameCounts:
+    """Outcomes of the frames the worker took, kept across activations (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._values = {"processed": 0, "refused": 0, "failed": 0, "abandoned": 0}
+        self._latencies_s: Deque[float] = collections.deque(maxlen=1000)
+        self.last_failure = ""
+
+    def add(self, outcome: str, n: int = 1, failure: str = "") -> None:
+        with self._lock:
+            self._values[outcome] += n
+            if failure:
+                self.last_failure = failure
+
+    def processed(self, latency_s: float) -> None:
+        with self._lock:
+            self._values["processed"] += 1
+            self._latencies_s.append(latency_s)
+
+    def snapshot(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+    def latencies(self, last: int) -> List[float]:
+        """The latencies of the last `last` processed frames (at most 1000)."""
+        with self._lock:
+            return list(self._latencies_s)[-last:] if last > 0 else []
+
+
+class FrameWorker:
+    def __init__(self, mailbox: LatestFrame, convert: Callable[[object], np.ndarray], predictor: SeemPredictor,
+                 tracker: ObjectTracker, model_lock: threading.Lock,
+                 inference_context: Callable[[], ContextManager],
+                 publish: Callable[[object, np.ndarray, List[FrameObject], float], None],
+                 image_size: ImageSize, counts: FrameCounts, log: ThrottledLog):
+        self.mailbox = mailbox
+        self.convert = convert
+        self.predictor = predictor
+        self.tracker = tracker
+        self.model_lock = model_lock
+        self.inference_context = inference_context
+        self.publish = publish
+        self.image_size = image_size
+        self.counts = counts
+        self.log = log
+        self._running = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._running.set()
+        self._thread = threading.Thread(target=self._run, name="seem_frames", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Asks the worker to stop and waits up to `timeout` s; False if it is still running."""
+        self._running.clear()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        self._thread = None
+        self.counts.add("abandoned", self.mailbox.clear())
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while self._running.is_set():
+            msg = self.mailbox.take(timeout=0.1)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the worker
+                self.counts.add("failed", failure=f"{type(exc).__name__}: {exc}")
+                self.log.exception("frame failed", exc, first_traceback_as_error=True)
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    torch.cuda.empty_cache()
+
+    def _process(self, msg) -> None:
+        try:
+            rgb = self.convert(msg)
+        except ImageConversionError as exc:
+            self.counts.add("refused")
+            self.log.warning(f"camera image ignored: {exc}")
+            return
+        self.image_size.set(rgb.shape[:2])
+        start = time.perf_counter()
+        with self.model_lock, self.inference_context():
+            if not self._running.is_set():
+                self.counts.add("abandoned")
+                return
+            self.predictor.set_image(rgb)
+            if not self._running.is_set():
+                self.counts.add("abandoned")
+                return
+            objects = self.tracker.step(self.predictor)
+        elapsed = time.perf_counter() - start
+        if not self._running.is_set():
+            self.counts.add("abandoned")
+            return
+        self.publish(msg.header, rgb, objects, elapsed)
+        self.counts.processed(elapsed)
