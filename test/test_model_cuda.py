@@ -17,19 +17,31 @@ def cuda_run(tiny_model):
     embeddings = torch.from_numpy(load_case("text_class_embeddings")["default_text_embeddings"]).cuda()
     image = torch.from_numpy(case["input/image_uint8_hwc"]).permute(2, 0, 1)
 
-    def run(dtype):
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=dtype == torch.float16):
-            mask_features, multi_scale = model.encode_image(model.normalize_and_pad(image))
-            return model.decoder(multi_scale, mask_features, text_embeddings=embeddings)
+    def run(dtype, tf32=False):
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=dtype == torch.float16):
+                mask_features, multi_scale = model.encode_image(model.normalize_and_pad(image))
+                return model.decoder(multi_scale, mask_features, text_embeddings=embeddings)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     return case, run
 
 
+def _max_diff(out, case, key):
+    return np.abs(out[key].float().cpu().numpy() - case[f"rec/pred_calls/0/out/{key}"]).max()
+
+
 def test_cuda_fp32_matches_official_cpu(cuda_run):
+    """Strict fp32 (TF32 off): measured on an H100, 5.4e-5 on mask logits. PyTorch's default lets
+    cuDNN convolutions use TF32 (10-bit mantissa), which moved them by 0.027 there, and 0.054 with
+    TF32 matmuls too; that figure is printed, not asserted."""
     case, run = cuda_run
-    out = run(torch.float32)
-    for key, atol in (("pred_masks", 1e-3), ("pred_logits", 1e-2)):  # cuDNN convolutions may use TF32
-        diff = np.abs(out[key].float().cpu().numpy() - case[f"rec/pred_calls/0/out/{key}"]).max()
-        print(f"CUDA fp32 vs official CPU {key}: max |diff| {diff:.3g}")
+    strict, tf32 = run(torch.float32), run(torch.float32, tf32=True)
+    for key, atol in (("pred_masks", 1e-3), ("pred_logits", 1e-2)):
+        diff = _max_diff(strict, case, key)
+        print(f"CUDA fp32 vs official CPU {key}: max |diff| {diff:.3g} (with TF32: {_max_diff(tf32, case, key):.3g})")
         assert diff <= atol
 
 

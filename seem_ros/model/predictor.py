@@ -336,7 +336,9 @@ class SeemPredictor:
 
     def encode_reference_masks(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> SpatialPrompt:
         mask_features, multi_scale = self._features_per_prompt(len(pos))
-        return self.model.decoder.encode_spatial_prompt(multi_scale, mask_features, pos, neg, self.rng)
+        device = mask_features.device
+        return self.model.decoder.encode_spatial_prompt(multi_scale, mask_features, [m.to(device) for m in pos],
+                                                        [m.to(device) for m in neg], self.rng)
 
     def predict_reference(self, reference: SpatialPrompt) -> List[MaskResult]:
         return self._results(self.spatial_logits([], [], reference=reference))

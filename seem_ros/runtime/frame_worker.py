@@ -102,7 +102,9 @@ class FrameWorker:
             except Exception as exc:  # noqa: BLE001 - one bad frame must not end the worker
                 self.counts.add("failed", failure=f"{type(exc).__name__}: {exc}")
                 self.log.exception("frame failed", exc, first_traceback_as_error=True)
-                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                if torch.cuda.is_initialized():
+                    # an out-of-memory error (PyTorch's, or cuBLAS/cuDNN failing to allocate) leaves
+                    # cached blocks behind that other CUDA libraries cannot use: return them
                     torch.cuda.empty_cache()
 
     def _process(self, msg) -> None:

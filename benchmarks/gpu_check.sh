@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every GPU check in one run (CI has no GPU): the CUDA tests (model parity, fp16, the node's GPU
+# duties at the model level) and the frame benchmark on CUDA in fp32 and fp16. Needs python3 with
+# torch (CUDA); no ROS. Writes logs to $OUT (default: gpu_check_out/).
+#
+#   benchmarks/gpu_check.sh                      # on a GPU machine, in the repository root
+#
+# Where a machine lacks packages or the reference fixtures, put wheels in .gpu/whl and a copy of
+# seem_reference in .gpu/seem_reference (both git-ignored): they are used when present.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-gpu_check_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if compgen -G ".gpu/whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/seem_site .gpu/whl/*.whl || exit 1
+  export PYTHONPATH="$PYTHONPATH:/tmp/seem_site"
+fi
+[ -d .gpu/seem_reference ] && export SEEM_REFERENCE="$PWD/.gpu/seem_reference"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+status=0
+"$PY" -m pytest test/test_model_cuda.py test/test_robustness_cuda.py -v -s -p no:cacheprovider 2>&1 \
+  | tee "$OUT/cuda_tests.log" || status=1
+for precision in fp32 fp16; do
+  "$PY" benchmarks/frame_pipeline.py --device cuda --precision "$precision" --repeats 20 2>&1 \
+    | tee "$OUT/frame_pipeline_cuda_$precision.log" || status=1
+done
+exit $status
