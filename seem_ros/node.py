@@ -69,7 +69,7 @@ PARAMETERS = {
 }
 CHOICES = {"image_transport": ("raw", "compressed"), "mask_encoding": ("image", "rle"),
            "image_qos_reliability": ("best_effort", "reliable")}
-SHUTDOWN_GRACE_S = 1.5  # on SIGINT/SIGTERM the threads get this long to stop; then the process exits anyway
+SHUTDOWN_GRACE_S = 1.0  # on SIGINT/SIGTERM the threads get this long to stop; then the process exits anyway
 SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
                            TransitionCallbackReturn.ERROR)
 
@@ -146,6 +146,8 @@ class SeemNode(LifecycleNode):
         if not p("max_image_aspect_ratio") >= 1.0 or not p("stats_period") > 0:
             self.get_logger().error("parameters max_image_aspect_ratio (>= 1) and stats_period (> 0) are out of range")
             return FAILURE
+        self.get_logger().info(f"configuring: loading {p('checkpoint')} ({p('model_config')}, {p('backend')}, "
+                               f"{p('device')})")
         cfg = BackendConfig(
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
             precision=p("precision"), short_side=int(p("input_short_side")),
@@ -262,12 +264,12 @@ class SeemNode(LifecycleNode):
         self._reset_configured()
         return stopped
 
-    def autostart(self) -> None:
+    def autostart(self, stop: threading.Event) -> None:
         """configure + activate, as `ros2 run` users expect; a failure leaves the node up to be configured."""
-        if self.trigger_configure() == SUCCESS:
-            self.trigger_activate()
-        else:
+        if self.trigger_configure() != SUCCESS:
             self.get_logger().error("not configured; fix the parameters and configure through the lifecycle services")
+        elif not stop.is_set():
+            self.trigger_activate()
 
     def shut_down(self, deadline: float) -> bool:
         """The lifecycle shutdown transition from whatever state the node is in, waiting (until
@@ -394,7 +396,7 @@ def run(stop: threading.Event, args=None) -> None:
     node = SeemNode()
     executor = MultiThreadedExecutor(num_threads=8)
     executor.add_node(node)
-    starter = threading.Thread(target=node.autostart, name="seem_autostart", daemon=True)
+    starter = threading.Thread(target=node.autostart, args=(stop,), name="seem_autostart", daemon=True)
     starter.start()
     while not stop.is_set() and rclpy.ok():
         try:

@@ -40,7 +40,7 @@ class NodeProcess:
         defaults.update(params or {})
         args: List[str] = [sys.executable, "-m", "seem_ros.node_process", "--ros-args"]
         for key, value in defaults.items():
-            args += ["-p", f"{key}:={value}"]
+            args += ["-p", f"{key}:={value if value != '' else repr('')}"]
         if name:
             args += ["-r", f"__node:={name}"]
         self.log_path = log_path
@@ -64,6 +64,16 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def signal_and_wait(self, signum: int, timeout: float = 10.0):
+        """-> (exit code, seconds from the signal to the exit); exit code None if it did not exit."""
+        start = time.monotonic()
+        self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - start
+
     def stop(self) -> None:
         if self.alive():
             self.proc.terminate()
@@ -75,6 +85,60 @@ class NodeProcess:
         self._log.close()
 
 
-def run_tool(name: str, *args: str, timeout: float = 120.0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(TOOLS / f"{name}.py"), *args], env=ros_environment(), cwd=REPO,
+def run_tool(name: str, *args: str, env: Optional[dict] = None) -> subprocess.Popen:
+    """A helper process from ros_tools/; env: variables to change (None as a value removes one)."""
+    environment = ros_environment()
+    for key, value in (env or {}).items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
+    return subprocess.Popen([sys.executable, str(TOOLS / f"{name}.py"), *args], env=environment, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# ---------------------------------------------------------------- a client node in the test process
+# (call apply_ros_environment() before rclpy is imported)
+
+def spin_until(node, condition, timeout: float) -> bool:
+    import rclpy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if condition():
+            return True
+    return False
+
+
+def publish_until(node, publisher, msg, condition, timeout: float = 30.0) -> bool:
+    """Publishes msg every 0.5 s until condition() holds: a best-effort sample sent right after
+    discovery can be lost while the subscriber has not matched the publisher yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        publisher.publish(msg)
+        if spin_until(node, condition, 0.5):
+            return True
+    return False
+
+
+def call(node, client, request, timeout=60.0):
+    assert client.wait_for_service(timeout_sec=30), f"service {client.srv_name} not available"
+    future = client.call_async(request)
+    assert spin_until(node, future.done, timeout), f"{client.srv_name} did not answer"
+    return future.result()
+
+
+def rgb_image(width=64, height=48, stamp=1):
+    import numpy as np
+    from sensor_msgs.msg import Image
+    pixels = np.random.default_rng(stamp).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
+    msg.header.frame_id = "test_camera"
+    msg.header.stamp.sec = stamp
+    msg.data = pixels.tobytes()
+    return msg
+
+
+def diagnostics_values(reports, key: str) -> List[str]:
+    """Every value published under `key` in the DiagnosticArray messages received, oldest first."""
+    return [kv.value for r in reports for s in r.status for kv in s.values if kv.key == key]

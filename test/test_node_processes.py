@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import reference_path
-from ros_harness import NodeProcess, apply_ros_environment, run_tool
+from ros_harness import NodeProcess, apply_ros_environment, call, publish_until, rgb_image, run_tool, spin_until
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
@@ -43,42 +43,6 @@ def client():
     yield node
     node.destroy_node()
     rclpy.shutdown()
-
-
-def spin_until(node, condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.05)
-        if condition():
-            return True
-    return False
-
-
-def publish_until(node, publisher, msg, condition, timeout: float = 30.0) -> bool:
-    """Publishes msg every 0.5 s until condition() holds: a best-effort sample sent right after
-    discovery can be lost while the subscriber has not matched the publisher yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        publisher.publish(msg)
-        if spin_until(node, condition, 0.5):
-            return True
-    return False
-
-
-def call(node, client, request, timeout=60.0):
-    assert client.wait_for_service(timeout_sec=30), f"service {client.srv_name} not available"
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout), f"{client.srv_name} did not answer"
-    return future.result()
-
-
-def rgb_image(width=64, height=48, stamp=1):
-    pixels = np.random.default_rng(stamp).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    msg = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3)
-    msg.header.frame_id = "test_camera"
-    msg.header.stamp.sec = stamp
-    msg.data = pixels.tobytes()
-    return msg
 
 
 def test_frames_and_prompts_from_one_process_results_in_another(seem_node, tmp_path):
