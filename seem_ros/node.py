@@ -354,6 +354,7 @@ class SeemNode(LifecycleNode):
             prompts_applied=prompts.applied, prompts_refused=prompts.refused, prompts_dropped=prompts.dropped)
 
     def _report(self) -> None:
+        self.log.flush()
         total, now = self.counts(), time.monotonic()
         before, since = self._report_base
         period = total.minus(before)

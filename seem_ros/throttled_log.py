@@ -22,29 +22,27 @@ class ThrottledLog:
         self.logger = logger
         self.period_s = period_s
         self.max_kinds = max_kinds
-        self._last = OrderedDict()  # kind -> [time logged, suppressed since]
+        self._kinds = OrderedDict()  # kind -> [time logged, suppressed since, level, last suppressed text]
         self._traced = OrderedDict()  # exception kinds whose traceback was logged at error level
         self._lock = threading.Lock()
 
-    def _due(self, key: str) -> Optional[int]:
-        """None while throttled, else how many of this kind were suppressed since it was last logged."""
+    def _emit(self, level: str, text: str, key: Optional[str]) -> bool:
+        key = key or f"{level}:{message_kind(text)}"
         now = time.monotonic()
         with self._lock:
-            entry = self._last.get(key)
+            entry = self._kinds.get(key)
             if entry is not None and now - entry[0] < self.period_s:
-                entry[1] += 1
-                return None
+                entry[1], entry[3] = entry[1] + 1, text
+                return False
             suppressed = entry[1] if entry is not None else 0
-            self._last[key] = [now, 0]
-            self._last.move_to_end(key)
-            while len(self._last) > self.max_kinds:
-                self._last.popitem(last=False)
-            return suppressed
+            self._kinds[key] = [now, 0, level, ""]
+            self._kinds.move_to_end(key)
+            while len(self._kinds) > self.max_kinds:
+                self._kinds.popitem(last=False)
+        self._write(level, text, suppressed)
+        return True
 
-    def _emit(self, level: str, text: str, key: Optional[str]) -> bool:
-        suppressed = self._due(key or f"{level}:{message_kind(text)}")
-        if suppressed is None:
-            return False
+    def _write(self, level: str, text: str, suppressed: int) -> None:
         if suppressed:
             text += f" ({suppressed} similar messages suppressed in the last {self.period_s:g} s)"
         # one call site per severity: rclpy refuses a call site whose severity changes
@@ -52,7 +50,19 @@ class ThrottledLog:
             self.logger.error(text)
         else:
             self.logger.warning(text)
-        return True
+
+    def flush(self) -> None:
+        """Logs the latest of each kind's suppressed messages, with their count, once its period has
+        passed: a burst that ends is summed up instead of vanishing from the log."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(entry[2], entry[3], entry[1]) for entry in self._kinds.values()
+                   if entry[1] and now - entry[0] >= self.period_s]
+            for entry in self._kinds.values():
+                if entry[1] and now - entry[0] >= self.period_s:
+                    entry[:] = [now, 0, entry[2], ""]
+        for level, text, suppressed in due:
+            self._write(level, text, suppressed)
 
     def warning(self, text: str, key: Optional[str] = None) -> bool:
         return self._emit("warning", text, key)

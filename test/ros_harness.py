@@ -139,6 +139,7 @@ def rgb_image(width=64, height=48, stamp=1):
     return msg
 
 
-def diagnostics_values(reports, key: str) -> List[str]:
-    """Every value published under `key` in the DiagnosticArray messages received, oldest first."""
-    return [kv.value for r in reports for s in r.status for kv in s.values if kv.key == key]
+def diagnostics_values(reports, key: str, node: str = "seem_node") -> List[str]:
+    """Every value `node` published under `key` in the DiagnosticArray messages received, oldest first."""
+    return [kv.value for r in reports for s in r.status if s.name.startswith(f"{node}:")
+            for kv in s.values if kv.key == key]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import reference_path
-from ros_harness import NodeProcess, apply_ros_environment, call, publish_until, rgb_image, run_tool, spin_until
+from ros_harness import (NodeProcess, apply_ros_environment, call, diagnostics_values, publish_until, rgb_image,
+                         run_tool, spin_until)
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
@@ -194,7 +195,7 @@ def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, cli
         time.sleep(0.01)
 
     def dropped_total():
-        values = [kv.value for r in reports for s in r.status for kv in s.values if kv.key == "frames replaced total"]
+        values = diagnostics_values(reports, "frames replaced total")
         return max((int(v) for v in values), default=0)
 
     assert spin_until(client, lambda: dropped_total() > 0, 30), "no replaced frames reported on /diagnostics"

@@ -61,7 +61,8 @@ class PromptQueue:
             return True
 
     def count_dropped(self, n: int = 1) -> None:
-        """Prompts known to be lost before reaching the queue (e.g. middleware sequence gaps)."""
+        """Prompts known to be lost before reaching the queue (e.g. middleware sequence gaps); a
+        negative n takes back ones counted so that arrived late after all."""
         with self._lock:
             self.counts.received += n
             self.counts.dropped += n

@@ -107,7 +107,8 @@ class PromptIntake:
         if info:
             missed = self.gaps.observe(publisher_key(info), info.get("publication_sequence_number"))
             if missed:
-                self.queue.count_dropped(missed)
+                self.queue.count_dropped(missed)  # -1: one counted as lost arrived late after all
+            if missed > 0:
                 self.log.warning(f"{missed} prompt messages were lost before reaching the node")
         request.stamp_ns = _reception_ns(info)
         if not self.queue.put(request):

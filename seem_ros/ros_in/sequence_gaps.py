@@ -19,16 +19,20 @@ class SequenceGaps:
 
     def observe(self, publisher: Hashable, sequence: Optional[int]) -> int:
         """Records one received message; returns how many of that publisher's messages were missed
-        since its previous one. A restarted publisher (numbers start again) counts as new."""
+        since its newest one, or -1 for a message older than that: one counted as missed that came
+        late after all (a reliable writer re-sending what a full subscription queue had refused)."""
         if not sequence:  # the middleware does not report sequence numbers
             return 0
         with self._lock:
             last = self._last.get(publisher)
+            if last is not None and sequence <= last:
+                self.missed -= 1
+                return -1
             self._last[publisher] = sequence
             self._last.move_to_end(publisher)
             while len(self._last) > self.max_publishers:
                 self._last.popitem(last=False)
-            gap = sequence - last - 1 if last is not None and sequence > last else 0
+            gap = sequence - last - 1 if last is not None else 0
             self.missed += gap
             return gap
 
