@@ -57,7 +57,7 @@ PARAMETERS = {
     "camera_info_topic": ("camera_info", "CameraInfo, used to project RViz clicked points"),
     "clicked_point_topic": ("/clicked_point", "RViz Publish Point topic"),
     "image_qos_reliability": ("best_effort", "best_effort (sensor data) or reliable"),
-    "image_qos_depth": (1, "image subscription queue depth"),
+    "image_qos_depth": (5, "image subscription queue depth (ROS sensor-data default)"),
     "max_image_pixels": (7680 * 4320, "camera, prompt and service images with more pixels are refused"),
     "max_image_aspect_ratio": (8.0, "images more elongated than this (long side / short side) are refused"),
     "prompt_queue_size": (1000, "prompts waiting to be applied; also the depth of the prompt topics"),
@@ -87,7 +87,7 @@ def _transition(name: str):
                     self.get_logger().error(f"{name} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
                     return ERROR
                 if result != SUCCESS:
-                    self.get_logger().error(f"{name} did not succeed ({result.to_label()}): reason logged above")
+                    self.get_logger().error(f"{name} failed: the reason is logged above")
                 return result
         return run
     return wrap

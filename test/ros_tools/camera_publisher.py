@@ -44,6 +44,7 @@ def main():
     deadline = time.monotonic() + 20
     while (commands.get_subscription_count() == 0 or images.get_subscription_count() == 0) and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
+    time.sleep(0.5)  # the node's side of the match, too: frames sent before it are lost unseen
     for text in args.command:
         commands.publish(String(data=text))
     for x, y in args.click:
@@ -59,6 +60,7 @@ def main():
         images.publish(msg)
         frame += 1
         rclpy.spin_once(node, timeout_sec=1.0 / args.rate)
+    print(f"sent {frame} frames", flush=True)
     node.destroy_node()
     rclpy.shutdown()
 
