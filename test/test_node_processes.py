@@ -239,6 +239,8 @@ def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, client):
                          lambda: any(r.header.stamp.sec == 9000 for r in results))
     frame = next(r for r in results if r.header.stamp.sec == 9000)
     assert [o.label for o in frame.objects] == ["object"]
+    # fx * x / z + cx = 50 * 0.1 / 1 + 32, fy * y / z + cy = 24
+    assert f"clicked point at (37.0, 24.0) -> object {frame.objects[0].id}" in seem_node.log()
 
 
 def test_lifecycle_deactivate_stops_and_activate_resumes(seem_node, client):
@@ -254,14 +256,30 @@ def test_lifecycle_deactivate_stops_and_activate_resumes(seem_node, client):
     def transition(transition_id):
         return call(client, change, ChangeState.Request(transition=Transition(id=transition_id))).success
 
+    commands = client.create_publisher(String, "/seem_node/command", 10)
+    set_prompt = client.create_client(SetPrompt, "/seem_node/set_prompt")
+    assert call(client, client.create_client(Trigger, "/seem_node/clear_prompts"), Trigger.Request()).success
+    assert spin_until(client, lambda: images.get_subscription_count() and commands.get_subscription_count(), 10)
+
     assert transition(Transition.TRANSITION_DEACTIVATE)
     assert call(client, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_INACTIVE
+    # deactivate stops the intake (camera and prompt topics unsubscribed) and the frame worker; on
+    # CUDA it also frees the GPU (test_robustness_cuda.py checks that on a GPU machine)
+    assert spin_until(client, lambda: images.get_subscription_count() == 0 and commands.get_subscription_count() == 0,
+                      10)
     images.publish(rgb_image(64, 48, stamp=9100))
     assert not spin_until(client, lambda: any(r.header.stamp.sec == 9100 for r in results), 3.0)
+    # the prompt services stay up while inactive; what they set is used once active again
+    request = SetPrompt.Request()
+    request.prompt.text = "the set-while-inactive thing"
+    inactive = call(client, set_prompt, request)
+    assert inactive.success, inactive.message
     assert transition(Transition.TRANSITION_ACTIVATE)
     assert spin_until(client, lambda: images.get_subscription_count() > 0, 10)
     assert publish_until(client, images, rgb_image(64, 48, stamp=9101),
                          lambda: any(r.header.stamp.sec == 9101 for r in results))
+    frame = next(r for r in results if r.header.stamp.sec == 9101)
+    assert [o.id for o in frame.objects] == list(inactive.object_ids)
 
 
 def test_compressed_camera_topic(tmp_path, client):
