@@ -9,8 +9,6 @@ JSON with every figure (ms) and `decoder_16_over_1` (decoder cost of 16 objects 
 """
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -20,20 +18,7 @@ from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.backends import BackendConfig, inference_context
 from seem_ros.tracking.tracker import ObjectTracker
-
-
-def timed(fn, repeats: int, device: str) -> float:
-    def run():
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    run()  # warm-up (also the first frame of every tracked object)
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+from timing import timed
 
 
 def main():
@@ -45,6 +30,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="2 repeats, no 16-object frame")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
     predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2)
@@ -70,12 +56,12 @@ def main():
     for text in ("the red cup", "a person", "the table", "the dog"):
         texts.add(text, text=text)
     with torch.inference_mode(), context:
-        encoder_ms = timed(lambda: predictor.set_image(frames[0]), repeats, args.device)
-        everything_ms = timed(lambda: predictor.segment_everything(), repeats, args.device)
+        encoder_ms = timed(lambda: predictor.set_image(frames[0]), repeats, sync)
+        everything_ms = timed(lambda: predictor.segment_everything(), repeats, sync)
     results = {"image_encoder_ms": encoder_ms}
     for n in ((1, 4) if args.quick else (1, 4, 16)):
-        results[f"frame_{n}_clicks_ms"] = timed(frame(clicks(n)), repeats, args.device)
-    results["frame_4_texts_ms"] = timed(frame(texts), repeats, args.device)
+        results[f"frame_{n}_clicks_ms"] = timed(frame(clicks(n)), repeats, sync)
+    results["frame_4_texts_ms"] = timed(frame(texts), repeats, sync)
     results["everything_decoder_ms"] = everything_ms
     largest = 4 if args.quick else 16
     results[f"decoder_{largest}_over_1"] = ((results[f"frame_{largest}_clicks_ms"] - encoder_ms)

@@ -8,9 +8,7 @@ full "new frame + one prompt" pass; and, with --onnxruntime, the image encoder (
 decoder) in ONNX Runtime against PyTorch in the same run.
 """
 import argparse
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -19,16 +17,7 @@ from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.backends import OnnxImageEncoder
-
-
-def timed(fn, repeats):
-    fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+from timing import timed
 
 
 def main():

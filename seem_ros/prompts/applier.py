@@ -13,6 +13,7 @@ import numpy as np
 
 from ..model.predictor import VisualPrompt
 from ..model.visual_sampler import SpatialPrompt
+from ..loop_thread import LoopThread
 from ..ros_in.image_conversion import ImageLimits
 from ..ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
 from ..throttled_log import ThrottledLog
@@ -56,40 +57,32 @@ class PromptApplier:
         self.encode_reference = encode_reference
         self.log = log
         self.image_limits = image_limits
-        self._running = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = LoopThread("seem_prompts", self._apply_settled)
         self._handlers = {"command": self._command, "click": self._click, "prompt": self._prompt,
                           "clear": self._clear, "reset": self._reset}
 
     # ------------------------------------------------------------ thread
     def start(self) -> None:
-        self._running.set()
-        self._thread = threading.Thread(target=self._run, name="seem_prompts", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float) -> bool:
         """Stops the thread; requests still queued are refused. False if it did not stop in time."""
-        self._running.clear()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return False
-            self._thread = None
+        if not self._loop.stop(timeout):
+            return False
         for request in self.queue.clear():
             if _claim(request):
                 self._finish(request, Outcome(False, "the node is shutting down or being reconfigured"))
         return True
 
-    def _run(self) -> None:
-        while self._running.is_set():
-            batch = self.queue.take_settled(timeout=0.1)
-            for i, request in enumerate(batch):
-                if request.needs_image_size and self.image_size.get() is None:
-                    # in order: this and everything after it wait for the first camera frame
-                    self.queue.put_back(batch[i:])
-                    self.image_size.wait(0.1)
-                    break
-                self.apply(request)
+    def _apply_settled(self) -> None:
+        batch = self.queue.take_settled(timeout=0.1)
+        for i, request in enumerate(batch):
+            if request.needs_image_size and self.image_size.get() is None:
+                # in order: this and everything after it wait for the first camera frame
+                self.queue.put_back(batch[i:])
+                self.image_size.wait(0.1)
+                return
+            self.apply(request)
 
     # ------------------------------------------------------------ requests
     def apply(self, request: PromptRequest) -> Outcome:

@@ -9,11 +9,12 @@ one stage at most.
 import collections
 import threading
 import time
-from typing import Callable, ContextManager, Deque, Dict, List, Optional
+from typing import Callable, ContextManager, Deque, Dict, List
 
 import numpy as np
 import torch
 
+from ..loop_thread import LoopThread
 from ..model.predictor import SeemPredictor
 from ..prompts.applier import ImageSize
 from ..ros_in.image_conversion import ImageConversionError
@@ -68,44 +69,31 @@ class FrameWorker:
         self.image_size = image_size
         self.counts = counts
         self.log = log
-        self._running = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = LoopThread("seem_frames", self._take_frame)
 
     def start(self) -> None:
-        self._running.set()
-        self._thread = threading.Thread(target=self._run, name="seem_frames", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float) -> bool:
         """Asks the worker to stop and waits up to `timeout` s; False if it is still running."""
-        self._running.clear()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self._loop.stop(timeout):
             return False
-        self._thread = None
         self.counts.add("abandoned", self.mailbox.clear())
         return True
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while self._running.is_set():
-            msg = self.mailbox.take(timeout=0.1)
-            if msg is None:
-                continue
-            try:
-                self._process(msg)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the worker
-                self.counts.add("failed", failure=f"{type(exc).__name__}: {exc}")
-                self.log.exception("frame failed", exc, first_traceback_as_error=True)
-                if torch.cuda.is_initialized():
-                    # an out-of-memory error (PyTorch's, or cuBLAS/cuDNN failing to allocate) leaves
-                    # cached blocks behind that other CUDA libraries cannot use: return them
-                    torch.cuda.empty_cache()
+    def _take_frame(self) -> None:
+        msg = self.mailbox.take(timeout=0.1)
+        if msg is None:
+            return
+        try:
+            self._process(msg)
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the worker
+            self.counts.add("failed", failure=f"{type(exc).__name__}: {exc}")
+            self.log.exception("frame failed", exc, first_traceback_as_error=True)
+            if torch.cuda.is_initialized():
+                # an out-of-memory error (PyTorch's, or cuBLAS/cuDNN failing to allocate) leaves
+                # cached blocks behind that other CUDA libraries cannot use: return them
+                torch.cuda.empty_cache()
 
     def _process(self, msg) -> None:
         try:
@@ -117,16 +105,16 @@ class FrameWorker:
         self.image_size.set(rgb.shape[:2])
         start = time.perf_counter()
         with self.model_lock, self.inference_context():
-            if not self._running.is_set():
+            if not self._loop.running:
                 self.counts.add("abandoned")
                 return
             self.predictor.set_image(rgb)
-            if not self._running.is_set():
+            if not self._loop.running:
                 self.counts.add("abandoned")
                 return
             objects = self.tracker.step(self.predictor)
         elapsed = time.perf_counter() - start
-        if not self._running.is_set():
+        if not self._loop.running:
             self.counts.add("abandoned")
             return
         self.publish(msg.header, rgb, objects, elapsed)

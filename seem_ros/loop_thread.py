@@ -1,0 +1,36 @@
+"""A named daemon thread that repeats one step until stopped: the frame worker and the prompt
+applier each run in one. stop() waits a bounded time, so a shutdown can keep its deadline."""
+import threading
+from typing import Callable, Optional
+
+
+class LoopThread:
+    def __init__(self, name: str, step: Callable[[], None]):
+        self.name = name
+        self._step = step
+        self._running = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def running(self) -> bool:
+        """False once stop() was asked: long steps check it between their stages."""
+        return self._running.is_set()
+
+    def start(self) -> None:
+        self._running.set()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Asks the loop to stop and waits up to `timeout` s; False if its step is still running."""
+        self._running.clear()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+            self._thread = None
+        return True
+
+    def _run(self) -> None:
+        while self._running.is_set():
+            self._step()
