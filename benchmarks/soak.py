@@ -15,7 +15,8 @@ What it does, with its own ROS domain on loopback:
    again and sends SIGINT mid-stream.
 
 Prints a table; the last line is JSON with every figure, among them `frames_unaccounted` (frames
-sent that the node neither received nor counted as lost, plus frames received without an outcome),
+sent that the node neither received nor counted as lost, plus frames received without an outcome;
+a frame whose publishing a kill interrupted, `frames_maybe_sent`, may count either way),
 `prompts_lost_uncounted`, `rss_growth_pct` (end over after warm-up) and `exit_code`.
 """
 import argparse
@@ -45,8 +46,16 @@ def ros_environment() -> dict:
 
 # ---------------------------------------------------------------- the camera process
 
+def write_atomically(path: pathlib.Path, text: str) -> None:
+    """A kill at any moment leaves the old or the new text, never an empty file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def camera(args) -> None:
-    """Publishes frames at --rate until killed; rewrites --count-file with the number sent so far."""
+    """Publishes frames at --rate until killed. --count-file says "N" while frame N is being
+    published (killed then, it may or may not have gone out) and "N sent" once it has."""
     import cv2
     import numpy as np
     import rclpy
@@ -67,9 +76,10 @@ def camera(args) -> None:
         msg.header.frame_id = "soak_camera"
         msg.header.stamp = node.get_clock().now().to_msg()
         msg.data = bgr.tobytes()
+        write_atomically(pathlib.Path(args.count_file), str(sent + 1))
         publisher.publish(msg)
         sent += 1
-        pathlib.Path(args.count_file).write_text(str(sent))
+        write_atomically(pathlib.Path(args.count_file), f"{sent} sent")
         next_time += period
         time.sleep(max(next_time - time.monotonic(), 0.0))
 
@@ -93,7 +103,8 @@ class Soak:
         self.commands = self.ros.create_publisher(String, "/seem_node/command", 100)
         self.clicks = self.ros.create_publisher(Point, "/image_mouse_left", 100)
         self.prompts = self.ros.create_publisher(SegmentationPrompt, "/seem_node/prompt", 100)
-        self.cameras_sent = 0
+        self.cameras_sent = 0  # frames certainly sent
+        self.cameras_maybe_sent = 0  # frames whose publishing a kill interrupted
         self.camera_proc = None
         self.camera_incarnation = 0
         self.prompts_sent = 0
@@ -174,7 +185,7 @@ class Soak:
     def start_camera(self) -> None:
         self.camera_incarnation += 1
         count_file = self.workdir / f"camera{self.camera_incarnation}.count"
-        count_file.write_text("0")
+        write_atomically(count_file, "0 sent")
         self.camera_proc = (subprocess.Popen(
             [sys.executable, __file__, "camera", "--rate", str(self.args.rate), "--width", str(self.args.width),
              "--count-file", str(count_file)], env=ros_environment(), cwd=REPO,
@@ -184,7 +195,9 @@ class Soak:
         proc, count_file = self.camera_proc
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        self.cameras_sent += int(count_file.read_text() or 0)
+        count, *sent = count_file.read_text().split()
+        self.cameras_sent += int(count) if sent else int(count) - 1
+        self.cameras_maybe_sent += 0 if sent else 1
         self.camera_proc = None
 
     # -- prompts
@@ -262,7 +275,8 @@ def run(args) -> dict:
                 soak.start_camera()
                 last_kill = time.monotonic()
         soak.kill_camera()
-        frames_sent = soak.cameras_sent  # the SIGINT stream below is not part of the accounting
+        # the SIGINT stream below is not part of the accounting
+        frames_sent, frames_maybe_sent = soak.cameras_sent, soak.cameras_maybe_sent
         soak.settle_calls()
         soak.spin(4.0)  # the node drains its mailbox and reports the final counts
         figures["rss_end_mb"] = soak.rss_mb()
@@ -286,7 +300,7 @@ def run(args) -> dict:
     outcomes = sum(totals.get(f"frames_{k}", 0) for k in ("processed", "replaced", "refused", "failed", "abandoned"))
     received = totals.get("frames_received", 0)
     figures.update({
-        "frames_sent": frames_sent, "frames_received": received,
+        "frames_sent": frames_sent, "frames_maybe_sent": frames_maybe_sent, "frames_received": received,
         "frames_processed": totals.get("frames_processed", 0), "frames_replaced": totals.get("frames_replaced", 0),
         "frames_refused": totals.get("frames_refused", 0), "frames_failed": totals.get("frames_failed", 0),
         "frames_lost_in_transport": totals.get("frames_lost_in_transport", 0),
@@ -295,7 +309,11 @@ def run(args) -> dict:
         "prompts_applied": totals.get("prompts_applied", 0), "prompts_refused": totals.get("prompts_refused", 0),
         "prompts_dropped": totals.get("prompts_dropped", 0),
     })
-    figures["frames_unaccounted"] = abs(figures["frames_sent"] - received - lost) + abs(received - outcomes)
+    # every frame sent reached the node or was counted lost; a frame whose publishing a kill
+    # interrupted may have gone either way
+    arrived = received + lost
+    figures["frames_unaccounted"] = (max(frames_sent - arrived, 0) + max(arrived - frames_sent - frames_maybe_sent, 0)
+                                     + abs(received - outcomes))
     prompt_outcomes = figures["prompts_applied"] + figures["prompts_refused"] + figures["prompts_dropped"]
     figures["prompts_lost_uncounted"] = abs(soak.prompts_sent - figures["prompts_received"]) + abs(
         figures["prompts_received"] - prompt_outcomes)
@@ -329,8 +347,8 @@ def main():
         camera(args)
         return
     figures = run(args)
-    rows = [("frames sent / received / processed / replaced", "frames_sent", "frames_received", "frames_processed",
-             "frames_replaced"),
+    rows = [("frames sent (+ maybe sent) / received / processed / replaced", "frames_sent", "frames_maybe_sent",
+             "frames_received", "frames_processed", "frames_replaced"),
             ("frames refused / failed / lost in transport / missed", "frames_refused", "frames_failed",
              "frames_lost_in_transport", "frames_missed"),
             ("frames unaccounted", "frames_unaccounted"),
