@@ -197,7 +197,7 @@ class SeemNode(LifecycleNode):
                                   self.frame_counts, self.log)
         self.worker.start()
         self.frame_intake = FrameIntake(self, self.mailbox, self.frame_losses, self.log, p("image_topic"),
-                                        p("image_transport"), p("image_qos_reliability"), int(p("image_qos_depth")))
+                                        p("image_transport"), camera_qos)
         self.prompt_intake = PromptIntake(self, self.prompt_queue, self.image_size, self.log, p("image_topic"),
                                           p("camera_info_topic"), p("clicked_point_topic"), camera_qos,
                                           self._transform)

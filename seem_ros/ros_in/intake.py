@@ -50,13 +50,10 @@ class FrameIntake:
     """Camera frames -> the mailbox, counting frames lost before they reached the node."""
 
     def __init__(self, node, mailbox: LatestFrame, losses: FrameLosses, log: ThrottledLog, topic: str,
-                 transport: str, reliability: str, depth: int):
+                 transport: str, qos: QoSProfile):
         self.node = node
         self.mailbox = mailbox
         self.losses = losses
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                         reliability=ReliabilityPolicy.BEST_EFFORT if reliability == "best_effort"
-                         else ReliabilityPolicy.RELIABLE)
         msg_type, self.topic = (CompressedImage, f"{topic}/compressed") if transport == "compressed" else (Image, topic)
         self._subscription = node.create_subscription(
             msg_type, self.topic, guarded(log, "camera frame intake", self._on_frame), qos,
