@@ -1,24 +1,61 @@
-"""Per-frame latency of seem_node's frame path (predictor.set_image + tracker.step), SEEM Focal-T
-with random weights of the real size, at short side 512 (640x480 camera frames).
+"""Per-frame latency of seem_node's frame path, SEEM Focal-T with random weights of the real size,
+640x480 camera frames at short side 512: the image encoder, then every tracked object decoded.
 
     .venv/bin/python benchmarks/frame_pipeline.py [--device cpu|cuda] [--precision fp32|fp16] [--quick]
 
-Times the image encoder alone and whole frames with 1, 4 and 16 clicked objects (followed by their
-masks, as in tracking), 4 text objects and segment-everything. Prints a table; the last line is
-JSON with every figure (ms) and `decoder_16_over_1` (decoder cost of 16 objects over 1).
+Two decode paths in the same run, on the same frames and objects (clicked objects followed by their
+masks, as in tracking; text objects):
+- before: the research API the tracker used before the frame engine (predict_visual with the image
+  features repeated per prompt, predict_text, all 101 object queries at every layer);
+- engine: the frame engine (one pass for all objects, see seem_ros/model/frame_engine.py).
+Also ONNX Runtime against PyTorch for the image encoder (CPU), and the FLOPs of each stage with the
+GFLOP/s achieved against this machine's measured matmul peak. Prints a table; the last line is JSON
+(ms unless named otherwise) with decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and
+ort_over_torch_cpu among the figures. --quick (2 minutes on a 2-core CPU) times each case once after
+a warm-up and leaves out 16 objects on the before path.
 """
 import argparse
 import json
+import tempfile
+import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
-from seem_ros.runtime.backends import BackendConfig, inference_context
+from seem_ros.model.visual_sampler import DeterministicSampling
+from seem_ros.runtime.backends import BackendConfig, OnnxImageEncoder, inference_context
 from seem_ros.tracking.tracker import ObjectTracker
 from timing import timed
+
+
+def before_step(predictor: SeemPredictor, tracker: ObjectTracker) -> None:
+    """One frame of the tracker as it decoded before the frame engine (reference for the speed-up)."""
+    objects = list(tracker._objects.values())
+    texts = [o for o in objects if o.text]
+    visual = [o for o in objects if not o.text]
+    if texts:
+        predictor.predict_text([o.text for o in texts])
+    if visual:
+        prompts = [VisualPrompt(mask=o.last.mask) if o.last is not None else o.visual for o in visual]
+        for obj, result in zip(visual, predictor.predict_visual(prompts)):
+            obj.last = result
+
+
+def peak_gflops(device: str) -> float:
+    """Measured fp32 matmul throughput (4096^3), the physical ceiling the stages are held against."""
+    a = torch.randn(4096, 4096, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    return 2 * 4096 ** 3 / timed(lambda: a @ a, 3, sync) / 1e6
+
+
+def flops(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def main():
@@ -26,51 +63,86 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--variant", default="focalt_v1")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="2 repeats, no 16-object frame")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    repeats = 2 if args.quick else args.repeats
+    repeats = 1 if args.quick else args.repeats
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
-    predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2)
+    predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2,
+                              rng=DeterministicSampling())  # as the node runs it
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
     context = inference_context(BackendConfig("", device=args.device, precision=args.precision))
     counter = iter(range(10 ** 9))
 
-    def frame(tracker):
-        def run():
-            with torch.inference_mode(), context:
-                predictor.set_image(frames[next(counter) % 2])
-                tracker.step(predictor)
-        return run
-
-    def clicks(n):
+    def tracker_of(kind: str, n: int) -> ObjectTracker:
         tracker = ObjectTracker(max_objects=n)
         for i in range(n):
-            tracker.add("object", visual=VisualPrompt(points=[(40 + 35 * i, 60 + 20 * (i % 4), 1)]))
+            if kind == "clicks":
+                tracker.add("object", visual=VisualPrompt(points=[(40 + 35 * i, 60 + 20 * (i % 4), 1)]))
+            else:
+                tracker.add(f"thing {i}", text=("the red cup", "a person", "the table", "the dog")[i % 4] + f" {i}")
         return tracker
 
-    texts = ObjectTracker()
-    for text in ("the red cup", "a person", "the table", "the dog"):
-        texts.add(text, text=text)
+    def decode_only(step, tracker):
+        """Times the decode of a frame whose image is encoded beforehand (not timed)."""
+        samples = []
+        for i in range(repeats + 1):  # the first frame: the objects' own prompts, then they are followed
+            with torch.inference_mode(), context:
+                predictor.set_image(frames[next(counter) % 2])
+                if sync:
+                    sync()
+                start = time.perf_counter()
+                step(predictor, tracker)
+                if sync:
+                    sync()
+            samples.append((time.perf_counter() - start) * 1000)
+        return float(np.median(samples[1:]))
+
     with torch.inference_mode(), context:
         encoder_ms = timed(lambda: predictor.set_image(frames[0]), repeats, sync)
         everything_ms = timed(lambda: predictor.segment_everything(), repeats, sync)
-    results = {"image_encoder_ms": encoder_ms}
+    results = {"image_encoder_ms": encoder_ms, "segment_everything_decoder_ms": everything_ms}
+    engine_step = lambda p, t: t.step(p)  # noqa: E731
+    for n in (1, 4, 16):
+        results[f"decoder_{n}_clicks_ms_engine"] = decode_only(engine_step, tracker_of("clicks", n))
+    results["decoder_4_texts_ms_engine"] = decode_only(engine_step, tracker_of("texts", 4))
     for n in ((1, 4) if args.quick else (1, 4, 16)):
-        results[f"frame_{n}_clicks_ms"] = timed(frame(clicks(n)), repeats, sync)
-    results["frame_4_texts_ms"] = timed(frame(texts), repeats, sync)
-    results["everything_decoder_ms"] = everything_ms
-    largest = 4 if args.quick else 16
-    results[f"decoder_{largest}_over_1"] = ((results[f"frame_{largest}_clicks_ms"] - encoder_ms)
-                                            / max(results["frame_1_clicks_ms"] - encoder_ms, 1e-6))
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+        results[f"decoder_{n}_clicks_ms_before"] = decode_only(before_step, tracker_of("clicks", n))
+    results["decoder_16_over_1"] = results["decoder_16_clicks_ms_engine"] / results["decoder_1_clicks_ms_engine"]
+    results["frame_4obj_ms_before"] = encoder_ms + results["decoder_4_clicks_ms_before"]
+    results["frame_4obj_ms_engine"] = encoder_ms + results["decoder_4_clicks_ms_engine"]
+    results["speedup_4obj_frame"] = results["frame_4obj_ms_before"] / results["frame_4obj_ms_engine"]
+
+    # FLOPs per stage and the share of the machine's peak achieved
+    peak = peak_gflops(args.device)
+    with torch.inference_mode(), context:
+        encoder_flops = flops(lambda: predictor.set_image(frames[0]))
+        four = tracker_of("clicks", 4)
+        four.step(predictor)
+        decoder_flops = flops(lambda: four.step(predictor))
+    results.update({"peak_matmul_gflops": peak, "image_encoder_gflop": encoder_flops / 1e9,
+                    "decoder_4_clicks_gflop": decoder_flops / 1e9,
+                    "image_encoder_gflops_achieved": encoder_flops / 1e6 / encoder_ms,
+                    "decoder_4_clicks_gflops_achieved": decoder_flops / 1e6 / results["decoder_4_clicks_ms_engine"]})
+
+    if args.device == "cpu":
+        x = model.normalize_and_pad(torch.zeros(3, *predictor.features["input_hw"]))
+        encoder = OnnxImageEncoder(model, ["CPUExecutionProvider"], tempfile.mkdtemp(prefix="seem_bench_"))
+        encoder(x)  # export and session creation, not timed
+        with torch.inference_mode():
+            torch_ms = timed(lambda: model.encode_image(x), repeats)
+        ort_ms = timed(lambda: encoder(x), repeats)
+        results.update({"image_encoder_ms_torch": torch_ms, "image_encoder_ms_onnxruntime": ort_ms,
+                        "ort_over_torch_cpu": torch_ms / ort_ms})
+
+    name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
     print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features['input_hw']}, {name}, "
           f"{args.precision}, torch {torch.__version__}, median of {repeats}")
     for key, value in results.items():
-        print(f"  {key:28s} {value:10.2f}")
+        print(f"  {key:34s} {value:10.2f}")
     print(json.dumps({"device": name, "precision": args.precision, **{k: round(v, 3) for k, v in results.items()}}))
 
 

@@ -125,24 +125,22 @@ def test_tracker_follows_objects_across_frames(predictor):
     assert set(second) == {text_id, click_id}  # the one-frame object is gone
     # a clicked object is followed by its own latest mask, which prompts the next frame
     clicked = tracker._objects[click_id]
-    assert first[click_id].mask.any() and clicked.last is not None
-    assert clicked.visual.mask is clicked.last.mask
-    # a refinement is decoded with the object's previous mask logits as memory: exactly what the
-    # predictor gives for that prompt and that memory (same random draws)
+    assert first[click_id].mask.any() and clicked.last is not None and clicked.following
+    # a refinement is decoded with the object's previous mask logits as memory: what the predictor
+    # gives for that prompt and that memory alone (same random draws; other rows change nothing)
     refinement = VisualPrompt(points=[(100, 100, 0), (400, 250, 1)])
     memory = clicked.last
     tracker.refine(click_id, refinement)
     predictor.rng.generator.manual_seed(11)
     third = {o.id: o for o in tracker.step(predictor)}
     predictor.rng.generator.manual_seed(11)
-    predictor.predict_text(["the dog"])  # the text object is decoded first in the frame, as in step
-    expected = predictor.predict_visual([refinement], memory=[memory])[0]
+    expected = predictor.decode([predictor.visual_query(refinement, memory=memory)])[0]
     assert set(third) == {text_id, click_id}
-    np.testing.assert_array_equal(third[click_id].mask, expected.mask)
-    assert third[click_id].score == pytest.approx(expected.score)
+    assert (third[click_id].mask != expected.mask).sum() <= 2
+    assert third[click_id].score == pytest.approx(expected.score, abs=1e-4)
     predictor.rng.generator.manual_seed(11)
-    predictor.predict_text(["the dog"])
-    assert (predictor.predict_visual([refinement])[0].mask != expected.mask).any()  # memory changes the mask
+    without_memory = predictor.decode([predictor.visual_query(refinement)])[0]
+    assert (without_memory.mask != expected.mask).sum() > 100  # the memory really changes the mask
     assert tracker._objects[click_id].refinement is None  # consumed: the next frame follows the mask
     with pytest.raises(KeyError, match="no tracked object with id 42"):
         tracker.refine(42, VisualPrompt(points=[(1, 1, 1)]))

@@ -151,25 +151,29 @@ def test_label_values_stay_small_and_stable_for_ids_of_any_size():
 # ---------------------------------------------------------------- edits while a frame is segmented
 
 class BlockingPredictor:
-    """A test double: returns known masks, and blocks inside the decoder until released."""
+    """A test double: returns known masks, and blocks inside the decoder until released. Its queries
+    are tuples saying what was asked."""
 
     def __init__(self):
         self.entered, self.release = threading.Event(), threading.Event()
-        self.visual_calls = []
+        self.decoded = []
 
-    def _result(self):
-        mask = np.zeros((8, 8), bool)
-        mask[2:5, 2:5] = True
-        return MaskResult(mask, 0.9, torch.zeros(2, 2))
+    def visual_query(self, prompt, memory=None, text=""):
+        return "visual", prompt, memory
 
-    def predict_visual(self, prompts, memory=None):
-        self.visual_calls.append((list(prompts), memory))
+    def follow_queries(self, previous, texts):
+        return [("follow", p) for p in previous]
+
+    def text_query(self, text):
+        return "text", text
+
+    def decode(self, queries):
+        self.decoded.append(list(queries))
         self.entered.set()
         assert self.release.wait(5)
-        return [self._result() for _ in prompts]
-
-    def predict_text(self, texts):
-        return [self._result() for _ in texts]
+        mask = np.zeros((8, 8), bool)
+        mask[2:5, 2:5] = True
+        return [MaskResult(mask, 0.9, torch.zeros(2, 2)) for _ in queries]
 
 
 def test_edits_made_while_a_frame_is_segmented_are_kept():
@@ -190,11 +194,12 @@ def test_edits_made_while_a_frame_is_segmented_are_kept():
     assert [o.id for o in frame] == [clicked]  # removed mid-frame: not published; added: from the next frame
     obj = tracker._objects[clicked]
     assert obj.refinement is refinement and obj.last is not None  # the edit stands, the new mask is its memory
-    predictor.entered.clear()
+    memory = obj.last
     tracker.step(predictor)
-    refined_call = [call for call in predictor.visual_calls if call[1] is not None]
-    assert refined_call and refined_call[-1][0] == [refinement]
-    assert {o for o in tracker.labels()} == {clicked, added} and doomed not in tracker.labels()
+    refined, late = predictor.decoded[-1]
+    assert refined[0] == "visual" and refined[1] is refinement and refined[2] is memory  # with memory
+    assert late == ("text", "the late thing")
+    assert set(tracker.labels()) == {clicked, added} and doomed not in tracker.labels()
 
 
 # ---------------------------------------------------------------- frame worker

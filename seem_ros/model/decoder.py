@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .language_encoder import LanguageEncoder
 from .layers import MLP, ConvNorm, MultiheadAttention, PositionEmbeddingSine
-from .visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt
+from .visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
 
 
 @dataclass
@@ -136,8 +136,9 @@ class SEEMDecoder(nn.Module):
                               pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor],
                               rng: DecoderRandomness) -> SpatialPrompt:
         src, _, sizes = self.prepare_features(multi_scale)
-        return encode_spatial_prompt(pos_masks, neg_masks, mask_features, src, sizes, self.mask_sptial_embed,
-                                     self.pn_indicator.weight, self.cfg.max_spatial_len, rng)
+        return encode_spatial_prompt(pos_masks, neg_masks, mask_features,
+                                     project_levels(src, sizes, self.mask_sptial_embed), self.pn_indicator.weight,
+                                     self.cfg.max_spatial_len, rng)
 
     # ------------------------------------------------------------------ heads
     def prediction_heads(self, output: Tensor, mask_features: Tensor, text_embeddings: Optional[Tensor],

@@ -10,8 +10,15 @@
     ref = predictor.encode_reference(example_rgb, example_mask)
     same = predictor.predict_reference(ref)          # example-based: same object in this image
 
-Prompt coordinates are pixels of the image given to `set_image` (x right, y down). Masks come
-back at that image's size.
+    # a camera frame with several objects: one decoder pass for all (the frame engine)
+    queries = [predictor.text_query("the red cup"), predictor.visual_query(VisualPrompt(points=[(320, 240, 1)])),
+               predictor.follow_query(previous_result), predictor.reference_query(ref)]
+    results = predictor.decode(queries)
+
+The predict_* methods keep the official call layouts (the parity tests hold them to the official
+outputs); decode() runs every object in its own row of one frame-engine pass, so objects do not
+influence one another. Prompt coordinates are pixels of the image given to `set_image` (x right,
+y down). Masks come back at that image's size.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +32,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
+from .frame_engine import FrameEngine, FrameFeatures, ObjectQuery
 from .postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
                           resize, semantic_inference, semantic_postprocess, upsample_and_crop)
 from .language_encoder import cosine_similarity
@@ -129,6 +137,8 @@ class SeemPredictor:
         self.image_encoder = image_encoder or model.encode_image
         self.short_side = short_side
         self.rng = rng or DecoderRandomness(torch.Generator().manual_seed(0))
+        self.engine = FrameEngine(model, self.rng)
+        self._frame: Optional[FrameFeatures] = None
         self._text_cache: "OrderedDict[str, Tuple[Tensor, Tensor]]" = OrderedDict()
         self._text_cache_size = text_cache_size
         self.set_vocabulary(class_names, num_thing_classes, class_embeddings)
@@ -141,7 +151,7 @@ class SeemPredictor:
         self.class_embeddings = self.class_embeddings.to(device)
         self._text_cache = OrderedDict((text, tuple(t.to(device) for t in value))
                                        for text, value in self._text_cache.items())
-        self._features = None
+        self._features = self._frame = None
         return self
 
     # ---------------------------------------------------------------- vocabulary and text
@@ -178,6 +188,7 @@ class SeemPredictor:
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"expected uint8 (H, W, 3) RGB, got {image_rgb.dtype} {image_rgb.shape}")
         self._features = self._encode(image_rgb)
+        self._frame = None
 
     def _encode(self, image_rgb: np.ndarray) -> dict:
         resized = resize_short_side(image_rgb, self.short_side)
@@ -194,6 +205,14 @@ class SeemPredictor:
             raise RuntimeError("call set_image() first")
         return self._features
 
+    @property
+    def frame(self) -> FrameFeatures:
+        """The current image prepared for the frame engine (once per image)."""
+        if self._frame is None:
+            f = self.features
+            self._frame = self.engine.prepare(f["mask_features"], f["multi_scale"])
+        return self._frame
+
     def _to_original(self, logits_padded_lowres: Tensor, mode: str = "bilinear") -> Tensor:
         f = self.features
         x = upsample_and_crop(logits_padded_lowres, f["padded_hw"], f["input_hw"], mode)
@@ -205,9 +224,8 @@ class SeemPredictor:
     def _object_query_outputs(self) -> Tuple[Tensor, Tensor]:
         """Class logits (Q, K+1) and mask logits (Q, H, W) of the object queries at the input size."""
         f = self.features
-        out = self.model.decoder(f["multi_scale"], f["mask_features"], text_embeddings=self.class_embeddings,
-                                 rng=self.rng)
-        return out["pred_logits"][0], upsample_and_crop(out["pred_masks"][0], f["padded_hw"], f["input_hw"])
+        decoded = self.engine.decode(self.frame, [], class_embeddings=self.class_embeddings)
+        return decoded.class_logits, upsample_and_crop(decoded.object_masks, f["padded_hw"], f["input_hw"])
 
     @torch.no_grad()
     def segment_everything(self) -> Tuple[PanopticResult, InstanceResult]:
@@ -311,16 +329,80 @@ class SeemPredictor:
     def _results(self, logits: Tensor, match: Optional[Tensor] = None,
                  labels: Sequence[str] = ()) -> List[MaskResult]:
         """Masks at the set_image size; score (0..1) = mean mask probability inside the mask, times
-        the text match (cosine, clamped at 0) for text prompts."""
-        masks = self._to_original(logits) > 0
-        results = []
-        for i, (mask, low) in enumerate(zip(masks, logits)):
-            inside = low > 0
-            score = float(low.sigmoid()[inside].mean()) if inside.any() else 0.0
-            if match is not None:
-                score *= float(match[i])
-            results.append(MaskResult(mask.cpu().numpy(), score, low, labels[i] if labels else ""))
-        return results
+        the text match (cosine, clamped at 0) for text prompts. Computed on the logits' device for all
+        masks at once, then brought to the host together."""
+        if len(logits) == 0:
+            return []
+        inside = logits > 0
+        scores = (logits.sigmoid() * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
+        if match is not None:
+            scores = scores * match.to(scores.dtype)
+        masks_np = (self._to_original(logits) > 0).cpu().numpy()
+        scores_list = scores.float().cpu().tolist()
+        return [MaskResult(mask, score, low, labels[i] if labels else "")
+                for i, (mask, score, low) in enumerate(zip(masks_np, scores_list, logits))]
+
+    # ---------------------------------------------------------------- frame engine
+    def text_query(self, text: str) -> ObjectQuery:
+        tokens, sentence = self.text_tokens(text)
+        return ObjectQuery(text_tokens=tokens, sentence=sentence)
+
+    def visual_query(self, prompt: VisualPrompt, memory: Optional[MaskResult] = None, text: str = "") -> ObjectQuery:
+        """Clicks, box, scribbles or mask; memory: this object's previous result (its logits are
+        attended by the memory queries); text: text + visual (the official composition: the
+        positive mask is dilated by one pixel and the text selects the mask)."""
+        if not prompt.has_positive():
+            raise ValueError("a visual prompt needs a positive point, a box, a scribble or a mask")
+        (pos,), (neg,) = self.prompt_masks([prompt])
+        return self._spatial_queries([pos], [neg], [memory], [text])[0]
+
+    def follow_query(self, previous: MaskResult, text: str = "") -> ObjectQuery:
+        """Mask propagation: the object's previous mask prompts this frame."""
+        return self.follow_queries([previous], [text])[0]
+
+    def follow_queries(self, previous: Sequence[MaskResult], texts: Sequence[str]) -> List[ObjectQuery]:
+        """follow_query for several objects: their masks are taken from their logits on the device,
+        all at once, when the frames share one input geometry (else from the host masks)."""
+        f = self.features
+        same = [tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:]) for r in previous]
+        queries: List[Optional[ObjectQuery]] = [
+            None if ok else self.visual_query(VisualPrompt(mask=r.mask), text=t)
+            for r, t, ok in zip(previous, texts, same)]
+        following = [i for i, ok in enumerate(same) if ok]
+        if following:
+            logits = torch.stack([previous[i].low_res_logits for i in following])[:, None].float()
+            on = F.interpolate(logits, f["padded_hw"], mode="bilinear", align_corners=False) > 0
+            on[..., f["input_hw"][0]:, :] = False
+            on[..., f["input_hw"][1]:] = False
+            for i, query in zip(following, self._spatial_queries(list(on), [torch.zeros_like(m) for m in on],
+                                                                  [None] * len(on), [texts[i] for i in following])):
+                queries[i] = query
+        return queries
+
+    def _spatial_queries(self, pos: Sequence[Tensor], neg: Sequence[Tensor], memories: Sequence[Optional[MaskResult]],
+                         texts: Sequence[str]) -> List[ObjectQuery]:
+        """Objects with visual prompts ((1, Hp, Wp) masks), encoded together."""
+        device = self.model.device
+        pos = [p.to(device) for p in pos]
+        pos = [F.conv2d(p[None].float(), self.model.dilation_kernel, padding=1)[0] > 0 if text else p
+               for p, text in zip(pos, texts)]
+        spatial = self.engine.spatial_prompts(self.frame, pos, [n.to(device) for n in neg])
+        queries = []
+        for prompt, memory, text in zip(spatial, memories, texts):
+            query = ObjectQuery(spatial=prompt, memory=memory.low_res_logits if memory is not None else None)
+            if text:
+                query.text_tokens, query.sentence = self.text_tokens(text)
+            queries.append(query)
+        return queries
+
+    def reference_query(self, reference: SpatialPrompt) -> ObjectQuery:
+        return ObjectQuery(spatial=reference)
+
+    @torch.inference_mode()
+    def decode(self, queries: Sequence[ObjectQuery], labels: Sequence[str] = ()) -> List[MaskResult]:
+        """Every object of the current image in one frame-engine pass; one result per query."""
+        decoded = self.engine.decode(self.frame, queries)
+        return self._results(decoded.logits, decoded.match.clamp(min=0), labels)
 
     # ---------------------------------------------------------------- referring image
     @torch.no_grad()

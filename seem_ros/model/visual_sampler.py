@@ -8,7 +8,7 @@ decoder as a boolean mask on the padded input. From it SEEM takes:
   `mask_sptial_embed[level]`, plus a learned positive/negative indicator: the "spatial tokens".
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,7 @@ from torch.nn import functional as F
 class DecoderRandomness:
     """The random draws SEEM makes at inference, in one place so that they can be seeded or
     replayed. Defaults reproduce the official draws' distributions."""
+    repeatable = False  # True: the same arguments always give the same draw
 
     def __init__(self, generator: Optional[torch.Generator] = None):
         self.generator = generator
@@ -49,6 +50,36 @@ class DecoderRandomness:
         return torch.multinomial(uniform, count, replacement=True, generator=self.generator).sort()[0]
 
 
+class DeterministicSampling(DecoderRandomness):
+    """The same decisions without random draws, for deployment: the same frame and prompt always
+    give the same mask, and no CPU generator has to meet GPU tensors.
+    - prompt points: evenly spaced through each prompt's pixels (row-major), the budget split
+      evenly between prompts, instead of drawn without replacement;
+    - spatial queries: object queries spread evenly over the 101 (0, 50, 100 for one prompt);
+    - memory queries: spread evenly over the previous masks (all see it when there is one)."""
+    repeatable = True
+
+    def prompt_points(self, mask: Tensor, max_len: int) -> Tensor:
+        _, h, w = mask.shape
+        points = mask.nonzero()  # row-major: grouped by prompt
+        scale = torch.tensor([1, h, w], device=mask.device)
+        if len(points) <= max_len:
+            return points / scale
+        counts = [int(c) for c in mask.flatten(1).sum(1) if c]
+        shares = [max_len // len(counts) + (i < max_len % len(counts)) for i in range(len(counts))]
+        chosen = []
+        for own, share in zip(points.split(counts), shares):
+            index = torch.linspace(0, len(own) - 1, min(share, len(own)), device=mask.device).round().long()
+            chosen.append(own[index])
+        return torch.cat(chosen) / scale
+
+    def spatial_query_indices(self, num_object_queries: int, count: int, device) -> Tensor:
+        return torch.linspace(0, num_object_queries - 1, count, device=device).round().long()
+
+    def memory_indices(self, num_prompts: int, count: int) -> Tensor:
+        return torch.arange(count) * num_prompts // count
+
+
 @dataclass
 class SpatialPrompt:
     """Encoded visual prompts for a batch of bs images with n prompts each.
@@ -71,15 +102,30 @@ class SpatialPrompt:
                              [t.to(device) for t in self.level_tokens], [t.to(device) for t in self.level_padding],
                              [t.to(device) for t in self.level_prompt_index])
 
+    def image(self, i: int) -> "SpatialPrompt":
+        """The prompts of batch image i alone (bs = 1)."""
+        return SpatialPrompt(self.pos_query[:, i:i + 1], self.neg_query[:, i:i + 1],
+                             [t[:, i:i + 1] for t in self.level_tokens], [t[i:i + 1] for t in self.level_padding],
+                             [t[i:i + 1] for t in self.level_prompt_index])
+
 
 
 def point_sample(features: Tensor, points_xy: Tensor) -> Tensor:
-    """Bilinear samples (B, C, H, W) at (B, P, 2) points in [0, 1] (x, y), align_corners=True -> (B, C, P)."""
+    """Bilinear samples (B, C, H, W) at (B, P, 2) points in [0, 1] (x, y), align_corners=True -> (B, C, P).
+    Features of batch 1 serve every batch of points (one sampling call, no copies of the features)."""
+    if features.shape[0] == 1 and points_xy.shape[0] > 1:
+        b, p, _ = points_xy.shape
+        if p == 0:
+            return features.new_zeros((b, features.shape[1], 0))
+        # channels last in memory: what callers go on with is (points, batch, channels)
+        sampled = point_sample(features, points_xy.reshape(1, b * p, 2))[0].t().contiguous()
+        return sampled.view(b, p, -1).permute(0, 2, 1)
     return F.grid_sample(features, 2.0 * points_xy.unsqueeze(2) - 1.0, align_corners=True).squeeze(3)
 
 
-def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int, rng: DecoderRandomness) -> Tensor:
-    points = [rng.prompt_points(m, max_len) for m in masks]
+def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
+                draw: Callable[[Tensor, int], Tensor]) -> Tensor:
+    points = [draw(m, max_len) for m in masks]
     padded = nn.utils.rnn.pad_sequence(points, padding_value=-1).permute(1, 0, 2)  # (bs, P, 3)
     sampled = point_sample(mask_features, padded[:, :, 1:].flip(dims=(2,)).to(mask_features.dtype))
     per_image = []
@@ -94,21 +140,39 @@ def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int, rn
     return nn.utils.rnn.pad_sequence(per_image, padding_value=-1).nan_to_num()
 
 
-def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor], mask_features: Tensor,
-                          level_features: Sequence[Tensor], level_sizes: Sequence[Sequence[int]],
-                          mask_spatial_embed: Sequence[Tensor], pn_indicator: Tensor,
-                          max_len: Sequence[int], rng: DecoderRandomness) -> SpatialPrompt:
-    """pos_masks/neg_masks: per image a bool (n, Hp, Wp) mask on the padded input, one channel per prompt.
-    level_features: decoder inputs (HW, bs, C) after input projection + level embedding."""
-    pos_query = _mean_query(mask_features, pos_masks, max_len[-1], rng)
-    neg_query = _mean_query(mask_features, neg_masks, max_len[-1], rng)
-    tokens, paddings, indices = [], [], []
+def project_levels(level_features: Sequence[Tensor], level_sizes: Sequence[Sequence[int]],
+                   mask_spatial_embed: Sequence[Tensor]) -> List[Tensor]:
+    """Per decoder level, the map spatial tokens are sampled from: the level feature (HW, bs, C)
+    projected by `mask_sptial_embed[level]` -> (bs, C, h, w). Depends on the image only."""
+    maps = []
     for level, feats in enumerate(level_features):
         h, w = level_sizes[level]
         _, bs, c = feats.shape
-        projected = (feats.view(h, w, bs, c) @ mask_spatial_embed[level]).permute(2, 3, 0, 1)
-        pos_pts = [rng.prompt_points(m, max_len[level]) for m in pos_masks]
-        neg_pts = [rng.prompt_points(m, max_len[level]) for m in neg_masks]
+        maps.append((feats.view(h, w, bs, c) @ mask_spatial_embed[level]).permute(2, 3, 0, 1))
+    return maps
+
+
+def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor], mask_features: Tensor,
+                          projected_levels: Sequence[Tensor], pn_indicator: Tensor, max_len: Sequence[int],
+                          rng: DecoderRandomness) -> SpatialPrompt:
+    """pos_masks/neg_masks: per image a bool (n, Hp, Wp) mask on the padded input, one channel per prompt.
+    projected_levels: project_levels() of the images' decoder inputs; with mask_features, of batch 1
+    when all the masks are on one image."""
+    draw = rng.prompt_points
+    if rng.repeatable:  # the same mask and length give the same points: find them once
+        found = {}
+
+        def draw(mask: Tensor, max_len: int) -> Tensor:
+            key = (id(mask), max_len)
+            if key not in found:
+                found[key] = rng.prompt_points(mask, max_len)
+            return found[key]
+    pos_query = _mean_query(mask_features, pos_masks, max_len[-1], draw)
+    neg_query = _mean_query(mask_features, neg_masks, max_len[-1], draw)
+    tokens, paddings, indices = [], [], []
+    for level, projected in enumerate(projected_levels):
+        pos_pts = [draw(m, max_len[level]) for m in pos_masks]
+        neg_pts = [draw(m, max_len[level]) for m in neg_masks]
         points = [torch.cat([p[:, 1:], q[:, 1:]]) for p, q in zip(pos_pts, neg_pts)]
         index = [torch.cat([p[:, 0:1], q[:, 0:1]]) for p, q in zip(pos_pts, neg_pts)]
         sign = [torch.cat([torch.ones(len(p), device=p.device), -torch.ones(len(q), device=q.device)])

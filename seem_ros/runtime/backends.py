@@ -22,6 +22,7 @@ from ..model.checkpoint import load_seem, resolve_checkpoint
 from ..model.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
 from ..model.predictor import SeemPredictor
 from ..model.seem import SEEM
+from ..model.visual_sampler import DeterministicSampling
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -134,7 +135,7 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     embeddings = cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
                                          cfg.embedding_cache_dir)
     return SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
-                         class_embeddings=embeddings)
+                         class_embeddings=embeddings, rng=DeterministicSampling())
 
 
 def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[str], cache_dir: str) -> Tensor:

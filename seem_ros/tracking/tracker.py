@@ -2,12 +2,15 @@
 
 First frame of an object: its own prompt (text, visual, text + visual, or reference region).
 Following frames, as the official SEEM video demos do:
-- text objects are grounded by their text again (all texts in one decoder call);
-- visual objects use their previous mask as the spatial prompt (mask propagation);
+- text objects are grounded by their text again;
+- visual objects use their previous mask as the spatial prompt (mask propagation, from the mask
+  logits on the device);
 - reference objects re-use the example region's tokens;
 - text + visual objects combine the text with the previous mask.
 A refinement (clicks on a tracked object) uses the object's previous mask as memory; refining an
 example-region object turns it into a visual object that follows its own mask from then on.
+All objects of a frame are decoded in one frame-engine pass, each in its own row: adding or
+removing one object does not change the others' masks.
 
 Edits (add, refine, remove, clear, reset) may come from any thread at any time. `step` works on a
 snapshot of the objects and writes its results back only where no edit arrived meanwhile, so an
@@ -22,6 +25,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..model.frame_engine import ObjectQuery
 from ..model.predictor import MaskResult, SeemPredictor, VisualPrompt
 from ..model.visual_sampler import SpatialPrompt
 from ..prompts.text_commands import same_object
@@ -41,11 +45,12 @@ class TrackedObject:
     id: int
     label: str
     text: str = ""
-    visual: Optional[VisualPrompt] = None  # prompt for the next frame (then the previous mask)
+    visual: Optional[VisualPrompt] = None  # the visual prompt of the first frame
     reference: Optional[SpatialPrompt] = None
     refinement: Optional[VisualPrompt] = None  # user clicks for the next frame, with memory of `last`
     track: bool = True
     last: Optional[MaskResult] = None
+    following: bool = False  # a visual object found in a frame: its last mask prompts the next one
     revision: int = 0  # bumped by every edit; a frame's write-back skips objects edited meanwhile
 
 
@@ -115,7 +120,7 @@ class ObjectTracker:
         with self._lock:
             obj = self._get(object_id)
             if obj.text:  # text objects take the clicks as the visual half of text + visual
-                obj.visual = visual
+                obj.visual, obj.following = visual, False
             else:
                 obj.refinement, obj.reference = visual, None
             obj.revision += 1
@@ -145,7 +150,7 @@ class ObjectTracker:
                 if not obj.text and obj.reference is None:
                     del self._objects[obj.id]
                 else:
-                    obj.last, obj.visual, obj.refinement = None, None, None
+                    obj.last, obj.visual, obj.refinement, obj.following = None, None, None, False
                     obj.revision += 1
 
     def to(self, device) -> None:
@@ -182,8 +187,7 @@ class ObjectTracker:
                     if res.mask.any():
                         obj.last = res
                         if obj.visual is not None or obj.refinement is not None:
-                            # follow the object: its mask prompts the next frame
-                            obj.visual, obj.refinement = VisualPrompt(mask=res.mask), None
+                            obj.following, obj.refinement = True, None  # its mask prompts the next frame
                     if not obj.track:
                         del self._objects[obj.id]
                 elif res.mask.any():  # edited meanwhile: the edit stands, the newest mask is its memory
@@ -193,23 +197,24 @@ class ObjectTracker:
 
     @staticmethod
     def _segment(predictor: SeemPredictor, objects: List[TrackedObject]) -> Dict[int, MaskResult]:
-        references = [o for o in objects if o.reference is not None]
-        composed = [o for o in objects if o.reference is None and o.text and o.visual is not None]
-        texts = [o for o in objects if o.reference is None and o.text and o.visual is None]
-        refined = [o for o in objects if o.reference is None and not o.text and o.refinement is not None]
-        visual = [o for o in objects if o.reference is None and not o.text and o.refinement is None
-                  and o.visual is not None]
-        results: Dict[int, MaskResult] = {}
-        if texts:
-            results.update(zip((o.id for o in texts), predictor.predict_text([o.text for o in texts])))
-        if visual:  # one batched decoder call, one prompt per row
-            results.update(zip((o.id for o in visual), predictor.predict_visual([o.visual for o in visual])))
-        for obj in refined:  # each refinement carries its own memory
-            memory = [obj.last] if obj.last is not None else None
-            results[obj.id] = predictor.predict_visual([obj.refinement], memory=memory)[0]
-        if composed:
-            results.update(zip((o.id for o in composed), predictor.predict_text_with_prompts(
-                [o.text for o in composed], [o.visual for o in composed])))
-        for obj in references:
-            results[obj.id] = predictor.predict_reference(obj.reference)[0]
-        return results
+        """Every object in one frame-engine pass."""
+        queries = [_query(predictor, obj) for obj in objects]
+        following = [i for i, query in enumerate(queries) if query is None]
+        for i, query in zip(following, predictor.follow_queries([objects[i].last for i in following],
+                                                                [objects[i].text for i in following])):
+            queries[i] = query
+        results = predictor.decode(queries)
+        return dict(zip((obj.id for obj in objects), results))
+
+
+def _query(predictor: SeemPredictor, obj: TrackedObject) -> Optional[ObjectQuery]:
+    """What the object asks of this frame; None: it follows its last mask (prompted all together)."""
+    if obj.reference is not None:
+        return predictor.reference_query(obj.reference)
+    if obj.refinement is not None:
+        return predictor.visual_query(obj.refinement, memory=obj.last)
+    if obj.following:
+        return None
+    if obj.visual is not None:
+        return predictor.visual_query(obj.visual, text=obj.text)
+    return predictor.text_query(obj.text)

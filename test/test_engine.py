@@ -1,0 +1,214 @@
+"""The frame engine (seem_ros/model/frame_engine.py) against the official outputs and against
+itself: every single-object parity case through the engine (replaying the official draws), object
+queries that never reach prompt outputs, objects that do not influence one another, attention masks
+predicted at each level's size, and the tracker's one pass per frame."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from conftest import load_case, reference_path
+from replay import ReplayedRandomness
+from seem_ros.model.frame_engine import ObjectQuery
+from seem_ros.model.postprocess import upsample_and_crop
+from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.model.visual_sampler import DeterministicSampling
+from seem_ros.tracking.tracker import ObjectTracker
+
+ATOL = 1e-4
+DOG = "davis/JPEGImages/480p/dog/00000.jpg"
+
+
+def _rgb(path):
+    return np.asarray(Image.open(reference_path(path)).convert("RGB"))
+
+
+def _replaying(tiny_model, name, image=None, image_key="input/image_uint8_hwc"):
+    case = load_case(name)
+    rng = ReplayedRandomness(case)
+    predictor = SeemPredictor(tiny_model, rng=rng)
+    predictor.set_image(image if image is not None else case[image_key].astype(np.uint8))
+    return case, rng, predictor
+
+
+def _close(ours: torch.Tensor, official: np.ndarray, what: str) -> None:
+    diff = float(np.abs(ours.detach().cpu().numpy() - official).max())
+    assert diff <= ATOL, f"{what}: max |diff| {diff:.3g} from the official output"
+    assert ((ours.cpu().numpy() > 0) != (official > 0)).sum() <= 2, f"{what}: mask pixels differ"
+
+
+VISUAL_CASES = {
+    "c_demo_point": lambda case: VisualPrompt(points=[(300, 300, 1)]),
+    "c_demo_scribble": lambda case: VisualPrompt(scribbles=[[(250, 250), (400, 330)]]),
+    "c_demo_box_filled": lambda case: VisualPrompt(box=(200, 150, 450, 420)),
+    "c_demo_mask_river": lambda case: VisualPrompt(
+        mask=np.asarray(Image.open(reference_path("images", "river1_mask.png")))[:, :, 0]),
+    "g_video_maskprop_f0_to_f1": lambda case: VisualPrompt(mask=case["input/rand_shape"][0, 0] > 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VISUAL_CASES))
+def test_visual_prompt_cases_through_the_engine(tiny_model, name):
+    case, rng, predictor = _replaying(tiny_model, name)
+    with torch.no_grad():
+        result = predictor.decode([predictor.visual_query(VISUAL_CASES[name](case))])[0]
+    _close(result.low_res_logits, case["rec/pred_calls/0/out/prev_mask"][0, 0], name)
+    rng.assert_all_used()
+
+
+@pytest.mark.parametrize("name, rounds", [("c_eval_point", 1), ("c_eval_box", 1), ("c_eval_scribble", 1),
+                                          ("c_eval_circle", 1), ("c_eval_polygon", 1), ("d_multiround_point", 3)])
+def test_interactive_rounds_with_memory_through_the_engine(tiny_model, name, rounds):
+    case, rng, predictor = _replaying(tiny_model, name, _rgb(DOG))
+    engine, frame = predictor.engine, predictor.frame
+    pos, neg = predictor.prompt_masks([VisualPrompt(mask=case["input/rand_shape"][0, 0])])
+    memory = None
+    with torch.no_grad():
+        for r in range(rounds):
+            if r:
+                pos = [torch.from_numpy(case[f"rec/pred_calls/{r}/extra_in/spatial_query_pos_mask/0"]).bool()]
+                neg = [torch.from_numpy(case[f"rec/pred_calls/{r}/extra_in/spatial_query_neg_mask/0"]).bool()]
+            query = ObjectQuery(spatial=engine.spatial_prompts(frame, pos, neg)[0], memory=memory)
+            logits = engine.decode(frame, [query]).logits[0]
+            _close(logits, case[f"rec/pred_calls/{r}/out/prev_mask"][0, 0], f"{name} round {r}")
+            memory = logits
+    rng.assert_all_used()
+
+
+@pytest.mark.parametrize("name", ["e_refimg_river_PATCHED", "g_video_refimg_f0_to_f1_PATCHED",
+                                  "g_video_refimg_f0_to_f2_PATCHED"])
+def test_example_region_cases_through_the_engine(tiny_model, name):
+    case, rng, predictor = _replaying(tiny_model, name, image_key="input/imageA_uint8_hwc")
+    pos, neg = predictor.prompt_masks([VisualPrompt(mask=case["input/maskA"][0, 0] > 0)])
+    with torch.no_grad():
+        reference = predictor.encode_reference_masks(pos, neg)
+        predictor.set_image(case["input/imageB_uint8_hwc"].astype(np.uint8))
+        result = predictor.decode([predictor.reference_query(reference)])[0]
+    _close(result.low_res_logits, case["rec/pred_calls/1/out/prev_mask"][0, 0], name)
+    rng.assert_all_used()
+
+
+@pytest.mark.parametrize("name, text, image", [("b_grounding_zebra", "zebra", "images/zebras1.jpg"),
+                                               ("b_grounding_dog_left", "the dog on the left", "images/corgi2.jpg")])
+def test_text_cases_through_the_engine(tiny_model, name, text, image):
+    case, rng, predictor = _replaying(tiny_model, name, _rgb(image))
+    with torch.no_grad():
+        result = predictor.decode([predictor.text_query(text)])[0]
+    _close(result.low_res_logits, case["rec/pred_calls/0/out/pred_gmasks"][0][case["derived/matched_id"]][0], name)
+
+
+def test_text_with_scribble_case_through_the_engine(tiny_model):
+    case, rng, predictor = _replaying(tiny_model, "f_composition_zebra_scribble")
+    prompt = VisualPrompt(mask=case["input/rand_shape"][0, 0] > 0)
+    with torch.no_grad():
+        result = predictor.decode([predictor.visual_query(prompt, text="zebra")])[0]
+    official = case["rec/pred_calls/0/out/pred_gmasks"][0]
+    best = min(range(len(official)), key=lambda q: np.abs(result.low_res_logits.numpy() - official[q]).max())
+    _close(result.low_res_logits, official[best], "composition")
+    rng.assert_all_used()
+
+
+def test_segment_everything_through_the_engine(tiny_model):
+    case, rng, predictor = _replaying(tiny_model, "a_panoptic_zebras1")
+    with torch.no_grad():
+        decoded = predictor.engine.decode(predictor.frame, [], class_embeddings=predictor.class_embeddings)
+    for ours, key in ((decoded.class_logits, "pred_logits"), (decoded.object_masks, "pred_masks")):
+        diff = float(np.abs(ours.numpy() - case[f"rec/pred_calls/0/out/{key}"][0]).max())
+        assert diff <= ATOL, f"{key}: max |diff| {diff:.3g}"
+
+
+# ---------------------------------------------------------------- the engine against itself
+
+@pytest.fixture
+def frame_objects(tiny_model):
+    """Every kind of object on one frame, with deterministic draws."""
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    predictor.set_image(_rgb("images/zebras2.jpg"))
+    reference_rgb = _rgb("images/zebras1.jpg")
+    region = np.zeros(reference_rgb.shape[:2], bool)
+    region[60:200, 80:300] = True
+    with torch.no_grad():
+        reference = predictor.encode_reference(reference_rgb, region)
+        clicked = predictor.decode([predictor.visual_query(VisualPrompt(points=[(120, 90, 1)]))])[0]
+        queries = [predictor.text_query("the zebra"),
+                   predictor.visual_query(VisualPrompt(points=[(120, 90, 1), (20, 20, 0)]), memory=clicked),
+                   predictor.visual_query(VisualPrompt(box=(30, 20, 200, 150)), text="striped animal"),
+                   predictor.follow_query(clicked),
+                   predictor.reference_query(reference),
+                   predictor.text_query("the grass and the sky")]
+    return predictor, queries
+
+
+def test_object_queries_do_not_change_any_prompt_output(frame_objects):
+    predictor, queries = frame_objects
+    with torch.no_grad():
+        prompts_only = predictor.engine.decode(predictor.frame, queries)
+        with_everything = predictor.engine.decode(predictor.frame, queries, class_embeddings=predictor.class_embeddings)
+    assert with_everything.object_masks is not None
+    assert torch.equal(prompts_only.logits, with_everything.logits)  # exactly
+    assert torch.equal(prompts_only.match, with_everything.match)
+
+
+def test_each_object_gets_what_it_gets_alone(frame_objects):
+    predictor, queries = frame_objects
+    with torch.no_grad():
+        together = predictor.engine.decode(predictor.frame, queries)
+        for i, query in enumerate(queries):
+            alone = predictor.engine.decode(predictor.frame, [query])
+            diff = float((alone.logits[0] - together.logits[i]).abs().max())
+            print(f"object {i}: max |diff| alone vs with {len(queries) - 1} others {diff:.2g}")
+            assert diff <= ATOL  # float rounding of longer padded rows, nothing more
+            assert ((alone.logits[0] > 0) != (together.logits[i] > 0)).sum() <= 2
+            assert float((alone.match[0] - together.match[i]).abs()) <= 1e-5
+
+
+def test_attention_masks_predicted_at_each_level_equal_the_downsampled_stride_4_masks(tiny_model):
+    """Bilinear resizing and the channel product commute: projecting the resized mask features
+    gives the official resized mask logits, up to float rounding, and the same attention masks."""
+    predictor = SeemPredictor(tiny_model)
+    predictor.set_image(_rgb("images/zebras1.jpg"))
+    dec, frame = tiny_model.decoder, predictor.frame
+    with torch.no_grad():
+        mask_embed = dec.mask_embed(dec.decoder_norm(dec.query_feat.weight))  # (Q, D) real query states
+        stride4 = torch.einsum("qc,chw->qhw", mask_embed, frame.mask_features[0])
+        for size, level_features in zip(frame.sizes, frame.level_mask_features):
+            official = F.interpolate(stride4[None], size, mode="bilinear", align_corners=False)[0].flatten(1)
+            direct = mask_embed @ level_features
+            diff = float((official - direct).abs().max())
+            flipped = int(((official.sigmoid() < 0.5) != (direct.sigmoid() < 0.5)).sum())
+            print(f"level {size}: max |diff| {diff:.2g}, attention mask entries differing {flipped}")
+            assert diff <= 1e-4 and flipped <= 1e-4 * official.numel()
+
+
+def test_the_tracker_decodes_a_frame_in_one_pass(tiny_model, monkeypatch):
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    calls = []
+    decode = predictor.engine.decode
+    monkeypatch.setattr(predictor.engine, "decode", lambda *a, **k: calls.append(len(a[1])) or decode(*a, **k))
+    tracker = ObjectTracker()
+    ids = [tracker.add("zebra", text="the zebra").id,
+           tracker.add("object", visual=VisualPrompt(points=[(120, 90, 1)])).id,
+           tracker.add("striped", text="striped animal", visual=VisualPrompt(box=(30, 20, 200, 150))).id]
+    for name in ("zebras1.jpg", "zebras2.jpg", "zebras1.jpg"):
+        predictor.set_image(_rgb(f"images/{name}"))
+        if name == "zebras2.jpg":  # a refinement with memory in the same pass
+            tracker.refine(ids[1], VisualPrompt(points=[(120, 90, 1), (10, 10, 0)]))
+        assert {o.id for o in tracker.step(predictor)} == set(ids)
+    assert calls == [3, 3, 3]
+
+
+def test_follow_query_prompts_with_the_previous_mask(tiny_model):
+    """Mask propagation from the device logits prompts with the previous mask itself."""
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    predictor.set_image(_rgb("images/zebras1.jpg"))
+    with torch.no_grad():
+        first = predictor.decode([predictor.visual_query(VisualPrompt(box=(40, 30, 250, 180)))])[0]
+        f = predictor.features
+        query = predictor.follow_query(first)
+    previous = upsample_and_crop(first.low_res_logits[None], f["padded_hw"], f["input_hw"])[0] > 0
+    # the prompt's mean feature is taken over the previous mask's pixels
+    assert previous.any() and query.spatial.pos_query.shape[0] == 1
+    assert query.spatial.level_tokens[2].shape[0] == min(int(previous.sum()), 512)

@@ -1,0 +1,75 @@
+"""Deterministic prompt sampling for deployment (DeterministicSampling) against the official
+random draws: on every single-visual-prompt parity case, its masks must agree with the official
+outputs at least as well as masks from other official random draws do. The figures are printed
+(README: "Deterministic prompt sampling")."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import load_case, reference_path
+from seem_ros.model.postprocess import upsample_and_crop
+from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.model.visual_sampler import DecoderRandomness, DeterministicSampling
+
+CASES = {
+    "c_demo_point": lambda case: VisualPrompt(points=[(300, 300, 1)]),
+    "c_demo_scribble": lambda case: VisualPrompt(scribbles=[[(250, 250), (400, 330)]]),
+    "c_demo_box_filled": lambda case: VisualPrompt(box=(200, 150, 450, 420)),
+    "c_demo_mask_river": lambda case: VisualPrompt(
+        mask=np.asarray(Image.open(reference_path("images", "river1_mask.png")))[:, :, 0]),
+    "g_video_maskprop_f0_to_f1": lambda case: VisualPrompt(mask=case["input/rand_shape"][0, 0] > 0),
+    **{name: (lambda case: VisualPrompt(mask=case["input/rand_shape"][0, 0]))
+       for name in ("c_eval_point", "c_eval_box", "c_eval_scribble", "c_eval_circle", "c_eval_polygon")},
+}
+RANDOM_SEEDS = 5
+
+
+def _agreement(tiny_model, samplers):
+    """-> per sampler, (IoU, fraction of differing pixels) per case against the official mask at input size."""
+    figures = [([], []) for _ in samplers]
+    for name, prompt in CASES.items():
+        case = load_case(name)
+        predictor = SeemPredictor(tiny_model)
+        image = (case["input/image_uint8_hwc"].astype(np.uint8) if "input/image_uint8_hwc" in case.files
+                 else np.asarray(Image.open(reference_path("davis/JPEGImages/480p/dog/00000.jpg")).convert("RGB")))
+        predictor.set_image(image)
+        f = predictor.features
+        official = torch.from_numpy(case["rec/pred_calls/0/out/prev_mask"][0, 0])
+        b = upsample_and_crop(official[None], f["padded_hw"], f["input_hw"])[0] > 0
+        for (ious, differing), sampler in zip(figures, samplers):
+            predictor.rng = predictor.engine.rng = sampler()
+            with torch.no_grad():
+                ours = predictor.decode([predictor.visual_query(prompt(case))])[0].low_res_logits
+            a = upsample_and_crop(ours[None], f["padded_hw"], f["input_hw"])[0] > 0
+            ious.append(float((a & b).sum() / (a | b).sum().clamp(min=1)))
+            differing.append(float((a != b).float().mean()))
+    return [(np.array(ious), np.array(differing)) for ious, differing in figures]
+
+
+def test_deterministic_sampling_agrees_with_the_official_draws_as_well_as_other_draws_do(tiny_model):
+    samplers = [DeterministicSampling] + [lambda seed=seed: DecoderRandomness(torch.Generator().manual_seed(seed))
+                                          for seed in range(RANDOM_SEEDS)]
+    (det_iou, det_diff), *random = _agreement(tiny_model, samplers)
+    rnd_iou = np.concatenate([iou for iou, _ in random])
+    rnd_diff = np.concatenate([diff for _, diff in random])
+    print(f"deterministic sampling vs official draws: IoU mean {det_iou.mean():.3f} (min {det_iou.min():.3f}), "
+          f"differing pixels mean {100 * det_diff.mean():.2f}% (max {100 * det_diff.max():.2f}%)")
+    print(f"other official random draws vs official draws: IoU mean {rnd_iou.mean():.3f} (min {rnd_iou.min():.3f}), "
+          f"differing pixels mean {100 * rnd_diff.mean():.2f}% (max {100 * rnd_diff.max():.2f}%)")
+    assert det_iou.mean() >= rnd_iou.mean() - 0.01
+    assert det_iou.min() >= rnd_iou.min() - 0.01
+
+
+@pytest.mark.parametrize("count", [3, 512, 2000])
+def test_deterministic_points_are_spread_and_repeatable(count):
+    mask = torch.zeros((1, 64, 64), dtype=torch.bool)
+    mask.view(-1)[:count] = True
+    sampler = DeterministicSampling()
+    points = sampler.prompt_points(mask, 512)
+    assert torch.equal(points, sampler.prompt_points(mask, 512))
+    assert len(points) == min(count, 512)
+    assert len(torch.unique(points, dim=0)) == len(points)
+    if count > 512:  # first and last pixel kept, evenly spread in between
+        assert torch.equal(points[0], mask.nonzero()[0] / torch.tensor([1, 64, 64]))
+        assert torch.equal(points[-1], mask.nonzero()[-1] / torch.tensor([1, 64, 64]))
