@@ -27,7 +27,7 @@ from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import BackendConfig, OnnxImageEncoder, inference_context
+from seem_ros.runtime.backends import BackendConfig, CudaGraphEncoder, OnnxImageEncoder, inference_context
 from seem_ros.tracking.tracker import ObjectTracker
 from timing import timed
 
@@ -65,13 +65,15 @@ def main():
     parser.add_argument("--variant", default="focalt_v1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cuda-graphs", action="store_true", help="image encoder replayed from a CUDA graph")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
     predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2,
-                              rng=DeterministicSampling())  # as the node runs it
+                              rng=DeterministicSampling(),  # as the node runs it
+                              image_encoder=CudaGraphEncoder(model) if args.cuda_graphs else None)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
     context = inference_context(BackendConfig("", device=args.device, precision=args.precision))
@@ -139,11 +141,13 @@ def main():
                         "ort_over_torch_cpu": torch_ms / ort_ms})
 
     name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
+    graphs = ", image encoder in a CUDA graph" if args.cuda_graphs else ""
     print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features['input_hw']}, {name}, "
-          f"{args.precision}, torch {torch.__version__}, median of {repeats}")
+          f"{args.precision}{graphs}, torch {torch.__version__}, median of {repeats}")
     for key, value in results.items():
         print(f"  {key:34s} {value:10.2f}")
-    print(json.dumps({"device": name, "precision": args.precision, **{k: round(v, 3) for k, v in results.items()}}))
+    print(json.dumps({"device": name, "precision": args.precision, "cuda_graphs": args.cuda_graphs,
+                      **{k: round(v, 3) for k, v in results.items()}}))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ PARAMETERS = {
     "backend": ("torch", "torch, onnxruntime or tensorrt"),
     "device": ("cpu", "cpu or cuda[:N]"),
     "precision": ("fp32", "fp32 or fp16 (CUDA autocast)"),
+    "cuda_graphs": (True, "torch on CUDA: replay the image encoder from CUDA graphs (one per input shape)"),
     "input_short_side": (512, "model input short side in pixels"),
     "vocabulary": ([""], "class names for segment-everything; empty = COCO panoptic"),
     "engine_cache_dir": ("", "where ONNX/TensorRT encoders are cached; empty = a temporary folder"),
@@ -150,7 +151,7 @@ class SeemNode(LifecycleNode):
                                f"{p('device')})")
         cfg = BackendConfig(
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
-            precision=p("precision"), short_side=int(p("input_short_side")),
+            precision=p("precision"), cuda_graphs=bool(p("cuda_graphs")), short_side=int(p("input_short_side")),
             vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=p("engine_cache_dir"),
             embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")))
         try:

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,7 @@ class BackendConfig:
     short_side: int = 512
     vocabulary: Tuple[str, ...] = ()
     engine_cache_dir: str = ""
+    cuda_graphs: bool = True  # torch on CUDA: the image encoder replayed from CUDA graphs
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
 
@@ -97,6 +98,52 @@ class OnnxImageEncoder:
         return tensors[0], tensors[1:]
 
 
+class CudaGraphEncoder:
+    """model.encode_image replayed from a CUDA graph, one per input shape and precision: the frames
+    of a camera all have one shape, so after a warm-up each costs one graph launch instead of
+    hundreds of kernel launches. Outputs are copied out of the graph's buffers, so that features
+    kept by the caller survive the next replay."""
+
+    def __init__(self, model: SEEM, max_graphs: int = 4):
+        self.model = model
+        self.max_graphs = max_graphs
+        self.graphs: Dict[tuple, tuple] = {}  # (shape, autocast dtype) -> (graph, input, outputs)
+        self._stream: Optional[torch.cuda.Stream] = None  # one capture stream: one cuBLAS workspace
+
+    def __call__(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        key = (tuple(image.shape), torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None)
+        if key not in self.graphs:
+            if len(self.graphs) >= self.max_graphs:  # shapes keep changing: not a camera stream
+                return self.model.encode_image(image)
+            self.graphs[key] = self._capture(image)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(image)
+        graph.replay()
+        mask_features, multi_scale = static_out
+        return mask_features.clone(), [level.clone() for level in multi_scale]
+
+    def _capture(self, image: Tensor) -> tuple:
+        static_in = image.clone()
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(image.device)
+        self._stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._stream):
+            for _ in range(3):  # warm-up: cuDNN picks its algorithms, the allocator settles
+                self.model.encode_image(static_in)
+        torch.cuda.current_stream().wait_stream(self._stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self._stream):
+            static_out = self.model.encode_image(static_in)
+        return graph, static_in, static_out
+
+    def release(self) -> None:
+        """Drops the graphs and their memory pools (and the capture stream's cuBLAS workspace)."""
+        self.graphs.clear()
+        self._stream = None
+        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
+            torch._C._cuda_clearCublasWorkspaces()
+
+
 def _onnx_providers(cfg: BackendConfig) -> Tuple[List[str], str]:
     """-> (execution providers, a warning when the requested device cannot be used)."""
     import onnxruntime
@@ -125,7 +172,9 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
     encoder = None
-    if cfg.backend != "torch":
+    if cfg.backend == "torch" and cfg.device.startswith("cuda") and cfg.cuda_graphs:
+        encoder = CudaGraphEncoder(model)
+    elif cfg.backend != "torch":
         providers, warning = _onnx_providers(cfg)
         if warning:
             LOG.warning(warning)
@@ -165,7 +214,7 @@ def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[
 def move_predictor(predictor: SeemPredictor, device: str) -> None:
     """Moves the predictor's model, caches and runtime sessions to `device` ("cpu" frees the GPU)."""
     predictor.to(device)
-    if isinstance(predictor.image_encoder, OnnxImageEncoder):
+    if isinstance(predictor.image_encoder, (OnnxImageEncoder, CudaGraphEncoder)):
         predictor.image_encoder.release()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -176,7 +225,8 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
     encoder = predictor.image_encoder
     if isinstance(encoder, OnnxImageEncoder):
         return f"onnxruntime [{', '.join(encoder.providers_in_use())}], {cfg.precision}", encoder.fallback_warning
-    return f"torch {cfg.device} {cfg.precision}", ""
+    graphs = ", image encoder in CUDA graphs" if isinstance(encoder, CudaGraphEncoder) else ""
+    return f"torch {cfg.device} {cfg.precision}{graphs}", ""
 
 
 def inference_context(cfg: BackendConfig):
