@@ -113,3 +113,33 @@ def test_v0_checkpoints_are_not_run_as_v1():
         model = SEEM(config_for("focalt_v0"))
     with pytest.raises(NotImplementedError, match="only SEEM v1"):
         SeemPredictor(model)
+
+
+def test_a_released_file_is_hashed_once_per_identity(tmp_path, monkeypatch):
+    import seem_ros.model.checkpoint as checkpoint
+    monkeypatch.setenv("SEEM_ROS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "released.pt"
+    path.write_bytes(b"weights" * 1000)
+    monkeypatch.setitem(checkpoint.KNOWN_CHECKPOINTS, "released.pt", (checkpoint.sha256_of(str(path)), 7000))
+    hashed = []
+    real = checkpoint.sha256_of
+    monkeypatch.setattr(checkpoint, "sha256_of", lambda p: hashed.append(p) or real(p))
+    for _ in range(3):
+        verify_known_checkpoint(str(path))
+    assert len(hashed) == 1  # remembered in SEEM_ROS_CACHE_DIR/checksums.json
+    path.write_bytes(b"WEIGHTS" * 1000)  # same size, new content: a new identity (mtime)
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(CheckpointError, match="does not match the released released.pt"):
+        verify_known_checkpoint(str(path))
+    assert len(hashed) == 2
+    (tmp_path / "cache" / "checksums.json").write_text("{damaged")
+    with pytest.raises(CheckpointError, match="does not match"):
+        verify_known_checkpoint(str(path))  # a damaged store is rebuilt, not fatal
+
+
+def test_checkpoints_are_read_memory_mapped(tiny_config, monkeypatch):
+    loads = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(k) or real(*a, **k))
+    load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
+    assert loads == [{"map_location": "cpu", "weights_only": True, "mmap": True}]

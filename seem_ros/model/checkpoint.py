@@ -3,10 +3,17 @@
 An official checkpoint is a bare float32 state_dict (no `model.` prefix). Unlike the official
 loader, which silently keeps random weights for missing or mis-shaped keys, loading here is strict:
 any missing, unexpected or mis-shaped key is an error that names it.
+
+A released file's sha256 is computed once per file identity (path, size, modification time,
+inode) and remembered in a small JSON file under SEEM_ROS_CACHE_DIR (default ~/.cache/seem_ros):
+hashing 0.7-1.4 GB at every configure costs seconds. Files are read memory-mapped, so that the
+state_dict does not sit in memory beside the model.
 """
 import hashlib
+import json
 import logging
 import os
+import tempfile
 from typing import Dict, Optional, Union
 
 import torch
@@ -37,6 +44,34 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _checksum_file() -> str:
+    return os.path.join(os.path.expanduser(os.environ.get("SEEM_ROS_CACHE_DIR", "~/.cache/seem_ros")),
+                        "checksums.json")
+
+
+def remembered_sha256(path: str) -> str:
+    """sha256_of(path), computed once per file identity; a changed file is hashed again."""
+    stat = os.stat(path)
+    identity = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino])
+    store = _checksum_file()
+    try:
+        with open(store) as f:
+            known = json.load(f)
+    except (OSError, ValueError):  # none yet, or damaged: start afresh
+        known = {}
+    if identity in known:
+        return known[identity]
+    digest = known[identity] = sha256_of(path)
+    try:
+        os.makedirs(os.path.dirname(store), exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(store), delete=False) as f:
+            json.dump(known, f)
+        os.replace(f.name, store)  # another process reading it sees the old or the new file, whole
+    except OSError as exc:
+        LOG.warning("cannot remember the checksum of %s in %s: %s", path, store, exc)
+    return digest
+
+
 def verify_known_checkpoint(path: str) -> None:
     """If the file name is a released checkpoint's, its size and sha256 must match."""
     name = os.path.basename(path)
@@ -46,7 +81,7 @@ def verify_known_checkpoint(path: str) -> None:
     actual_size = os.path.getsize(path)
     if size is not None and actual_size != size:
         raise CheckpointError(f"{path}: {actual_size} bytes, expected {size} for {name} (incomplete download?)")
-    actual = sha256_of(path)
+    actual = remembered_sha256(path)
     if actual != digest:
         raise CheckpointError(f"{path}: sha256 {actual} does not match the released {name} ({digest})")
 
@@ -82,6 +117,13 @@ def check_state_dict(expected: Dict[str, torch.Tensor], actual: Dict[str, torch.
         raise CheckpointError(f"{source} does not fit this SEEM configuration: " + "; ".join(problems))
 
 
+def _load_state(path: str):
+    """torch.load with weights_only, memory-mapped where the file format allows it (zip archives,
+    torch >= 1.6); older files are read whole."""
+    import zipfile
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+
+
 def config_for(variant_or_yaml: Union[str, dict]) -> SeemConfig:
     if isinstance(variant_or_yaml, dict):
         return SeemConfig.from_official(variant_or_yaml)
@@ -99,7 +141,7 @@ def load_seem(checkpoint: str, config: Union[str, dict] = "focalt_v1", device: s
     path = resolve_checkpoint(checkpoint, cache_dir)
     verify_known_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_state(path)
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
