@@ -5,9 +5,11 @@ from typing import Callable, Optional
 
 
 class LoopThread:
-    def __init__(self, name: str, step: Callable[[], None]):
+    def __init__(self, name: str, step: Callable[[], None], on_error: Callable[[BaseException], None]):
+        """on_error: told of an exception escaping a step; the loop goes on with the next step."""
         self.name = name
         self._step = step
+        self._on_error = on_error
         self._running = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -33,4 +35,7 @@ class LoopThread:
 
     def _run(self) -> None:
         while self._running.is_set():
-            self._step()
+            try:
+                self._step()
+            except Exception as exc:  # noqa: BLE001 - a thread that died would stop the node's work unseen
+                self._on_error(exc)

@@ -6,8 +6,10 @@ autostarts (configure + activate) and stops through the lifecycle shutdown on SI
 The node only wires the parts: ros_in (intake) -> prompts (ordered queue, applier) -> model ->
 runtime (frame worker) -> tracking -> ros_out (publishers, diagnostics).
 """
+import contextlib
 import functools
 import os
+import re
 import sys
 import threading
 import time
@@ -50,6 +52,7 @@ PARAMETERS = {
     "precision": ("fp32", "fp32 or fp16 (CUDA autocast)"),
     "cuda_graphs": (True, "torch on CUDA: replay the image encoder from CUDA graphs (one per input shape)"),
     "input_short_side": (512, "model input short side in pixels"),
+    "input_canvas": ("auto", "padded input size: auto (the first frame's, kept for the stream), HxW, or off"),
     "vocabulary": ([""], "class names for segment-everything; empty = COCO panoptic"),
     "engine_cache_dir": ("", "where ONNX/TensorRT encoders are cached; empty = a temporary folder"),
     "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
@@ -149,7 +152,13 @@ class SeemNode(LifecycleNode):
             return FAILURE
         self.get_logger().info(f"configuring: loading {p('checkpoint')} ({p('model_config')}, {p('backend')}, "
                                f"{p('device')})")
+        canvas = _canvas(p("input_canvas"))
+        if canvas is False:
+            self.get_logger().error(f"parameter input_canvas must be auto, off or HxW (multiples of 32), "
+                                    f"got {p('input_canvas')!r}")
+            return FAILURE
         cfg = BackendConfig(
+            canvas=canvas or None,
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
             precision=p("precision"), cuda_graphs=bool(p("cuda_graphs")), short_side=int(p("input_short_side")),
             vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=p("engine_cache_dir"),
@@ -195,7 +204,7 @@ class SeemNode(LifecycleNode):
                                 else ReliabilityPolicy.RELIABLE)
         self.worker = FrameWorker(self.mailbox, self._convert, self.predictor, self.tracker, self.model_lock,
                                   lambda: inference_context(self.cfg), self._publish, self.image_size,
-                                  self.frame_counts, self.log)
+                                  self.frame_counts, self.log, lock_canvas=p("input_canvas") == "auto")
         self.worker.start()
         self.frame_intake = FrameIntake(self, self.mailbox, self.frame_losses, self.log, p("image_topic"),
                                         p("image_transport"), camera_qos)
@@ -307,7 +316,7 @@ class SeemNode(LifecycleNode):
             prompt = request.prompt
             parsed = parse_prompt(prompt, rgb.shape[:2], self.image_limits) if _has_prompt(prompt) else None
             start = time.perf_counter()
-            with self.model_lock, inference_context(self.cfg):
+            with self.model_lock, inference_context(self.cfg), self._own_canvas():
                 objects = segment_once(self.predictor, rgb, parsed)
             response.result = result_message(request.image.header, rgb.shape[0], rgb.shape[1], objects,
                                              time.perf_counter() - start, self._param("mask_encoding") == "rle")
@@ -322,6 +331,15 @@ class SeemNode(LifecycleNode):
         finally:
             self._segment_calls -= 1
         return response
+
+    @contextlib.contextmanager
+    def _own_canvas(self):
+        """An image on demand is not a camera frame: padded on its own, not into the stream's canvas."""
+        saved, self.predictor.canvas = self.predictor.canvas, None
+        try:
+            yield
+        finally:
+            self.predictor.canvas = saved
 
     # ------------------------------------------------------------------ RViz points
     def _transform(self, msg: PointStamped, target: str):
@@ -364,7 +382,7 @@ class SeemNode(LifecycleNode):
         status = diagnostic_status(
             f"{self.get_name()}: SEEM segmentation", self.cfg.device, total, period, seconds,
             self.frame_counts.latencies(period.frames_processed), self.frame_counts.last_failure,
-            backend, backend_warning, len(self.tracker))
+            backend, backend_warning, len(self.tracker), self.prompt_queue.pending())
         if self.worker is None:
             status.message = f"inactive; {status.message}"
         self._diagnostics.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
@@ -383,6 +401,16 @@ class SeemNode(LifecycleNode):
 def _descriptor(description: str):
     from rcl_interfaces.msg import ParameterDescriptor
     return ParameterDescriptor(description=description)
+
+
+def _canvas(text: str):
+    """input_canvas -> (height, width); () for auto / off; False when it cannot be read."""
+    if text in ("auto", "off"):
+        return ()
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+    if not match or int(match.group(1)) % 32 or int(match.group(2)) % 32 or not int(match.group(1)):
+        return False
+    return int(match.group(1)), int(match.group(2))
 
 
 def _has_prompt(msg) -> bool:

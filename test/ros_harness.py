@@ -121,11 +121,18 @@ def publish_until(node, publisher, msg, condition, timeout: float = 30.0) -> boo
     return False
 
 
-def call(node, client, request, timeout=60.0):
+def call(node, client, request, timeout=60.0, resend_after=10.0):
+    """A service call; the request is sent again when no answer came within `resend_after` s:
+    right after discovery Fast DDS may drop a response whose reader it has not matched yet
+    ("failed to send response (timeout)"), which is the middleware's, not the node's, doing."""
     assert client.wait_for_service(timeout_sec=30), f"service {client.srv_name} not available"
-    future = client.call_async(request)
-    assert spin_until(node, future.done, timeout), f"{client.srv_name} did not answer"
-    return future.result()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        future = client.call_async(request)
+        if spin_until(node, future.done, min(resend_after, deadline - time.monotonic())):
+            return future.result()
+        client.remove_pending_request(future)
+    raise AssertionError(f"{client.srv_name} did not answer")
 
 
 def rgb_image(width=64, height=48, stamp=1):

@@ -165,6 +165,13 @@ def test_each_object_gets_what_it_gets_alone(frame_objects):
             assert float((alone.match[0] - together.match[i]).abs()) <= 1e-5
 
 
+def test_a_frame_without_objects_decodes_to_nothing(tiny_model):
+    predictor = SeemPredictor(tiny_model, rng=DeterministicSampling())
+    predictor.set_image(_rgb("images/zebras1.jpg"))
+    assert predictor.decode([]) == []
+    assert ObjectTracker().step(predictor) == []
+
+
 def test_attention_masks_predicted_at_each_level_equal_the_downsampled_stride_4_masks(tiny_model):
     """Bilinear resizing and the channel product commute: projecting the resized mask features
     gives the official resized mask logits, up to float rounding, and the same attention masks."""
@@ -212,3 +219,50 @@ def test_follow_query_prompts_with_the_previous_mask(tiny_model):
     # the prompt's mean feature is taken over the previous mask's pixels
     assert previous.any() and query.spatial.pos_query.shape[0] == 1
     assert query.spatial.level_tokens[2].shape[0] == min(int(previous.sum()), 512)
+
+
+def test_a_canvas_gives_every_frame_of_a_stream_one_input_size(tiny_model):
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    first = _rgb("images/zebras1.jpg")
+    with torch.no_grad():
+        predictor.set_image(first)
+        official = predictor.decode([predictor.text_query("the zebra")])[0]
+        canvas = predictor.lock_canvas()
+        predictor.set_image(first)  # the canvas is the first frame's own padding: nothing changes
+        assert torch.equal(predictor.decode([predictor.text_query("the zebra")])[0].low_res_logits,
+                           official.low_res_logits)
+        for name in ("images/zebras2.jpg", "images/penguin.jpeg", DOG):  # other sizes and aspects
+            rgb = _rgb(name)
+            predictor.set_image(rgb)
+            f = predictor.features
+            assert f["padded_hw"] == canvas and f["input_hw"][0] <= canvas[0] and f["input_hw"][1] <= canvas[1]
+            result = predictor.decode([predictor.text_query("the animal")])[0]
+            assert result.mask.shape == rgb.shape[:2]
+    with pytest.raises(ValueError, match="multiples of 32"):
+        SeemPredictor(tiny_model, canvas=(500, 700))
+
+
+def test_the_frame_worker_locks_the_canvas_on_the_first_frame(tiny_model):
+    import threading
+    import time
+    from types import SimpleNamespace
+    from seem_ros.prompts.applier import ImageSize
+    from seem_ros.ros_in.latest_frame import LatestFrame
+    from seem_ros.runtime.frame_worker import FrameCounts, FrameWorker
+    from seem_ros.throttled_log import ThrottledLog
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    mailbox, padded = LatestFrame(), []
+    logger = SimpleNamespace(info=lambda text: None, warning=print, error=print, debug=print)
+    worker = FrameWorker(mailbox, lambda msg: msg.rgb, predictor, ObjectTracker(), threading.Lock(), torch.no_grad,
+                         lambda header, rgb, objects, elapsed: padded.append(predictor.features["padded_hw"]),
+                         ImageSize(), FrameCounts(), ThrottledLog(logger), lock_canvas=True)
+    worker.start()
+    try:
+        for count, name in enumerate(("images/zebras1.jpg", "images/penguin.jpeg"), start=1):
+            mailbox.put(SimpleNamespace(header=None, rgb=_rgb(name)))
+            deadline = time.monotonic() + 60
+            while len(padded) < count and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        assert worker.stop(timeout=10)
+    assert len(padded) == 2 and padded[0] == padded[1] == predictor.canvas

@@ -170,7 +170,8 @@ def test_a_burst_over_the_queue_size_is_dropped_with_a_count_and_a_warning(tmp_p
         assert burst.returncode == 0, output
         assert client.wait_for_totals(lambda: client.total("prompts received") >= 1000
                                       and client.total("prompts applied") + client.total("prompts refused")
-                                      + client.total("prompts dropped") == client.total("prompts received"), 60)
+                                      + client.total("prompts dropped") == client.total("prompts received"), 60), \
+            (_prompt_totals(client), diagnostics_values(client.reports, "prompts waiting", client.name)[-3:])
         totals = _prompt_totals(client)
         print(f"1000 prompts into a queue of 20: {totals}")
         assert totals["received"] == 1000 and totals["dropped"] > 0

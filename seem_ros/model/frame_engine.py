@@ -102,6 +102,9 @@ class FrameEngine:
         """All objects in one decoder pass; with class_embeddings also the object queries
         (segment-everything), in a row of their own."""
         dec = self.decoder
+        if not objects and class_embeddings is None:
+            empty = frame.mask_features.new_zeros((0, *frame.mask_features.shape[-2:]))
+            return Decoded(logits=empty, match=empty.new_zeros((0,)))
         rows = _Rows(dec, self.rng, frame, objects, class_embeddings is not None)
         queries = rows.queries
         logits = rows.level_logits(dec, frame, queries, 0)

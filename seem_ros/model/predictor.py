@@ -85,6 +85,7 @@ class MaskResult:
     score: float
     low_res_logits: Tensor  # (h/4, w/4) logits on the padded input: pass back as memory
     label: str = ""
+    input_hw: Optional[Tuple[int, int]] = None  # the image's size within the padded input
 
 
 def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
@@ -127,15 +128,22 @@ class SeemPredictor:
                  num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
                  rng: Optional[DecoderRandomness] = None, text_cache_size: int = 256,
                  image_encoder: Optional[Callable[[Tensor], Tuple[Tensor, List[Tensor]]]] = None,
-                 class_embeddings: Optional[Tensor] = None):
+                 class_embeddings: Optional[Tensor] = None, canvas: Optional[Tuple[int, int]] = None):
         """image_encoder: replaces model.encode_image (e.g. an ONNX Runtime / TensorRT session).
-        class_embeddings: precomputed embeddings of class_names + ["background"] (e.g. from a cache)."""
+        class_embeddings: precomputed embeddings of class_names + ["background"] (e.g. from a cache).
+        canvas: (height, width), multiples of 32: every image, resized to short side `short_side`
+        (and shrunk to fit when it does not), is padded to this one size, so that one encoder graph
+        or engine serves a whole stream; None pads each image to the next multiple of 32, as the
+        official code does."""
         if model.cfg.decoder_version != 1:
             # v0 checkpoints share v1's keys but attend differently; running them as v1 would be silently wrong
             raise NotImplementedError("only SEEM v1 checkpoints can be run; v0 loads for inspection only")
         self.model = model.eval()
         self.image_encoder = image_encoder or model.encode_image
         self.short_side = short_side
+        if canvas is not None and (canvas[0] % model.cfg.size_divisibility or canvas[1] % model.cfg.size_divisibility):
+            raise ValueError(f"canvas {canvas} must be multiples of {model.cfg.size_divisibility}")
+        self.canvas = tuple(canvas) if canvas is not None else None
         self.rng = rng or DecoderRandomness(torch.Generator().manual_seed(0))
         self.engine = FrameEngine(model, self.rng)
         self._frame: Optional[FrameFeatures] = None
@@ -190,9 +198,21 @@ class SeemPredictor:
         self._features = self._encode(image_rgb)
         self._frame = None
 
+    def lock_canvas(self) -> Tuple[int, int]:
+        """Keeps the current image's padded size as the canvas of every following image (see canvas)."""
+        self.canvas = tuple(self.features["padded_hw"])
+        return self.canvas
+
     def _encode(self, image_rgb: np.ndarray) -> dict:
         resized = resize_short_side(image_rgb, self.short_side)
+        if self.canvas is not None:
+            fit = min(self.canvas[0] / resized.shape[0], self.canvas[1] / resized.shape[1])
+            if fit < 1:  # letterbox: the whole image inside the canvas
+                size = (max(round(resized.shape[1] * fit), 1), max(round(resized.shape[0] * fit), 1))
+                resized = np.asarray(Image.fromarray(resized).resize(size, Image.BICUBIC))
         tensor = self.model.normalize_and_pad(torch.from_numpy(resized.copy()).permute(2, 0, 1))
+        if self.canvas is not None:
+            tensor = F.pad(tensor, (0, self.canvas[1] - tensor.shape[-1], 0, self.canvas[0] - tensor.shape[-2]))
         mask_features, multi_scale = self.image_encoder(tensor)
         h, w = resized.shape[:2]
         return {"mask_features": mask_features, "multi_scale": multi_scale, "input_hw": (h, w),
@@ -339,7 +359,7 @@ class SeemPredictor:
             scores = scores * match.to(scores.dtype)
         masks_np = (self._to_original(logits) > 0).cpu().numpy()
         scores_list = scores.float().cpu().tolist()
-        return [MaskResult(mask, score, low, labels[i] if labels else "")
+        return [MaskResult(mask, score, low, labels[i] if labels else "", tuple(self.features["input_hw"]))
                 for i, (mask, score, low) in enumerate(zip(masks_np, scores_list, logits))]
 
     # ---------------------------------------------------------------- frame engine
@@ -364,7 +384,8 @@ class SeemPredictor:
         """follow_query for several objects: their masks are taken from their logits on the device,
         all at once, when the frames share one input geometry (else from the host masks)."""
         f = self.features
-        same = [tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:]) for r in previous]
+        same = [tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:])
+                and r.input_hw == tuple(f["input_hw"]) for r in previous]
         queries: List[Optional[ObjectQuery]] = [
             None if ok else self.visual_query(VisualPrompt(mask=r.mask), text=t)
             for r, t, ok in zip(previous, texts, same)]

@@ -57,7 +57,8 @@ class PromptApplier:
         self.encode_reference = encode_reference
         self.log = log
         self.image_limits = image_limits
-        self._loop = LoopThread("seem_prompts", self._apply_settled)
+        self._loop = LoopThread("seem_prompts", self._apply_settled,
+                                lambda exc: self.log.exception("prompt applier", exc, first_traceback_as_error=True))
         self._handlers = {"command": self._command, "click": self._click, "prompt": self._prompt,
                           "clear": self._clear, "reset": self._reset}
 

@@ -61,7 +61,7 @@ def assess(period: NodeCounts, last_failure: str, backend_warning: str) -> Tuple
 
 def diagnostic_status(name: str, hardware_id: str, total: NodeCounts, period: NodeCounts, seconds: float,
                       latencies_s: Sequence[float], last_failure: str, backend: str, backend_warning: str,
-                      tracked_objects: int) -> DiagnosticStatus:
+                      tracked_objects: int, prompts_waiting: int) -> DiagnosticStatus:
     level, message = assess(period, last_failure, backend_warning)
     latency_ms = np.asarray(latencies_s, float) * 1000
     values: List[Tuple[str, object]] = [
@@ -71,6 +71,7 @@ def diagnostic_status(name: str, hardware_id: str, total: NodeCounts, period: No
         ("inference latency p50 (ms)", float(np.percentile(latency_ms, 50)) if latency_ms.size else 0.0),
         ("inference latency p99 (ms)", float(np.percentile(latency_ms, 99)) if latency_ms.size else 0.0),
         ("tracked objects", tracked_objects),
+        ("prompts waiting", prompts_waiting),
         ("backend", backend),
     ]
     values += [(f"{f.name.replace('_', ' ')} total", getattr(total, f.name)) for f in dataclasses.fields(total)]

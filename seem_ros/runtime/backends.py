@@ -43,6 +43,7 @@ class BackendConfig:
     vocabulary: Tuple[str, ...] = ()
     engine_cache_dir: str = ""
     cuda_graphs: bool = True  # torch on CUDA: the image encoder replayed from CUDA graphs
+    canvas: Optional[Tuple[int, int]] = None  # one padded input size for all images (None: each its own)
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
 
@@ -184,7 +185,7 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     embeddings = cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
                                          cfg.embedding_cache_dir)
     return SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
-                         class_embeddings=embeddings, rng=DeterministicSampling())
+                         class_embeddings=embeddings, rng=DeterministicSampling(), canvas=cfg.canvas)
 
 
 def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[str], cache_dir: str) -> Tensor:

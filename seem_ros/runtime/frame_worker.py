@@ -58,7 +58,9 @@ class FrameWorker:
                  tracker: ObjectTracker, model_lock: threading.Lock,
                  inference_context: Callable[[], ContextManager],
                  publish: Callable[[object, np.ndarray, List[FrameObject], float], None],
-                 image_size: ImageSize, counts: FrameCounts, log: ThrottledLog):
+                 image_size: ImageSize, counts: FrameCounts, log: ThrottledLog, lock_canvas: bool = False):
+        """lock_canvas: the first frame's padded size becomes the canvas of every later frame
+        (SeemPredictor.canvas), so that one encoder graph or engine serves the stream."""
         self.mailbox = mailbox
         self.convert = convert
         self.predictor = predictor
@@ -69,7 +71,9 @@ class FrameWorker:
         self.image_size = image_size
         self.counts = counts
         self.log = log
-        self._loop = LoopThread("seem_frames", self._take_frame)
+        self.lock_canvas = lock_canvas
+        self._loop = LoopThread("seem_frames", self._take_frame,
+                                lambda exc: self.log.exception("frame worker", exc, first_traceback_as_error=True))
 
     def start(self) -> None:
         self._loop.start()
@@ -109,6 +113,9 @@ class FrameWorker:
                 self.counts.add("abandoned")
                 return
             self.predictor.set_image(rgb)
+            if self.lock_canvas and self.predictor.canvas is None:
+                height, width = self.predictor.lock_canvas()
+                self.log.logger.info(f"input canvas {width}x{height}: later frames are resized and padded to it")
             if not self._loop.running:
                 self.counts.add("abandoned")
                 return

@@ -198,6 +198,8 @@ class ObjectTracker:
     @staticmethod
     def _segment(predictor: SeemPredictor, objects: List[TrackedObject]) -> Dict[int, MaskResult]:
         """Every object in one frame-engine pass."""
+        if not objects:
+            return {}
         queries = [_query(predictor, obj) for obj in objects]
         following = [i for i, query in enumerate(queries) if query is None]
         for i, query in zip(following, predictor.follow_queries([objects[i].last for i in following],
