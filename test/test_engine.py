@@ -11,6 +11,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from conftest import load_case, reference_path
+from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt
 from replay import ReplayedRandomness
 from seem_ros.model.frame_engine import ObjectQuery
 from seem_ros.model.postprocess import upsample_and_crop
@@ -19,7 +20,6 @@ from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.tracking.tracker import ObjectTracker
 
 ATOL = 1e-4
-DOG = "davis/JPEGImages/480p/dog/00000.jpg"
 
 
 def _rgb(path):
@@ -40,31 +40,20 @@ def _close(ours: torch.Tensor, official: np.ndarray, what: str) -> None:
     assert ((ours.cpu().numpy() > 0) != (official > 0)).sum() <= 2, f"{what}: mask pixels differ"
 
 
-VISUAL_CASES = {
-    "c_demo_point": lambda case: VisualPrompt(points=[(300, 300, 1)]),
-    "c_demo_scribble": lambda case: VisualPrompt(scribbles=[[(250, 250), (400, 330)]]),
-    "c_demo_box_filled": lambda case: VisualPrompt(box=(200, 150, 450, 420)),
-    "c_demo_mask_river": lambda case: VisualPrompt(
-        mask=np.asarray(Image.open(reference_path("images", "river1_mask.png")))[:, :, 0]),
-    "g_video_maskprop_f0_to_f1": lambda case: VisualPrompt(mask=case["input/rand_shape"][0, 0] > 0),
-}
-
-
-@pytest.mark.parametrize("name", sorted(VISUAL_CASES))
+@pytest.mark.parametrize("name", sorted(DEMO_PROMPTS))
 def test_visual_prompt_cases_through_the_engine(tiny_model, name):
     case, rng, predictor = _replaying(tiny_model, name)
     with torch.no_grad():
-        result = predictor.decode([predictor.visual_query(VISUAL_CASES[name](case))])[0]
+        result = predictor.decode([predictor.visual_query(DEMO_PROMPTS[name](case))])[0]
     _close(result.low_res_logits, case["rec/pred_calls/0/out/prev_mask"][0, 0], name)
     rng.assert_all_used()
 
 
-@pytest.mark.parametrize("name, rounds", [("c_eval_point", 1), ("c_eval_box", 1), ("c_eval_scribble", 1),
-                                          ("c_eval_circle", 1), ("c_eval_polygon", 1), ("d_multiround_point", 3)])
+@pytest.mark.parametrize("name, rounds", [(name, 1) for name in EVAL_CASES] + [("d_multiround_point", 3)])
 def test_interactive_rounds_with_memory_through_the_engine(tiny_model, name, rounds):
     case, rng, predictor = _replaying(tiny_model, name, _rgb(DOG))
     engine, frame = predictor.engine, predictor.frame
-    pos, neg = predictor.prompt_masks([VisualPrompt(mask=case["input/rand_shape"][0, 0])])
+    pos, neg = predictor.prompt_masks([eval_prompt(case)])
     memory = None
     with torch.no_grad():
         for r in range(rounds):

@@ -8,20 +8,12 @@ import torch
 from PIL import Image
 
 from conftest import load_case, reference_path
+from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt
 from seem_ros.model.postprocess import upsample_and_crop
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.model.predictor import SeemPredictor
 from seem_ros.model.visual_sampler import DecoderRandomness, DeterministicSampling
 
-CASES = {
-    "c_demo_point": lambda case: VisualPrompt(points=[(300, 300, 1)]),
-    "c_demo_scribble": lambda case: VisualPrompt(scribbles=[[(250, 250), (400, 330)]]),
-    "c_demo_box_filled": lambda case: VisualPrompt(box=(200, 150, 450, 420)),
-    "c_demo_mask_river": lambda case: VisualPrompt(
-        mask=np.asarray(Image.open(reference_path("images", "river1_mask.png")))[:, :, 0]),
-    "g_video_maskprop_f0_to_f1": lambda case: VisualPrompt(mask=case["input/rand_shape"][0, 0] > 0),
-    **{name: (lambda case: VisualPrompt(mask=case["input/rand_shape"][0, 0]))
-       for name in ("c_eval_point", "c_eval_box", "c_eval_scribble", "c_eval_circle", "c_eval_polygon")},
-}
+CASES = {**DEMO_PROMPTS, **{name: eval_prompt for name in EVAL_CASES}}
 RANDOM_SEEDS = 5
 
 
@@ -32,7 +24,7 @@ def _agreement(tiny_model, samplers):
         case = load_case(name)
         predictor = SeemPredictor(tiny_model)
         image = (case["input/image_uint8_hwc"].astype(np.uint8) if "input/image_uint8_hwc" in case.files
-                 else np.asarray(Image.open(reference_path("davis/JPEGImages/480p/dog/00000.jpg")).convert("RGB")))
+                 else np.asarray(Image.open(reference_path(DOG)).convert("RGB")))
         predictor.set_image(image)
         f = predictor.features
         official = torch.from_numpy(case["rec/pred_calls/0/out/prev_mask"][0, 0])
