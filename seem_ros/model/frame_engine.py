@@ -6,8 +6,13 @@ queries); the parity tests hold it to the official outputs. The frame engine com
 outputs for every object of a frame in one call:
 - the frame is prepared once (FrameFeatures): decoder inputs and their positional encodings, the
   maps spatial tokens are sampled from, and the mask features at each attention level's size;
-- each object is one batch row holding only the queries and tokens its prompt needs, so objects
-  never see one another; the image keys and values are projected once and shared by all rows;
+- each object is one row of fixed slots (decode_slots): a text object's row holds the 101
+  grounding queries and its text tokens, a visual object's row its spatial queries, memory
+  queries and, per level, its prompt's spatial tokens; validity masks say which slots are real,
+  so that rows never see one another and a fixed number of rows serves any mix of objects (one
+  graph, one engine, one CUDA graph). The image keys and values are projected once for all rows;
+- a text + visual object is a text row: the grounding queries and text tokens never attend the
+  spatial queries (v1 attention layout), and its mask is selected by the text;
 - object queries run only when segment-everything is asked: no attention path leads from them to
   the grounding or spatial queries;
 - the intermediate attention masks are predicted at their level's size directly: bilinear resizing
@@ -25,17 +30,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .language_encoder import cosine_similarity
+from .language_encoder import normalize
 from .visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
-
-# slot kinds: object, grounding, spatial and memory queries; text tokens; PAD fills rows to one
-# length. Spatial tokens are kept apart (see _Rows.self_attention).
-QO, QG, QS, MS, TG, PAD = range(6)
-TS = 6  # spatial tokens (kept apart from the rows)
-_ALLOWED = torch.zeros(6, 6, dtype=torch.bool)  # [attending kind, attended kind], official v1 layout
-for _a, _b in ((QO, QO), (QG, QG), (QG, TG), (QS, QS), (QS, MS), (TG, QG), (TG, TG), (MS, MS),
-               (PAD, PAD)):  # PAD <-> PAD: no slot is blocked from everything (fused attention needs a key)
-    _ALLOWED[_a, _b] = True
 
 
 @dataclass
@@ -47,6 +43,7 @@ class FrameFeatures:
     sizes: List[Tuple[int, int]]
     level_mask_features: List[Tensor]  # per level (D, HW): mask features resized to the level
     spatial_maps: List[Tensor]  # per level (1, C, h, w): what spatial tokens are sampled from
+    multi_scale: List[Tensor]  # per level (1, C, h, w): the encoder's outputs (what an exported decoder takes)
 
 
 @dataclass
@@ -71,10 +68,41 @@ class Decoded:
     object_masks: Optional[Tensor] = None  # segment-everything: (Q, h4, w4) mask logits of the object queries
 
 
+@dataclass
+class TextSlots:
+    """Text objects, a row each: the 101 grounding queries and the text's tokens."""
+    tokens: Tensor  # (Nt, T, C) token embeddings, padded
+    valid: Tensor  # (Nt, T) bool: real tokens
+    sentence: Tensor  # (Nt, C) sentence embeddings: select the row's mask
+
+
+@dataclass
+class VisualSlots:
+    """Visual objects, a row each: spatial queries (copies of object queries), memory queries
+    (attending where the previous mask is on) and, per level, the prompt's spatial tokens."""
+    query_index: Tensor  # (Nv, S) which object queries become the row's spatial queries
+    pos_query: Tensor  # (Nv, D) the prompt's mean mask feature: selects the row's mask
+    level_tokens: List[Tensor]  # per level (Nv, P, C) spatial tokens, padded
+    level_valid: List[Tensor]  # per level (Nv, P) bool: real tokens
+    memory: Optional[Tensor] = None  # (Nv, h4, w4) previous mask logits; None: no memory slots at all
+    has_memory: Optional[Tensor] = None  # (Nv,) bool: rows whose spatial queries attend their memory
+
+
+@dataclass
+class SlotOutputs:
+    text_logits: Tensor  # (Nt, h4, w4) each text row's selected mask logits
+    text_match: Tensor  # (Nt,) cosine of the selected query to the sentence
+    visual_logits: Tensor  # (Nv, h4, w4)
+    class_logits: Optional[Tensor] = None  # segment-everything: (Q, K+1) class logits of the object queries
+    object_masks: Optional[Tensor] = None  # segment-everything: (Q, h4, w4)
+
+
 class FrameEngine:
     def __init__(self, model, rng: DecoderRandomness):
         self.decoder = model.decoder
         self.rng = rng
+        # decode_slots' runner: this engine's torch code, or an exported decoder (runtime backends)
+        self.run_slots = self.decode_slots
 
     # ---------------------------------------------------------------- per frame
     def prepare(self, mask_features: Tensor, multi_scale: Sequence[Tensor]) -> FrameFeatures:
@@ -82,7 +110,8 @@ class FrameEngine:
         src, pos, sizes = dec.prepare_features(multi_scale)
         level = [F.interpolate(mask_features, size, mode="bilinear", align_corners=False)[0].flatten(1)
                  for size in sizes]
-        return FrameFeatures(mask_features, src, pos, sizes, level, project_levels(src, sizes, dec.mask_sptial_embed))
+        return FrameFeatures(mask_features, src, pos, sizes, level, project_levels(src, sizes, dec.mask_sptial_embed),
+                             list(multi_scale))
 
     def spatial_prompts(self, frame: FrameFeatures, pos_masks: Sequence[Tensor],
                         neg_masks: Sequence[Tensor]) -> List[SpatialPrompt]:
@@ -100,232 +129,294 @@ class FrameEngine:
     def decode(self, frame: FrameFeatures, objects: Sequence[ObjectQuery],
                class_embeddings: Optional[Tensor] = None) -> Decoded:
         """All objects in one decoder pass; with class_embeddings also the object queries
-        (segment-everything), in a row of their own."""
+        (segment-everything), in a row of their own. The random draws are made in object order,
+        as the official calls make them."""
         dec = self.decoder
-        if not objects and class_embeddings is None:
-            empty = frame.mask_features.new_zeros((0, *frame.mask_features.shape[-2:]))
+        device = frame.mask_features.device
+        h4, w4 = frame.mask_features.shape[-2:]
+        indices = {i: self.rng.spatial_query_indices(dec.num_queries, dec.cfg.queries_per_prompt, device)
+                   for i, obj in enumerate(objects) if obj.spatial is not None}
+        memory_draws = sum(obj.spatial is not None and obj.memory is not None for obj in objects)
+        text_rows = [i for i, obj in enumerate(objects) if obj.grounded]
+        visual_rows = [i for i, obj in enumerate(objects) if not obj.grounded]
+        text = text_slots([objects[i] for i in text_rows]) if text_rows else None
+        visual = visual_slots([objects[i] for i in visual_rows], [indices[i] for i in visual_rows],
+                              (h4, w4)) if visual_rows else None
+        if text is None and visual is None and class_embeddings is None:
+            empty = frame.mask_features.new_zeros((0, h4, w4))
             return Decoded(logits=empty, match=empty.new_zeros((0,)))
-        rows = _Rows(dec, self.rng, frame, objects, class_embeddings is not None)
-        queries = rows.queries
-        logits = rows.level_logits(dec, frame, queries, 0)
+        run = self.run_slots if class_embeddings is None else self.decode_slots
+        out = run(frame, text, visual, class_embeddings, memory_draws)
+        logits = frame.mask_features.new_zeros((len(objects), h4, w4))
+        match = frame.mask_features.new_ones((len(objects),))
+        if text_rows:
+            logits[text_rows] = out.text_logits[:len(text_rows)].to(logits.dtype)
+            match[text_rows] = out.text_match[:len(text_rows)].to(match.dtype)
+        if visual_rows:
+            logits[visual_rows] = out.visual_logits[:len(visual_rows)].to(logits.dtype)
+        return Decoded(logits=logits, match=match, class_logits=out.class_logits, object_masks=out.object_masks)
+
+    def decode_slots(self, frame: FrameFeatures, text: Optional[TextSlots], visual: Optional[VisualSlots],
+                     class_embeddings: Optional[Tensor] = None, memory_draws: int = 0) -> SlotOutputs:
+        """The decoder over fixed slots: every tensor shape follows from the slot counts alone.
+        memory_draws: memory-query draws per layer (the official decoder makes them; replayed in tests)."""
+        dec = self.decoder
+        groups: List[_Group] = []
+        if class_embeddings is not None:
+            groups.append(_ObjectRow(dec))
+        if text is not None:
+            groups.append(_TextRows(dec, text))
+        if visual is not None:
+            groups.append(_VisualRows(dec, frame, visual))
+        sizes = [g.queries.shape[0] * g.queries.shape[1] for g in groups]
+        query_pos = torch.cat([g.query_pos.flatten(0, 1) for g in groups])
+        queries = [g.queries for g in groups]
+        logits = _level_logits(dec, frame, queries, 0)
         for i in range(dec.num_layers):
             level = i % dec.num_feature_levels
-            rows.draw_memory_indices(self.rng, dec.cfg.num_spatial_memories)
+            for _ in range(memory_draws):
+                self.rng.memory_indices(1, dec.cfg.num_spatial_memories)
+            blocked = torch.cat([g.cross_mask(lg, level).flatten(0, 1) for g, lg in zip(groups, logits)])
+            blocked = blocked & ~blocked.all(-1, keepdim=True)  # a query blocked everywhere sees all
+            flat = torch.cat([q.flatten(0, 1) for q in queries])
             cross = dec.transformer_cross_attention_layers[i]
-            queries = cross.norm(queries + _image_attention(cross.multihead_attn, queries, rows.query_pos,
-                                                            frame.src[level], frame.pos[level],
-                                                            rows.cross_mask(logits, level)))
-            carried, carried_pos = rows.carried(queries)
-            layer = dec.transformer_self_attention_layers[i]
-            carried = layer.norm(carried + rows.self_attention(layer.self_attn, carried, carried_pos, level))
-            queries = rows.keep_self_outputs(dec.transformer_ffn_layers[i](carried))
-            logits = rows.level_logits(dec, frame, queries, (i + 1) % dec.num_feature_levels)
-        return rows.select(dec, frame, queries, class_embeddings)
+            flat = cross.norm(flat + _image_attention(cross.multihead_attn, flat, query_pos, frame.src[level],
+                                                      frame.pos[level], blocked))
+            queries = [g.self_attend(dec.transformer_self_attention_layers[i], dec.transformer_ffn_layers[i],
+                                     q.view_as(g.queries), level)
+                       for g, q in zip(groups, flat.split(sizes))]
+            logits = _level_logits(dec, frame, queries, (i + 1) % dec.num_feature_levels)
+        mask_features = frame.mask_features[0].flatten(1)  # (D, h4*w4)
+        size = tuple(frame.mask_features.shape[-2:])
+        empty = mask_features.new_zeros((0, *size))
+        out = SlotOutputs(text_logits=empty, text_match=empty.new_zeros((0,)), visual_logits=empty)
+        for group, states in zip(groups, queries):
+            group.select(dec, dec.decoder_norm(states), mask_features, size, class_embeddings, out)
+        return out
 
 
-def _image_attention(attn, queries: Tensor, query_pos: Tensor, src: Tensor, pos: Tensor, mask: Tensor) -> Tensor:
-    """Cross-attention of (B, Q, C) queries to the image's (HW, 1, C) level features: keys and
-    values are projected once, and the rows' queries stacked so that nothing is copied per row.
-    mask: (B, 1, Q, HW), True = blocked (no query is blocked everywhere)."""
-    bsz, nq, dim = queries.shape
+def _level_logits(dec, frame: FrameFeatures, queries: Sequence[Tensor], level: int) -> List[Tensor]:
+    """Each group's (B, Q, HW) mask logits at the level's size (one product for all)."""
+    flat = torch.cat([q.flatten(0, 1) for q in queries])
+    logits = dec.mask_embed(dec.decoder_norm(flat)) @ frame.level_mask_features[level]
+    return [lg.view(*q.shape[:2], -1) for lg, q in zip(logits.split([q.shape[0] * q.shape[1] for q in queries]),
+                                                       queries)]
+
+
+def _image_attention(attn, queries: Tensor, query_pos: Tensor, src: Tensor, pos: Tensor, blocked: Tensor) -> Tensor:
+    """Cross-attention of (N, C) queries (every row's, stacked) to the image's (HW, 1, C) level
+    features: keys and values are projected once for all. blocked: (N, HW), True = masked out."""
+    n, dim = queries.shape
     heads = attn.num_heads
     head_dim = dim // heads
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
     b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-    q = F.linear(queries + query_pos, w_q, b_q) * (float(head_dim) ** -0.5)
-    k = F.linear((src + pos)[:, 0], w_k, b_k)
-    v = F.linear(src[:, 0], w_v, b_v)
-    q = q.view(1, bsz * nq, heads, head_dim).transpose(1, 2)  # (1, h, B*Q, d)
-    k = k.view(1, -1, heads, head_dim).transpose(1, 2)  # (1, h, HW, d)
-    v = v.view(1, -1, heads, head_dim).transpose(1, 2)
-    allowed = ~mask.reshape(1, 1, bsz * nq, mask.shape[-1])
+    q = (F.linear(queries + query_pos, w_q, b_q) * (float(head_dim) ** -0.5)).view(1, n, heads, head_dim)
+    k = F.linear((src + pos)[:, 0], w_k, b_k).view(1, -1, heads, head_dim).transpose(1, 2)  # (1, h, HW, d)
+    v = F.linear(src[:, 0], w_v, b_v).view(1, -1, heads, head_dim).transpose(1, 2)
     # fused attention (no (queries x pixels) weight tensor in memory); q is already scaled
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0).nan_to_num()
-    return attn.out_proj(out.transpose(1, 2).reshape(bsz, nq, dim))
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=~blocked[None, None], scale=1.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, dim))
 
 
-class _Rows:
-    """The batch of one decode: per object a row of query slots (object, grounding, spatial,
-    memory queries) and text-token slots, padded to common lengths, plus the row's spatial tokens
-    per level (new at every layer). Which slot may attend which follows the official v1 layout."""
+def _self_attention(attn, x: Tensor, pos: Tensor, allowed: Optional[Tensor]) -> Tensor:
+    """Plain masked self-attention of (B, L, C) slots (before the residual and norm)."""
+    bsz, length, dim = x.shape
+    heads = attn.num_heads
+    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+    # q scaled before the product, as the official attention does (the class logits are sensitive)
+    q = (F.linear(x + pos, w_q, b_q) * (float(dim // heads) ** -0.5)).view(bsz, length, heads, -1).transpose(1, 2)
+    k = F.linear(x + pos, w_k, b_k).view(bsz, length, heads, -1).transpose(1, 2)
+    v = F.linear(x, w_v, b_v).view(bsz, length, heads, -1).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)
+    return attn.out_proj(out.transpose(1, 2).reshape(bsz, length, dim))
 
-    def __init__(self, dec, rng: DecoderRandomness, frame: FrameFeatures, objects: Sequence[ObjectQuery],
-                 everything: bool):
-        cfg = dec.cfg
-        device = frame.mask_features.device
-        feat, embed = dec.query_feat.weight, dec.query_embed.weight
-        self.objects = list(objects)
-        self.everything = everything
-        self.first_object = int(everything)
-        query_rows, token_rows, memories = [], [], []
-        if everything:
-            query_rows.append([(QO, feat, embed)])
-            token_rows.append([])
-            memories.append(None)
-        for obj in self.objects:
-            groups, tokens = [], []
-            if obj.grounded:
-                groups.append((QG, feat, embed))
-                tokens.append((TG, obj.text_tokens, obj.text_tokens))
-            if obj.spatial is not None:
-                index = rng.spatial_query_indices(dec.num_queries, cfg.queries_per_prompt, device)
-                groups.append((QS, feat[index], embed[index]))
-                if obj.memory is not None:
-                    groups.append((MS, dec.spatial_featured.weight, dec.spatial_embed.weight))
-            query_rows.append(groups)
-            token_rows.append(tokens)
-            memories.append(obj.memory)
-        self.queries, self.query_pos, self.query_kind = _pad_rows(query_rows, device)
-        self.text, self.text_pos, text_kind = _pad_rows(token_rows, device, dim=feat.shape[1])
-        carried_kind = torch.cat([self.query_kind, text_kind], 1)
-        self.self_allowed = _ALLOWED.to(device)[carried_kind[:, :, None], carried_kind[:, None, :]][:, None]
-        self.memory_masks = [self._memory_mask(memories, size) for size in frame.sizes]
-        spatial = [(row, obj.spatial) for row, obj in enumerate(self.objects, start=self.first_object)
-                   if obj.spatial is not None]
-        self.spatial_rows = torch.tensor([row for row, _ in spatial], dtype=torch.long, device=device)
-        if spatial:
-            self.spatial_slots = torch.stack([(self.query_kind[row] == QS).nonzero()[:, 0] for row, _ in spatial])
-        # per level: (R, T, C) spatial tokens of the rows with a visual prompt, and which are real
-        self.spatial_tokens = [self._spatial_tokens([prompt for _, prompt in spatial], level, device, feat.shape[1])
-                               for level in range(dec.num_feature_levels)]
 
-    @staticmethod
-    def _spatial_tokens(prompts: List[SpatialPrompt], level: int, device, dim: int) -> Tuple[Tensor, Tensor]:
-        rows = []
-        for prompt in prompts:
-            tokens = prompt.level_tokens[level][:, 0]
-            valid = ~prompt.level_padding[level][0]
-            rows.append([(TS, tokens[valid], tokens[valid])])
-        tokens, _, kinds = _pad_rows(rows, device, dim=dim)
-        return tokens, kinds == TS
-
-    def _memory_mask(self, memories: List[Optional[Tensor]], size: Tuple[int, int]) -> Optional[Tensor]:
-        """(B, 1, HW): where each row's previous mask is off at the level's size (True = blocked)."""
-        if all(m is None for m in memories):
-            return None
-        rows = []
-        for memory in memories:
-            if memory is None:
-                rows.append(torch.zeros(size[0] * size[1], dtype=torch.bool, device=self.queries.device))
-            else:
-                resized = F.interpolate(memory[None, None], size, mode="bilinear", align_corners=False)
-                rows.append(resized.sigmoid().flatten() < 0.5)
-        return torch.stack(rows)[:, None]
-
-    def draw_memory_indices(self, rng: DecoderRandomness, count: int) -> None:
-        """The official decoder draws which previous mask each memory query sees at every layer;
-        with one previous mask per object all see it, but the draws are made (replayed in tests)."""
-        for obj in self.objects:
-            if obj.spatial is not None and obj.memory is not None:
-                rng.memory_indices(1, count)
-
-    def level_logits(self, dec, frame: FrameFeatures, queries: Tensor, level: int) -> Tensor:
-        """(B, Q, HW) mask logits of every query at the level's size."""
-        return dec.mask_embed(dec.decoder_norm(queries)) @ frame.level_mask_features[level]
+class _Group:
+    """Rows of one kind: their query slots (B, Q, C) and positions, which of the image each query
+    may attend, how the rows attend themselves, and how each row's mask is selected."""
+    queries: Tensor
+    query_pos: Tensor
 
     def cross_mask(self, logits: Tensor, level: int) -> Tensor:
-        mask = logits.sigmoid() < 0.5
-        memory = self.memory_masks[level]
-        if memory is not None:
-            mask = torch.where((self.query_kind == MS)[..., None], memory, mask)
-        mask = mask.masked_fill(mask.all(-1, keepdim=True), False)  # a query blocked everywhere sees all
-        return mask[:, None]
+        return logits.sigmoid() < 0.5
 
-    def carried(self, queries: Tensor) -> Tuple[Tensor, Tensor]:
-        """The slots whose self-attention outputs are used: queries and text tokens (and positions)."""
-        return torch.cat([queries, self.text], 1), torch.cat([self.query_pos, self.text_pos], 1)
+    def self_attend(self, layer, ffn, queries: Tensor, level: int) -> Tensor:
+        return ffn(layer.norm(queries + _self_attention(layer.self_attn, queries, self.query_pos, None)))
 
-    def self_attention(self, attn, carried: Tensor, carried_pos: Tensor, level: int) -> Tensor:
-        """Self-attention output (B, L, C) of the carried slots, before the layer's residual and norm.
+    def select(self, dec, decoded: Tensor, mask_features: Tensor, size: Tuple[int, int],
+               class_embeddings: Optional[Tensor], out: SlotOutputs) -> None:
+        """Writes the rows' outputs into `out`. decoded: (B, Q, C) normed final query states;
+        mask_features: (D, h4*w4); size: (h4, w4)."""
+        raise NotImplementedError
 
-        Only the spatial queries attend the spatial tokens (up to 512 per level and prompt). Rather
+
+class _ObjectRow(_Group):
+    """Segment-everything: the 101 object queries, attending one another only."""
+
+    def __init__(self, dec):
+        self.queries, self.query_pos = dec.query_feat.weight[None], dec.query_embed.weight[None]
+
+    def select(self, dec, decoded, mask_features, size, class_embeddings, out):
+        out.class_logits = dec.lang_encoder.similarity(decoded[0] @ dec.class_embed, class_embeddings)
+        out.object_masks = (dec.mask_embed(decoded[0]) @ mask_features).view(-1, *size)
+
+
+class _TextRows(_Group):
+    """Grounding queries and text tokens attend one another; padding tokens only each other."""
+
+    def __init__(self, dec, text: TextSlots):
+        nt = text.tokens.shape[0]
+        self.queries = dec.query_feat.weight[None].expand(nt, -1, -1)
+        self.query_pos = dec.query_embed.weight[None].expand(nt, -1, -1)
+        self.tokens, self.token_pos, self.sentence = text.tokens, text.tokens, text.sentence
+        real = torch.cat([text.valid.new_ones((nt, self.queries.shape[1])), text.valid], 1)
+        self.allowed = (real[:, :, None] == real[:, None, :])[:, None]  # (Nt, 1, L, L)
+
+    def self_attend(self, layer, ffn, queries, level):
+        nq = queries.shape[1]
+        carried = torch.cat([queries, self.tokens], 1)
+        pos = torch.cat([self.query_pos, self.token_pos], 1)
+        carried = ffn(layer.norm(carried + _self_attention(layer.self_attn, carried, pos, self.allowed)))
+        self.tokens = carried[:, nq:]  # the text tokens go on to the next layer
+        return carried[:, :nq]
+
+    def select(self, dec, decoded, mask_features, size, class_embeddings, out):
+        similarity = normalize(decoded @ dec.class_embed) @ normalize(self.sentence)[:, :, None]  # (Nt, Q, 1)
+        best = similarity[..., 0].max(1)
+        chosen = decoded.gather(1, best.indices[:, None, None].expand(-1, 1, decoded.shape[-1]))[:, 0]
+        out.text_logits = (dec.mask_embed(chosen) @ mask_features).view(-1, *size)
+        out.text_match = best.values
+
+
+class _VisualRows(_Group):
+    """Spatial queries attend one another, their row's spatial tokens and (where the row has a
+    previous mask) its memory queries; memory queries attend one another and, across the image,
+    where the previous mask is on."""
+
+    def __init__(self, dec, frame: FrameFeatures, visual: VisualSlots):
+        nv, spatial = visual.query_index.shape
+        self.spatial = spatial
+        self.queries = dec.query_feat.weight[visual.query_index]
+        self.query_pos = dec.query_embed.weight[visual.query_index]
+        self.pos_query = visual.pos_query
+        self.level_tokens, self.level_valid = visual.level_tokens, visual.level_valid
+        self.memory_blocked = None
+        kinds = torch.zeros(spatial, dtype=torch.bool, device=self.queries.device)  # True = memory query
+        if visual.memory is not None:
+            memories = dec.cfg.num_spatial_memories
+            self.queries = torch.cat([self.queries, dec.spatial_featured.weight[None].expand(nv, -1, -1)], 1)
+            self.query_pos = torch.cat([self.query_pos, dec.spatial_embed.weight[None].expand(nv, -1, -1)], 1)
+            kinds = torch.cat([kinds, torch.ones(memories, dtype=torch.bool, device=kinds.device)])
+            memory = visual.memory[:, None].to(frame.mask_features.dtype)
+            self.memory_blocked = [F.interpolate(memory, size, mode="bilinear", align_corners=False).flatten(1)
+                                   .sigmoid() < 0.5 for size in frame.sizes]  # per level (Nv, HW)
+        # spatial -> spatial, spatial -> memory (rows with a previous mask), memory -> memory
+        to_memory = (visual.has_memory[:, None, None] if visual.has_memory is not None
+                     else torch.zeros((nv, 1, 1), dtype=torch.bool, device=kinds.device))
+        attending, attended = kinds[None, :, None], kinds[None, None, :]
+        self.allowed = ((attending & attended) | (~attending & (~attended | to_memory)))[:, None]  # (Nv, 1, L, L)
+
+    def cross_mask(self, logits, level):
+        blocked = logits.sigmoid() < 0.5
+        if self.memory_blocked is None:
+            return blocked
+        memory = self.memory_blocked[level][:, None].expand(-1, blocked.shape[1] - self.spatial, -1)
+        return torch.cat([blocked[:, :self.spatial], memory], 1)
+
+    def self_attend(self, layer, ffn, queries, level):
+        return ffn(layer.norm(queries + self._attention(layer.self_attn, queries, level)))
+
+    def _attention(self, attn, carried: Tensor, level: int) -> Tensor:
+        """Self-attention output (Nv, L, C) of the spatial and memory queries.
+
+        Only the spatial queries attend the spatial tokens (up to 1024 per level and row). Rather
         than projecting every token to a key and a value, the key projection is folded into those
         few queries and the value projection applied after the attention weights
         (q . (W_k x + b_k) = (W_k^T q) . x + q . b_k; sum_t a_t (W_v x_t + b_v) = W_v sum_t a_t x_t
         + b_v sum_t a_t): the same arithmetic, for a fraction of the work. A token's key input is
         token + position = 2 token. The tokens' own outputs are never used, so not computed."""
-        bsz, length, dim = carried.shape
+        nv, length, dim = carried.shape
         heads = attn.num_heads
         head_dim = dim // heads
+        s = self.spatial
         w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
         b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-        q = (F.linear(carried + carried_pos, w_q, b_q) * (float(head_dim) ** -0.5)).view(bsz, length, heads, head_dim)
-        k = F.linear(carried + carried_pos, w_k, b_k).view(bsz, length, heads, head_dim).transpose(1, 2)
-        v = F.linear(carried, w_v, b_v).view(bsz, length, heads, head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=self.self_allowed, scale=1.0)
-        out = out.nan_to_num().transpose(1, 2)  # (B, L, h, d)
-        if len(self.spatial_rows):
-            rows, slots = self.spatial_rows, self.spatial_slots  # (R,), (R, S)
-            tokens, real = self.spatial_tokens[level]  # (R, T, C), (R, T)
-            qs = q[rows[:, None], slots].transpose(1, 2)  # (R, h, S, d)
-            allowed = self.self_allowed[rows[:, None], 0, slots][:, None]  # (R, 1, S, L)
-            scores = (qs @ k[rows].transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
-            nr, ns = qs.shape[0], qs.shape[2]
-            folded = torch.einsum("rhsd,hdc->rhsc", qs, w_k.view(heads, head_dim, dim))
-            # (R, h*S, C) x (R, C, T): batched over rows only, so that the tokens are not copied per head
-            token_scores = (2 * folded.reshape(nr, heads * ns, dim) @ tokens.transpose(1, 2)).view(nr, heads, ns, -1)
-            token_scores = token_scores + torch.einsum("rhsd,hd->rhs", qs, b_k.view(heads, head_dim))[..., None]
-            token_scores = token_scores.masked_fill(~real[:, None, None], float("-inf"))
-            weights = F.softmax(torch.cat([scores, token_scores], -1), dim=-1)
-            carried_weights, token_weights = weights.split([length, tokens.shape[1]], -1)
-            pooled = (token_weights.reshape(nr, heads * ns, -1) @ tokens).view(nr, heads, ns, dim)
-            attended = (carried_weights @ v[rows]
-                        + torch.einsum("rhsc,hdc->rhsd", pooled, w_v.view(heads, head_dim, dim))
-                        + b_v.view(heads, 1, head_dim) * token_weights.sum(-1, keepdim=True))
-            out[rows[:, None], slots] = attended.transpose(1, 2).to(out.dtype)
-        return attn.out_proj(out.reshape(bsz, length, dim))
+        x = carried + self.query_pos
+        q = (F.linear(x, w_q, b_q) * (float(head_dim) ** -0.5)).view(nv, length, heads, head_dim).transpose(1, 2)
+        k = F.linear(x, w_k, b_k).view(nv, length, heads, head_dim).transpose(1, 2)
+        v = F.linear(carried, w_v, b_v).view(nv, length, heads, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.allowed, scale=1.0)  # (Nv, h, L, d)
+        tokens, real = self.level_tokens[level], self.level_valid[level]  # (Nv, P, C), (Nv, P)
+        qs = q[:, :, :s]  # (Nv, h, S, d)
+        scores = (qs @ k.transpose(-1, -2)).masked_fill(~self.allowed[:, :, :s], float("-inf"))
+        folded = torch.einsum("rhsd,hdc->rhsc", qs, w_k.view(heads, head_dim, dim))
+        # (Nv, h*S, C) x (Nv, C, P): batched over rows only, so that the tokens are not copied per head
+        token_scores = (2 * folded.reshape(nv, heads * s, dim) @ tokens.transpose(1, 2)).view(nv, heads, s, -1)
+        token_scores = token_scores + torch.einsum("rhsd,hd->rhs", qs, b_k.view(heads, head_dim))[..., None]
+        token_scores = token_scores.masked_fill(~real[:, None, None], float("-inf"))
+        weights = F.softmax(torch.cat([scores, token_scores], -1), dim=-1)
+        carried_weights, token_weights = weights.split([length, tokens.shape[1]], -1)
+        pooled = (token_weights.reshape(nv, heads * s, -1) @ tokens).view(nv, heads, s, dim)
+        attended = (carried_weights @ v
+                    + torch.einsum("rhsc,hdc->rhsd", pooled, w_v.view(heads, head_dim, dim))
+                    + b_v.view(heads, 1, head_dim) * token_weights.sum(-1, keepdim=True))
+        out = torch.cat([attended.to(out.dtype), out[:, :, s:]], 2)
+        return attn.out_proj(out.transpose(1, 2).reshape(nv, length, dim))
 
-    def keep_self_outputs(self, carried: Tensor) -> Tensor:
-        """Splits the carried slots: the text tokens are kept for the next layer; -> the queries."""
-        nq = self.queries.shape[1]
-        self.text = carried[:, nq:]
-        return carried[:, :nq]
-
-    def select(self, dec, frame: FrameFeatures, queries: Tensor, class_embeddings: Optional[Tensor]) -> Decoded:
-        decoded = dec.decoder_norm(queries)
-        class_embed = decoded @ dec.class_embed
-        mask_embed = dec.mask_embed(decoded)
-        mask_features = frame.mask_features[0].flatten(1)  # (D, h4*w4)
-        h4, w4 = frame.mask_features.shape[-2:]
-        selected, matches = [], []
-        for row, obj in enumerate(self.objects, start=self.first_object):
-            kind = self.query_kind[row]
-            if obj.grounded:
-                grounding = kind == QG
-                best = cosine_similarity(class_embed[row][grounding], obj.sentence[None])[:, 0].max(0)
-                selected.append(mask_embed[row][grounding][best.indices])
-                matches.append(best.values)
-            else:
-                spatial_embeds = mask_embed[row][kind == QS]
-                best = (spatial_embeds @ obj.spatial.pos_query[0, 0]).argmax()
-                selected.append(spatial_embeds[best])
-                matches.append(torch.ones((), device=queries.device, dtype=queries.dtype))
-        out = Decoded(
-            logits=(torch.stack(selected) @ mask_features).view(-1, h4, w4) if selected
-            else mask_features.new_zeros((0, h4, w4)),
-            match=torch.stack(matches) if matches else mask_features.new_zeros((0,)))
-        if self.everything:
-            objects = self.query_kind[0] == QO
-            out.class_logits = dec.lang_encoder.similarity(class_embed[0][objects], class_embeddings)
-            out.object_masks = (mask_embed[0][objects] @ mask_features).view(-1, h4, w4)
-        return out
+    def select(self, dec, decoded, mask_features, size, class_embeddings, out):
+        embeds = dec.mask_embed(decoded[:, :self.spatial])  # (Nv, S, D)
+        best = (embeds @ self.pos_query[:, :, None])[..., 0].argmax(1)
+        chosen = embeds.gather(1, best[:, None, None].expand(-1, 1, embeds.shape[-1]))[:, 0]
+        out.visual_logits = (chosen @ mask_features).view(-1, *size)
 
 
-def _pad_rows(rows: List[List[Tuple[int, Tensor, Tensor]]], device, dim: Optional[int] = None
-              ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Rows of (kind, values (n, C), positions (n, C)) groups -> (B, L, C) values and positions and
-    (B, L) kinds, shorter rows filled with PAD slots."""
-    if dim is None:
-        dim = next(v.shape[1] for groups in rows for _, v, _ in groups)
-    dtype = next((v.dtype for groups in rows for _, v, _ in groups), torch.float32)
-    empty = torch.zeros((0, dim), device=device, dtype=dtype)
-    if not rows:
-        return empty[None, :0].expand(0, 0, dim), empty[None, :0].expand(0, 0, dim), torch.zeros(
-            (0, 0), dtype=torch.long, device=device)
-    values = [torch.cat([v for _, v, _ in groups]) if groups else empty for groups in rows]
-    positions = [torch.cat([p for _, _, p in groups]) if groups else empty for groups in rows]
-    kinds = [torch.cat([torch.full((len(v),), kind, device=device) for kind, v, _ in groups]) if groups
-             else torch.zeros(0, dtype=torch.long, device=device) for groups in rows]
-    pad = torch.nn.utils.rnn.pad_sequence
-    return (pad(values, batch_first=True), pad(positions, batch_first=True),
-            pad(kinds, batch_first=True, padding_value=PAD))
+def text_slots(objects: Sequence[ObjectQuery], rows: Optional[int] = None, length: Optional[int] = None) -> TextSlots:
+    """Text objects packed into rows (padded to `rows` rows of `length` tokens when given: fixed slots)."""
+    tokens = [obj.text_tokens for obj in objects]
+    dim = tokens[0].shape[1]
+    rows = rows or len(objects)
+    length = length or max(len(t) for t in tokens)
+    packed = tokens[0].new_zeros((rows, length, dim))
+    valid = torch.zeros((rows, length), dtype=torch.bool, device=packed.device)
+    sentence = tokens[0].new_zeros((rows, objects[0].sentence.shape[0]))
+    for i, obj in enumerate(objects):
+        n = len(obj.text_tokens)
+        if n > length:
+            raise ValueError(f"a text of {n} tokens does not fit slots of {length}")
+        packed[i, :n], valid[i, :n], sentence[i] = obj.text_tokens, True, obj.sentence
+    return TextSlots(packed, valid, sentence)
+
+
+def visual_slots(objects: Sequence[ObjectQuery], query_indices: Sequence[Tensor], mask_size: Tuple[int, int],
+                 rows: Optional[int] = None, length: Optional[int] = None, memory: Optional[bool] = None) -> VisualSlots:
+    """Visual objects packed into rows (padded to `rows` rows of `length` tokens per level when
+    given: fixed slots). memory: whether the rows have memory slots (default: when one has a memory)."""
+    first = objects[0].spatial
+    device, dim = first.pos_query.device, first.level_tokens[0].shape[-1]
+    rows = rows or len(objects)
+    levels = len(first.level_tokens)
+    real = [[obj.spatial.level_tokens[lv][:, 0][~obj.spatial.level_padding[lv][0]] for lv in range(levels)]
+            for obj in objects]
+    length = length or max(len(tokens) for row in real for tokens in row)
+    tokens = [first.level_tokens[0].new_zeros((rows, length, dim)) for _ in range(levels)]
+    valid = [torch.zeros((rows, length), dtype=torch.bool, device=device) for _ in range(levels)]
+    index = torch.zeros((rows, len(query_indices[0])), dtype=torch.long, device=device)
+    pos_query = first.pos_query.new_zeros((rows, first.pos_query.shape[-1]))
+    if memory is None:
+        memory = any(obj.memory is not None for obj in objects)
+    logits = first.pos_query.new_zeros((rows, *mask_size)) if memory else None
+    has_memory = torch.zeros(rows, dtype=torch.bool, device=device) if memory else None
+    for i, (obj, own, drawn) in enumerate(zip(objects, real, query_indices)):
+        for lv, level_tokens in enumerate(own):
+            if len(level_tokens) > length:
+                raise ValueError(f"a visual prompt of {len(level_tokens)} tokens does not fit slots of {length}")
+            tokens[lv][i, :len(level_tokens)], valid[lv][i, :len(level_tokens)] = level_tokens, True
+        index[i], pos_query[i] = drawn, obj.spatial.pos_query[0, 0]
+        if obj.memory is not None:
+            previous = obj.memory
+            if tuple(previous.shape) != tuple(mask_size):  # a previous frame of another size
+                previous = F.interpolate(previous[None, None], mask_size, mode="bilinear", align_corners=False)[0, 0]
+            logits[i], has_memory[i] = previous, True
+    return VisualSlots(index, pos_query, tokens, valid, logits, has_memory)

@@ -125,19 +125,36 @@ def point_sample(features: Tensor, points_xy: Tensor) -> Tensor:
 
 def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
                 draw: Callable[[Tensor, int], Tensor]) -> Tensor:
-    points = [draw(m, max_len) for m in masks]
-    padded = nn.utils.rnn.pad_sequence(points, padding_value=-1).permute(1, 0, 2)  # (bs, P, 3)
-    sampled = point_sample(mask_features, padded[:, :, 1:].flip(dims=(2,)).to(mask_features.dtype))
-    per_image = []
-    for feats, pts, m in zip(sampled.transpose(1, 2), padded, masks):
-        index = pts[:, 0].long()
-        rows = []
-        for n in range(len(m)):
-            sel = index == n
-            rows.append(feats[sel].mean(dim=0) if sel.any() else -torch.ones(feats.shape[1], device=feats.device,
-                                                                               dtype=feats.dtype))
-        per_image.append(torch.stack(rows))
-    return nn.utils.rnn.pad_sequence(per_image, padding_value=-1).nan_to_num()
+    """(n, bs, C): per image and prompt, the mean of the mask features bilinearly sampled at the
+    prompt's points (align_corners=True, as point_sample), -1 for a prompt without points.
+
+    A mean of bilinear samples is linear in the features: each point spreads its four corner
+    weights (divided by its prompt's point count) over a weight map, and one product of the
+    features with the maps gives every mean; no per-point feature vectors are gathered."""
+    bsz, channels, h, w = mask_features.shape
+    n = max((len(m) for m in masks), default=0)
+    weights = mask_features.new_zeros((len(masks), n, h * w))
+    counts = mask_features.new_zeros((len(masks), n))
+    for i, mask in enumerate(masks):
+        points = draw(mask, max_len)
+        prompt = points[:, 0].long()
+        y, x = points[:, 1] * (h - 1), points[:, 2] * (w - 1)
+        y0, x0 = y.floor(), x.floor()
+        fy, fx = (y - y0).to(weights.dtype), (x - x0).to(weights.dtype)
+        counts[i].index_add_(0, prompt, torch.ones_like(fy))
+        for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
+                               (1, 1, fy * fx)):
+            yy, xx = y0.long() + dy, x0.long() + dx
+            inside = (yy < h) & (xx < w)  # zero padding outside the map, as grid_sample
+            weights[i].index_put_((prompt[inside], (yy * w + xx)[inside]), weight[inside], accumulate=True)
+    weights = weights / counts.clamp(min=1)[..., None]
+    features = mask_features.flatten(2)  # (1 or bs, C, HW)
+    if bsz == 1:
+        means = (weights.view(-1, h * w) @ features[0].t()).view(len(masks), n, channels)
+    else:
+        means = torch.bmm(weights, features.transpose(1, 2))
+    means = means.masked_fill((counts == 0)[..., None], -1)
+    return means.transpose(0, 1)
 
 
 def project_levels(level_features: Sequence[Tensor], level_sizes: Sequence[Sequence[int]],
@@ -170,6 +187,7 @@ def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tenso
     pos_query = _mean_query(mask_features, pos_masks, max_len[-1], draw)
     neg_query = _mean_query(mask_features, neg_masks, max_len[-1], draw)
     tokens, paddings, indices = [], [], []
+    indicator = torch.cat([pn_indicator.new_zeros((1, pn_indicator.shape[1])), pn_indicator])  # padding, +, -
     for level, projected in enumerate(projected_levels):
         pos_pts = [draw(m, max_len[level]) for m in pos_masks]
         neg_pts = [draw(m, max_len[level]) for m in neg_masks]
@@ -183,8 +201,7 @@ def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tenso
         padding = points.sum(dim=-1) < 0
         points = points.masked_fill(padding[..., None], 0)
         level_tokens = point_sample(projected, points.flip(dims=(2,)).to(projected.dtype)).permute(2, 0, 1)
-        level_tokens = (level_tokens + (sign == 1)[..., None] * pn_indicator[0]
-                        + (sign == -1)[..., None] * pn_indicator[1])
+        level_tokens = level_tokens + indicator[(sign == 1).long() + 2 * (sign == -1).long()]
         tokens.append(level_tokens)
         paddings.append(padding)
         indices.append(index)
