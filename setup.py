@@ -12,7 +12,7 @@ setup(
         (f"share/{PACKAGE}/launch", ["launch/seem.launch.py"]),
         (f"share/{PACKAGE}/config", ["config/seem.yaml", "config/fastdds_large_shm.xml"]),
     ],
-    entry_points={"console_scripts": ["seem_node = seem_ros.node_process:main"]},
+    entry_points={"console_scripts": ["seem_node = seem_ros.node_process:main", "seem-ros = seem_ros.cli:main"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="seem_ros developers",

@@ -27,7 +27,9 @@ from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import BackendConfig, CudaGraphEncoder, OnnxImageEncoder, inference_context
+from seem_ros.runtime.backends import BackendConfig, CudaGraphEncoder, inference_context
+from seem_ros.runtime.exported import ExportedGraphs, ort_opener
+from seem_ros.runtime.onnx_graphs import default_slots
 from seem_ros.tracking.tracker import ObjectTracker
 from timing import timed
 
@@ -132,13 +134,19 @@ def main():
 
     if args.device == "cpu":
         x = model.normalize_and_pad(torch.zeros(3, *predictor.features["input_hw"]))
-        encoder = OnnxImageEncoder(model, ["CPUExecutionProvider"], tempfile.mkdtemp(prefix="seem_bench_"))
-        encoder(x)  # export and session creation, not timed
+        graphs = ExportedGraphs(model, args.variant, "0" * 64, default_slots(model, visual=4, text=1),
+                                ort_opener(["CPUExecutionProvider"], {}), tempfile.mkdtemp(prefix="seem_bench_"))
+        graphs.encode_image(x)  # export and session creation, not timed
         with torch.inference_mode():
             torch_ms = timed(lambda: model.encode_image(x), repeats)
-        ort_ms = timed(lambda: encoder(x), repeats)
+        ort_ms = timed(lambda: graphs.encode_image(x), repeats)
         results.update({"image_encoder_ms_torch": torch_ms, "image_encoder_ms_onnxruntime": ort_ms,
                         "ort_over_torch_cpu": torch_ms / ort_ms})
+        if not args.quick:  # the exported slot decoder (4 visual slots), exported on its first frame
+            predictor.engine.run_slots = graphs.decode_slots
+            decode_only(engine_step, tracker_of("clicks", 4))
+            results["decoder_4_clicks_ms_onnxruntime"] = decode_only(engine_step, tracker_of("clicks", 4))
+            predictor.engine.run_slots = predictor.engine.decode_slots
 
     name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
     graphs = ", image encoder in a CUDA graph" if args.cuda_graphs else ""

@@ -16,7 +16,8 @@ import torch
 from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
-from seem_ros.runtime.backends import OnnxImageEncoder
+from seem_ros.runtime.exported import ExportedGraphs, ort_opener
+from seem_ros.runtime.onnx_graphs import default_slots
 from timing import timed
 
 
@@ -55,7 +56,8 @@ def main():
         print(f"  {name:28s} {ms:9.1f} ms   {ms / frame:6.2f} x of frame+click")
     print(f"  {'frame + one click':28s} {frame:9.1f} ms")
     if args.onnxruntime:
-        encoder = OnnxImageEncoder(model, ["CPUExecutionProvider"], tempfile.mkdtemp(prefix="seem_bench_"))
+        encoder = ExportedGraphs(model, args.variant, "0" * 64, default_slots(model),
+                                 ort_opener(["CPUExecutionProvider"], {}), tempfile.mkdtemp(prefix="seem_bench_"))
         encoder(x)  # export + session creation, not timed
         with torch.no_grad():
             torch_ms = timed(lambda: model.encode_image(x), args.repeats)

@@ -54,7 +54,9 @@ PARAMETERS = {
     "input_short_side": (512, "model input short side in pixels"),
     "input_canvas": ("auto", "padded input size: auto (the first frame's, kept for the stream), HxW, or off"),
     "vocabulary": ([""], "class names for segment-everything; empty = COCO panoptic"),
-    "engine_cache_dir": ("", "where ONNX/TensorRT encoders are cached; empty = a temporary folder"),
+    "engine_cache_dir": ("", "exported ONNX graphs and TensorRT engines; empty = ~/.cache/seem_ros/engines"),
+    "decoder_text_slots": (4, "onnxruntime/tensorrt: text objects per pass of the exported decoder"),
+    "decoder_visual_slots": (16, "onnxruntime/tensorrt: visual objects per pass of the exported decoder"),
     "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
     "image_topic": ("image", "camera image topic"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),
@@ -161,7 +163,8 @@ class SeemNode(LifecycleNode):
             canvas=canvas or None,
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
             precision=p("precision"), cuda_graphs=bool(p("cuda_graphs")), short_side=int(p("input_short_side")),
-            vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=p("engine_cache_dir"),
+            vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=os.path.expanduser(p("engine_cache_dir")),
+            decoder_slots=(int(p("decoder_text_slots")), int(p("decoder_visual_slots"))),
             embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")))
         try:
             predictor = create_predictor(cfg)

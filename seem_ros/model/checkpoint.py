@@ -44,9 +44,13 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def cache_root() -> str:
+    """$SEEM_ROS_CACHE_DIR, default ~/.cache/seem_ros: checksums, exported graphs, engines."""
+    return os.path.expanduser(os.environ.get("SEEM_ROS_CACHE_DIR", "~/.cache/seem_ros"))
+
+
 def _checksum_file() -> str:
-    return os.path.join(os.path.expanduser(os.environ.get("SEEM_ROS_CACHE_DIR", "~/.cache/seem_ros")),
-                        "checksums.json")
+    return os.path.join(cache_root(), "checksums.json")
 
 
 def remembered_sha256(path: str) -> str:

@@ -136,7 +136,11 @@ class FrameEngine:
         h4, w4 = frame.mask_features.shape[-2:]
         indices = {i: self.rng.spatial_query_indices(dec.num_queries, dec.cfg.queries_per_prompt, device)
                    for i, obj in enumerate(objects) if obj.spatial is not None}
-        memory_draws = sum(obj.spatial is not None and obj.memory is not None for obj in objects)
+        # the official decoder draws, at every layer, which previous mask each memory query attends;
+        # with one previous mask per object every draw picks it: the draws are made (and replayed
+        # in tests) but change nothing
+        for _ in range(dec.num_layers * sum(obj.spatial is not None and obj.memory is not None for obj in objects)):
+            self.rng.memory_indices(1, dec.cfg.num_spatial_memories)
         text_rows = [i for i, obj in enumerate(objects) if obj.grounded]
         visual_rows = [i for i, obj in enumerate(objects) if not obj.grounded]
         text = text_slots([objects[i] for i in text_rows]) if text_rows else None
@@ -146,7 +150,7 @@ class FrameEngine:
             empty = frame.mask_features.new_zeros((0, h4, w4))
             return Decoded(logits=empty, match=empty.new_zeros((0,)))
         run = self.run_slots if class_embeddings is None else self.decode_slots
-        out = run(frame, text, visual, class_embeddings, memory_draws)
+        out = run(frame, text, visual, class_embeddings)
         logits = frame.mask_features.new_zeros((len(objects), h4, w4))
         match = frame.mask_features.new_ones((len(objects),))
         if text_rows:
@@ -157,9 +161,8 @@ class FrameEngine:
         return Decoded(logits=logits, match=match, class_logits=out.class_logits, object_masks=out.object_masks)
 
     def decode_slots(self, frame: FrameFeatures, text: Optional[TextSlots], visual: Optional[VisualSlots],
-                     class_embeddings: Optional[Tensor] = None, memory_draws: int = 0) -> SlotOutputs:
-        """The decoder over fixed slots: every tensor shape follows from the slot counts alone.
-        memory_draws: memory-query draws per layer (the official decoder makes them; replayed in tests)."""
+                     class_embeddings: Optional[Tensor] = None) -> SlotOutputs:
+        """The decoder over fixed slots: every tensor shape follows from the slot counts alone."""
         dec = self.decoder
         groups: List[_Group] = []
         if class_embeddings is not None:
@@ -174,8 +177,6 @@ class FrameEngine:
         logits = _level_logits(dec, frame, queries, 0)
         for i in range(dec.num_layers):
             level = i % dec.num_feature_levels
-            for _ in range(memory_draws):
-                self.rng.memory_indices(1, dec.cfg.num_spatial_memories)
             blocked = torch.cat([g.cross_mask(lg, level).flatten(0, 1) for g, lg in zip(groups, logits)])
             blocked = blocked & ~blocked.all(-1, keepdim=True)  # a query blocked everywhere sees all
             flat = torch.cat([q.flatten(0, 1) for q in queries])

@@ -1,28 +1,34 @@
 """Inference backends. Each gives a SeemPredictor whose image encoder (backbone + pixel decoder,
 the expensive part) runs on the chosen runtime; the prompt decoder runs in PyTorch.
 
-- torch: CPU or CUDA, fp32 or fp16 autocast.
-- onnxruntime: the image encoder exported to ONNX and run by ONNX Runtime (CPU, or CUDA/TensorRT
-  execution providers where installed), re-exported when the input size changes.
-- tensorrt: the same ONNX encoder built into a TensorRT engine (needs the tensorrt package).
+- torch: CPU or CUDA, fp32 or fp16 autocast; on CUDA the image encoder replayed from CUDA graphs.
+- onnxruntime: the image encoder and the frame engine's slot decoder exported to ONNX (one pair
+  per input canvas, kept in the engine cache) and run by ONNX Runtime (CPU, or CUDA where
+  onnxruntime-gpu is installed).
+- tensorrt: the same ONNX graphs built into native TensorRT engines (engine cache with manifests).
+Text encoding, prompt sampling and segment-everything stay in torch.
 """
 import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..model.checkpoint import load_seem, resolve_checkpoint
+from ..model.checkpoint import load_seem, remembered_sha256, resolve_checkpoint
 from ..model.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
 from ..model.predictor import SeemPredictor
 from ..model.seem import SEEM
+from ..model.variants import VARIANTS
 from ..model.visual_sampler import DeterministicSampling
+from .engine_cache import default_cache_dir
+from .exported import ExportedGraphs, ort_opener
+from .onnx_graphs import default_slots
+from .tensorrt_backend import import_tensorrt, tensorrt_opener
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -41,62 +47,12 @@ class BackendConfig:
     precision: str = "fp32"
     short_side: int = 512
     vocabulary: Tuple[str, ...] = ()
-    engine_cache_dir: str = ""
+    engine_cache_dir: str = ""  # exported graphs and engines; "" = default_cache_dir() (~/.cache/seem_ros/engines)
+    decoder_slots: Tuple[int, int] = (4, 16)  # exported decoder: (text, visual) objects per pass
     cuda_graphs: bool = True  # torch on CUDA: the image encoder replayed from CUDA graphs
     canvas: Optional[Tuple[int, int]] = None  # one padded input size for all images (None: each its own)
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
-
-
-class _ImageEncoder(nn.Module):
-    """backbone + pixel decoder as one graph: normalised padded image -> (mask_features, 3 levels)."""
-
-    def __init__(self, model: SEEM):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        mask_features, multi_scale = self.model.encode_image(image)
-        return (mask_features, *multi_scale)
-
-
-class OnnxImageEncoder:
-    """SEEM.encode_image run by ONNX Runtime: one exported graph and session per input size."""
-
-    def __init__(self, model: SEEM, providers: List[str], cache_dir: str, fallback_warning: str = ""):
-        import onnxruntime  # noqa: F401 - fail at configure time, not at the first frame
-        self.model = model
-        self.providers = providers
-        self.fallback_warning = fallback_warning
-        self.cache_dir = cache_dir or tempfile.mkdtemp(prefix="seem_ros_onnx_")
-        self.sessions: Dict[Tuple[int, int], object] = {}
-
-    def release(self) -> None:
-        """Drops the sessions (and the device memory they hold); they are re-created when needed."""
-        self.sessions.clear()
-
-    def providers_in_use(self) -> List[str]:
-        used = {p for session in self.sessions.values() for p in session.get_providers()}
-        return [p for p in self.providers if p in used] or self.providers
-
-    def session(self, shape: Tuple[int, int]):
-        if shape not in self.sessions:
-            import onnxruntime
-            path = os.path.join(self.cache_dir, f"seem_encoder_{shape[0]}x{shape[1]}.onnx")
-            if not os.path.exists(path):
-                LOG.info("exporting the image encoder for %dx%d to %s", shape[0], shape[1], path)
-                dummy = torch.zeros((1, 3, *shape), device=self.model.device)
-                with torch.no_grad():
-                    torch.onnx.export(_ImageEncoder(self.model).eval(), (dummy,), path, opset_version=17,
-                                      input_names=["image"], dynamo=False,
-                                      output_names=["mask_features", "level0", "level1", "level2"])
-            self.sessions[shape] = onnxruntime.InferenceSession(path, providers=self.providers)
-        return self.sessions[shape]
-
-    def __call__(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        outputs = self.session(tuple(image.shape[-2:])).run(None, {"image": image.detach().cpu().numpy()})
-        tensors = [torch.from_numpy(o).to(image.device) for o in outputs]
-        return tensors[0], tensors[1:]
 
 
 class CudaGraphEncoder:
@@ -149,18 +105,66 @@ def _onnx_providers(cfg: BackendConfig) -> Tuple[List[str], str]:
     """-> (execution providers, a warning when the requested device cannot be used)."""
     import onnxruntime
     available = onnxruntime.get_available_providers()
-    wanted = ["CPUExecutionProvider"]
-    if cfg.backend == "tensorrt":
-        if "TensorrtExecutionProvider" not in available:
-            raise BackendError("backend 'tensorrt' needs TensorRT: install the tensorrt package and an onnxruntime "
-                               f"build with the TensorRT execution provider (available: {', '.join(available)})")
-        return ["TensorrtExecutionProvider", "CUDAExecutionProvider"] + wanted, ""
     if cfg.device.startswith("cuda"):
         if "CUDAExecutionProvider" not in available:
-            return wanted, ("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): the image encoder "
-                            f"runs on the CPU although device is {cfg.device!r}")
-        wanted = ["CUDAExecutionProvider"] + wanted
-    return wanted, ""
+            return ["CPUExecutionProvider"], ("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): "
+                                              f"the graphs run on the CPU although device is {cfg.device!r}")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+    return ["CPUExecutionProvider"], ""
+
+
+def _variant_name(model_config: str) -> str:
+    """A released variant's name, or custom-<hash of the YAML> (the file's name says nothing of its content)."""
+    if model_config in VARIANTS:
+        return model_config
+    with open(model_config, "rb") as f:
+        return "custom-" + hashlib.sha256(f.read()).hexdigest()[:12]
+
+
+class RuntimeGraphs(ExportedGraphs):
+    """ExportedGraphs that say which runtime really runs them."""
+
+    def __init__(self, *args, runtime: str, fallback_warning: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+        self.fallback_warning = fallback_warning
+        self.providers: Dict[str, List[str]] = {}  # ONNX Runtime: graph -> providers its session really got
+        self.built: List[str] = []  # TensorRT: engines built by this process, and why
+        self.version = ""  # TensorRT: its version
+
+    def describe(self) -> str:
+        if self.runtime == "onnxruntime":
+            used = sorted({p for providers in self.providers.values() for p in providers if p != "CPUExecutionProvider"})
+            return f"onnxruntime [{', '.join(used or ['CPUExecutionProvider'])}]"
+        return f"tensorrt {self.version}"
+
+
+def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
+    sha = remembered_sha256(resolve_checkpoint(cfg.checkpoint))
+    slots = default_slots(model, visual=cfg.decoder_slots[1], text=cfg.decoder_slots[0])
+    cache_dir = cfg.engine_cache_dir or default_cache_dir()
+    common = dict(model=model, variant=_variant_name(cfg.model_config), checkpoint_sha256=sha, slots=slots,
+                  cache_dir=cache_dir)
+    if cfg.backend == "onnxruntime":
+        providers, warning = _onnx_providers(cfg)
+        if cfg.precision != "fp32":
+            warning = "; ".join(filter(None, [warning, f"precision {cfg.precision} is for torch on CUDA and TensorRT: "
+                                                       "ONNX Runtime runs the fp32 graphs"]))
+        if warning:
+            LOG.warning(warning)
+        graphs = RuntimeGraphs(open_graph=None, runtime="onnxruntime", fallback_warning=warning, **common)
+        graphs.open_graph = ort_opener(providers, graphs.providers)
+        return graphs
+    if not cfg.device.startswith("cuda"):
+        raise BackendError("backend 'tensorrt' runs on a GPU: set device to cuda")
+    try:
+        trt = import_tensorrt()
+    except ImportError as exc:
+        raise BackendError(str(exc)) from exc
+    graphs = RuntimeGraphs(open_graph=None, runtime="tensorrt", **common)
+    graphs.open_graph = tensorrt_opener(cfg.precision, cache_dir, torch.device(cfg.device), graphs.built, LOG)
+    graphs.version = trt.__version__
+    return graphs
 
 
 def create_predictor(cfg: BackendConfig) -> SeemPredictor:
@@ -171,21 +175,25 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         raise BackendError(f"precision must be fp32 or fp16, not {cfg.precision!r}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
+    if min(cfg.decoder_slots) < 1:
+        raise BackendError(f"decoder slots must be at least 1 each, not {cfg.decoder_slots}")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
-    encoder = None
+    encoder = graphs = None
     if cfg.backend == "torch" and cfg.device.startswith("cuda") and cfg.cuda_graphs:
         encoder = CudaGraphEncoder(model)
     elif cfg.backend != "torch":
-        providers, warning = _onnx_providers(cfg)
-        if warning:
-            LOG.warning(warning)
-        encoder = OnnxImageEncoder(model, providers, cfg.engine_cache_dir, warning)
+        encoder = graphs = _exported_graphs(cfg, model)
     vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
     things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
     embeddings = cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
                                          cfg.embedding_cache_dir)
-    return SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
-                         class_embeddings=embeddings, rng=DeterministicSampling(), canvas=cfg.canvas)
+    predictor = SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
+                              class_embeddings=embeddings, rng=DeterministicSampling(), canvas=cfg.canvas)
+    if graphs is not None:
+        predictor.engine.run_slots = graphs.decode_slots
+        if cfg.canvas is not None:  # known now: export (or build) at configure, not at the first frame
+            graphs.prepare(tuple(cfg.canvas))
+    return predictor
 
 
 def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[str], cache_dir: str) -> Tensor:
@@ -215,7 +223,7 @@ def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[
 def move_predictor(predictor: SeemPredictor, device: str) -> None:
     """Moves the predictor's model, caches and runtime sessions to `device` ("cpu" frees the GPU)."""
     predictor.to(device)
-    if isinstance(predictor.image_encoder, (OnnxImageEncoder, CudaGraphEncoder)):
+    if isinstance(predictor.image_encoder, (RuntimeGraphs, CudaGraphEncoder)):
         predictor.image_encoder.release()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -224,8 +232,10 @@ def move_predictor(predictor: SeemPredictor, device: str) -> None:
 def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str, str]:
     """-> (the backend really in use, a warning when it is not what was configured)."""
     encoder = predictor.image_encoder
-    if isinstance(encoder, OnnxImageEncoder):
-        return f"onnxruntime [{', '.join(encoder.providers_in_use())}], {cfg.precision}", encoder.fallback_warning
+    if isinstance(encoder, RuntimeGraphs):
+        built = f"; engines built: {' | '.join(encoder.built)}" if encoder.built else ""
+        precision = cfg.precision if encoder.runtime == "tensorrt" else "fp32"
+        return f"{encoder.describe()} (image encoder and decoder), {precision}{built}", encoder.fallback_warning
     graphs = ", image encoder in CUDA graphs" if isinstance(encoder, CudaGraphEncoder) else ""
     return f"torch {cfg.device} {cfg.precision}{graphs}", ""
 

@@ -1,0 +1,94 @@
+"""`seem-ros`: the package's command line.
+
+    seem-ros build-engine --checkpoint seem_focalt_v1.pt --canvas 512x704 --precision fp16
+
+builds (or finds in the cache) the exported graphs a deployment needs ahead of time, as Jetson
+users do before launching: the ONNX image encoder and slot decoder for one input canvas, and with
+`--backend tensorrt` their TensorRT engines. The node started with the same settings (checkpoint,
+model_config, backend, precision, input_canvas, decoder slots, engine_cache_dir) then loads them
+without exporting or building anything. Errors go to stderr; exit code 2 for bad arguments, 1 for
+failures.
+"""
+import argparse
+import logging
+import sys
+import time
+from typing import List, Optional, Tuple
+
+from .model.checkpoint import cache_root
+
+
+def _canvas(text: str) -> Tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 512x704, got {text!r}") from None
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise argparse.ArgumentTypeError(f"canvas {text} must be positive multiples of 32 (e.g. 512x704)")
+    return height, width
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seem-ros", description="SEEM for ROS 2 robots: command-line tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    build = commands.add_parser(
+        "build-engine", help="export the ONNX graphs and build the TensorRT engines for one input canvas",
+        description="Exports the image encoder and the slot decoder to ONNX and, with --backend tensorrt, builds "
+                    "their TensorRT engines, into the engine cache the node reads (a cached one with a matching key "
+                    "is kept, never rebuilt).")
+    build.add_argument("--checkpoint", default="seem_focalt_v1.pt",
+                       help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
+    build.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+    build.add_argument("--canvas", type=_canvas, required=True,
+                       help="padded input HxW, multiples of 32: the node's input_canvas (e.g. 512x704 for 480x640 "
+                            "frames at short side 512)")
+    build.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt",
+                       help="tensorrt: ONNX graphs and engines; onnxruntime: the ONNX graphs only (default %(default)s)")
+    build.add_argument("--precision", choices=("fp32", "fp16"), default="fp16", help="engine precision (default %(default)s)")
+    build.add_argument("--device", default="cuda", help="the GPU the engines are for (default %(default)s)")
+    build.add_argument("--text-slots", type=_positive, default=4, help="text objects per decoder pass (default %(default)s)")
+    build.add_argument("--visual-slots", type=_positive, default=16,
+                       help="visual objects per decoder pass (default %(default)s)")
+    build.add_argument("--cache-dir", default="",
+                       help=f"engine cache folder (default {cache_root()}/engines, the node's default)")
+    return parser
+
+
+def build_engine(args: argparse.Namespace) -> int:
+    from .runtime.backends import BackendConfig, create_predictor, describe_backend
+    device = "cpu" if args.backend == "onnxruntime" else args.device
+    precision = "fp32" if args.backend == "onnxruntime" else args.precision  # ONNX graphs are exported in fp32
+    cfg = BackendConfig(args.checkpoint, args.config, backend=args.backend, device=device, precision=precision,
+                        engine_cache_dir=args.cache_dir, embedding_cache_dir="", canvas=args.canvas,
+                        decoder_slots=(args.text_slots, args.visual_slots))
+    started = time.monotonic()
+    predictor = create_predictor(cfg)  # a fixed canvas: exports / builds both graphs now
+    graphs = predictor.image_encoder
+    print(f"{describe_backend(cfg, predictor)[0]}; ready in {time.monotonic() - started:.0f} s")
+    for graph in ("encoder", "decoder"):
+        print(f"  {graph}: {graphs.cache_dir}/{graphs.spec(graph, args.canvas).file_name()}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)  # exits with 2 on bad arguments
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return build_engine(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a failure is reported, not a traceback
+        print(f"seem-ros {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Persistent caches of exported ONNX graphs and TensorRT engines.
+
+An ONNX file is named by what it was exported from (graph, model variant, checkpoint sha256,
+input shape, slot layout, precision), so that another checkpoint or shape never meets it. A
+TensorRT engine is only valid for the TensorRT version, GPU and ONNX it was built from: each
+engine has a JSON manifest beside it holding that key, and a cached engine is used only when the
+key matches, the file is whole (its sha256) and TensorRT deserialises it; otherwise it is rebuilt
+and the reason is logged (a JetPack upgrade, another GPU, a corrupt file). A matching key never
+rebuilds. Files are written to a temporary name and renamed, so that a crash mid-write never
+leaves a half file under the real name.
+"""
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+
+from ..model.checkpoint import cache_root, remembered_sha256, sha256_of
+
+LOG = logging.getLogger(__name__)
+FORMAT = 1  # bumped when the exported graphs change meaning (their inputs, outputs or layout)
+
+
+def default_cache_dir() -> str:
+    return os.path.join(cache_root(), "engines")
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path) or ".", delete=False,
+                                     prefix=os.path.basename(path) + ".") as f:
+        f.write(data)
+    os.chmod(f.name, 0o644)  # readable by a service running as another user, like a file written in place
+    os.replace(f.name, path)
+
+
+def _read_manifest(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        return manifest if isinstance(manifest, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(old: dict, new: dict) -> str:
+    return "; ".join(f"{name}: {old.get(name)!r} -> {new[name]!r}" for name in new if old.get(name) != new[name])
+
+
+# ---------------------------------------------------------------- ONNX
+@dataclass(frozen=True)
+class GraphSpec:
+    """What an exported ONNX graph is of."""
+    graph: str  # "encoder" or "decoder"
+    variant: str  # model variant name (or "custom-<hash>" for a YAML config)
+    checkpoint_sha256: str
+    canvas: Tuple[int, int]  # padded input (height, width)
+    slots: str = ""  # decoder slot layout (DecoderSlots.describe())
+    precision: str = "fp32"  # exported in fp32; TensorRT builds fp16 from it where asked
+    exporter: Dict[str, Any] = field(default_factory=lambda: {"torch": torch.__version__, "format": FORMAT},
+                                     compare=False)
+
+    def file_name(self) -> str:
+        slots = f"_{self.slots}" if self.slots else ""
+        return (f"seem_{self.graph}_{self.variant}_{self.checkpoint_sha256[:16]}_{self.canvas[0]}x{self.canvas[1]}"
+                f"{slots}_{self.precision}.onnx")
+
+    def manifest(self) -> dict:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+
+def cached_onnx(spec: GraphSpec, export: Callable[[str], None], cache_dir: str = "", log=LOG) -> str:
+    """The path of spec's ONNX file in cache_dir (default: default_cache_dir()), exported by
+    export(path) when missing, exported by another exporter version, or changed since."""
+    path = os.path.join(cache_dir or default_cache_dir(), spec.file_name())
+    reason = _stale_onnx(path, spec)
+    if reason is None:
+        return path
+    log.info("exporting the %s to %s (%s)", spec.graph, path, reason)
+    folder = os.path.dirname(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"the engine cache {folder} is not a folder")
+    os.makedirs(folder, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix=".onnx", dir=os.path.dirname(path), prefix=spec.graph + ".")
+    os.close(handle)
+    try:
+        export(partial)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    manifest = spec.manifest()
+    manifest["onnx_sha256"] = sha256_of(path)
+    write_atomically(path + ".json", json.dumps(manifest, indent=1).encode())
+    return path
+
+
+def _stale_onnx(path: str, spec: GraphSpec) -> Optional[str]:
+    if not os.path.isfile(path):
+        return "not exported yet"
+    manifest = _read_manifest(path + ".json")
+    if manifest is None:
+        return "its manifest is missing or unreadable"
+    expected = spec.manifest()
+    changed = _differences({k: manifest.get(k) for k in expected}, expected)
+    if changed:
+        return f"exported differently ({changed})"
+    if remembered_sha256(path) != manifest.get("onnx_sha256"):
+        return "the file changed since it was exported (sha256 differs from its manifest)"
+    return None
+
+
+# ---------------------------------------------------------------- TensorRT
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything a serialized TensorRT engine depends on."""
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+    onnx_sha256: str
+    precision: str
+    shapes: Tuple[Tuple[str, Tuple[int, ...]], ...]  # (input name, shape) of every input
+    builder_flags: Tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"tensorrt": self.tensorrt, "gpu": self.gpu, "compute_capability": self.compute_capability,
+                "onnx_sha256": self.onnx_sha256, "precision": self.precision,
+                "shapes": {name: list(shape) for name, shape in self.shapes},
+                "builder_flags": list(self.builder_flags)}
+
+
+@dataclass
+class CachedEngine:
+    engine: Any  # what deserialize() returned
+    path: str
+    built: bool  # False: loaded from the cache
+    reason: str  # why it was built ("" when loaded)
+
+
+class EngineCache:
+    """TensorRT engines built from ONNX files, kept beside their manifests.
+
+    build(onnx_path, key) -> serialized engine bytes; deserialize(bytes) -> engine (raises when
+    TensorRT refuses the data). Both are passed in: the real ones come from tensorrt_backend,
+    tests pass their own to check the cache logic where TensorRT is absent."""
+
+    def __init__(self, build: Callable[[str, EngineKey], bytes], deserialize: Callable[[bytes], Any],
+                 cache_dir: str = "", log=LOG):
+        self.build = build
+        self.deserialize = deserialize
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.log = log
+
+    def engine_path(self, onnx_path: str, key: EngineKey) -> str:
+        stem = os.path.splitext(os.path.basename(onnx_path))[0]
+        return os.path.join(self.cache_dir, f"{stem}_{key.precision}.engine")
+
+    def get(self, onnx_path: str, key: EngineKey) -> CachedEngine:
+        path = self.engine_path(onnx_path, key)
+        reason = self.why_rebuild(path, key)
+        if reason is None:
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                return CachedEngine(self.deserialize(data), path, built=False, reason="")
+            except Exception as exc:  # noqa: BLE001 - any refusal means: build it anew
+                reason = f"TensorRT could not deserialise the cached engine ({exc})"
+        (self.log.info if reason == "no cached engine" else self.log.warning)(
+            "building the TensorRT engine %s: %s", path, reason)
+        data = self.build(onnx_path, key)
+        write_atomically(path, data)
+        manifest = {"key": key.as_dict(), "engine_sha256": sha256_of(path), "onnx": os.path.basename(onnx_path)}
+        write_atomically(path + ".json", json.dumps(manifest, indent=1).encode())
+        return CachedEngine(self.deserialize(data), path, built=True, reason=reason)
+
+    @staticmethod
+    def why_rebuild(path: str, key: EngineKey) -> Optional[str]:
+        """None when the engine at path can be used for key, else why not."""
+        if not os.path.isfile(path):
+            return "no cached engine"
+        manifest = _read_manifest(path + ".json")
+        if manifest is None or not isinstance(manifest.get("key"), dict):
+            return "its manifest is missing or unreadable"
+        changed = _differences(manifest["key"], key.as_dict())
+        if changed:
+            return f"built for another setup ({changed})"
+        if sha256_of(path) != manifest.get("engine_sha256"):
+            return "the engine file is corrupt (sha256 differs from its manifest)"
+        return None
