@@ -107,8 +107,8 @@ def _onnx_providers(cfg: BackendConfig) -> Tuple[List[str], str]:
     available = onnxruntime.get_available_providers()
     if cfg.device.startswith("cuda"):
         if "CUDAExecutionProvider" not in available:
-            return ["CPUExecutionProvider"], ("onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu): "
-                                              f"the graphs run on the CPU although device is {cfg.device!r}")
+            return ["CPUExecutionProvider"], (f"ONNX Runtime runs on the CPU although device is {cfg.device!r}: this "
+                                              "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
     return ["CPUExecutionProvider"], ""
 
