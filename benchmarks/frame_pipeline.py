@@ -27,7 +27,8 @@ from seem_ros.model.checkpoint import config_for
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import BackendConfig, CudaGraphEncoder, inference_context
+from seem_ros.runtime.backends import BackendConfig, inference_context
+from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
 from seem_ros.tracking.tracker import ObjectTracker
@@ -67,7 +68,8 @@ def main():
     parser.add_argument("--variant", default="focalt_v1")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cuda-graphs", action="store_true", help="image encoder replayed from a CUDA graph")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="image encoder and fixed-slot frame decoder replayed from CUDA graphs")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
@@ -76,6 +78,8 @@ def main():
     predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2,
                               rng=DeterministicSampling(),  # as the node runs it
                               image_encoder=CudaGraphEncoder(model) if args.cuda_graphs else None)
+    if args.cuda_graphs:  # the frame decoder too, over the node's default slots (4 text, 16 visual)
+        predictor.engine.run_slots = CudaGraphSlotDecoder(model, default_slots(model)).decode_slots
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
     context = inference_context(BackendConfig("", device=args.device, precision=args.precision))
@@ -149,7 +153,7 @@ def main():
             predictor.engine.run_slots = predictor.engine.decode_slots
 
     name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
-    graphs = ", image encoder in a CUDA graph" if args.cuda_graphs else ""
+    graphs = ", encoder and decoder in CUDA graphs" if args.cuda_graphs else ""
     print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features['input_hw']}, {name}, "
           f"{args.precision}{graphs}, torch {torch.__version__}, median of {repeats}")
     for key, value in results.items():

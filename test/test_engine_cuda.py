@@ -1,6 +1,6 @@
 """The frame engine on CUDA (skipped without a GPU): the same masks as on the CPU in fp32, close ones
-under fp16 autocast, and the image encoder replayed from CUDA graphs (equal to eager, safe across
-replays, released on deactivate)."""
+under fp16 autocast, and the image encoder and the fixed-slot decoder replayed from CUDA graphs
+(equal to eager, safe across replays, released on deactivate)."""
 import copy
 import gc
 
@@ -12,7 +12,9 @@ from PIL import Image
 from conftest import reference_path
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import BackendConfig, CudaGraphEncoder, inference_context, move_predictor
+from seem_ros.runtime.backends import BackendConfig, inference_context, move_predictor
+from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder
+from seem_ros.runtime.onnx_graphs import default_slots
 from seem_ros.tracking.tracker import ObjectTracker
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -31,8 +33,11 @@ def strict_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _track(model, device, precision="fp32", frames=("zebras1.jpg", "zebras2.jpg", "zebras1.jpg"), encoder=None):
+def _track(model, device, precision="fp32", frames=("zebras1.jpg", "zebras2.jpg", "zebras1.jpg"), encoder=None,
+           decoder=None):
     predictor = SeemPredictor(model.to(device), ["zebra", "grass"], rng=DeterministicSampling(), image_encoder=encoder)
+    if decoder is not None:
+        predictor.engine.run_slots = decoder.decode_slots
     tracker = ObjectTracker()
     ids = [tracker.add("zebra", text="the zebra").id,
            tracker.add("object", visual=VisualPrompt(points=[(150, 120, 1)])).id,
@@ -79,6 +84,21 @@ def test_cuda_graph_encoder_equals_eager_and_keeps_earlier_features(tiny_model):
     assert len(graphs.graphs) == 1  # one shape, one graph
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graph_decoder_equals_eager(tiny_model, precision):
+    """The fixed-slot decoder replayed from a CUDA graph: the same masks as the eager engine, one
+    graph for every frame (texts, clicks, a refinement with memory, a followed mask)."""
+    eager = _track(copy.deepcopy(tiny_model), "cuda", precision)
+    model = copy.deepcopy(tiny_model).cuda()
+    decoder = CudaGraphSlotDecoder(model, default_slots(model, visual=4, text=2))
+    replayed = _track(model, "cuda", precision, encoder=CudaGraphEncoder(model), decoder=decoder)
+    assert not decoder.failed, decoder.failed
+    assert len(decoder.graphs) == 1
+    agreement = [float((a == b).mean()) for e, r in zip(eager, replayed) for a, b in zip(e, r)]
+    print(f"CUDA graph decoder vs eager ({precision}): pixel agreement min {min(agreement):.5f}")
+    assert min(agreement) >= (0.9999 if precision == "fp32" else 0.99)
+
+
 def test_deactivate_frees_the_cuda_graphs_too(tiny_model):
     torch.cuda.synchronize()
     gc.collect()
@@ -86,9 +106,10 @@ def test_deactivate_frees_the_cuda_graphs_too(tiny_model):
     baseline = torch.cuda.memory_allocated()
     model = copy.deepcopy(tiny_model).cuda()
     predictor = SeemPredictor(model, ["zebra", "grass"], rng=DeterministicSampling(), image_encoder=CudaGraphEncoder(model))
+    predictor.engine.run_slots = CudaGraphSlotDecoder(model, default_slots(model, visual=2, text=1)).decode_slots
     with torch.inference_mode():
         predictor.set_image(_rgb("zebras1.jpg"))
-        predictor.decode([predictor.text_query("the zebra")])
+        predictor.decode([predictor.text_query("the zebra"), predictor.visual_query(VisualPrompt(points=[(9, 9, 1)]))])
     assert torch.cuda.memory_allocated() > baseline
     move_predictor(predictor, "cpu")
     gc.collect()

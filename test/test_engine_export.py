@@ -15,6 +15,7 @@ from replay import ReplayedRandomness
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend
+from seem_ros.runtime.cuda_graphs import CudaGraphSlotDecoder
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
 
@@ -115,6 +116,25 @@ def test_every_kind_of_object_in_fixed_slots_equals_torch(tiny_model, graphs):
     assert diff <= ATOL
     assert int(((in_torch.logits > 0) != (exported.logits > 0)).sum()) == 0
     assert float((in_torch.match - exported.match).abs().max()) <= 1e-5
+
+
+def test_the_fixed_slot_decoder_in_torch_equals_the_engine_and_a_failed_capture_says_so(tiny_model, caplog):
+    """What a CUDA graph replays (SlotDecoderGraph over fixed slots) run eagerly: on this machine the
+    capture fails (no CUDA), which is logged and reported, and the decoder runs eagerly."""
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    with torch.no_grad():
+        predictor.set_image(_rgb("images/zebras2.jpg"))
+        clicked = predictor.decode([predictor.visual_query(VisualPrompt(points=[(120, 90, 1)]))])[0]
+        queries = [predictor.text_query("the zebra"), predictor.follow_query(clicked),
+                   predictor.visual_query(VisualPrompt(points=[(120, 90, 1), (20, 20, 0)]), memory=clicked)]
+        engine = predictor.engine.decode(predictor.frame, queries)
+        decoder = CudaGraphSlotDecoder(predictor.model, default_slots(predictor.model, visual=2, text=1))
+        predictor.engine.run_slots = decoder.decode_slots
+        slots = predictor.engine.decode(predictor.frame, queries)
+    assert float((engine.logits - slots.logits).abs().max()) <= ATOL  # rounding of longer padded rows
+    assert int(((engine.logits > 0) != (slots.logits > 0)).sum()) == 0
+    if not torch.cuda.is_available():
+        assert decoder.failed and "frame decoder" in caplog.text and "runs eagerly" in caplog.text
 
 
 def test_exported_image_encoder_equals_torch(tiny_model, graphs):

@@ -25,9 +25,10 @@ from ..model.predictor import SeemPredictor
 from ..model.seem import SEEM
 from ..model.variants import VARIANTS
 from ..model.visual_sampler import DeterministicSampling
+from .cuda_graphs import CudaGraphEncoder, CudaGraphRunner, CudaGraphSlotDecoder
 from .engine_cache import default_cache_dir
 from .exported import ExportedGraphs, ort_opener
-from .onnx_graphs import default_slots
+from .onnx_graphs import DecoderSlots, default_slots
 from .tensorrt_backend import import_tensorrt, tensorrt_opener
 
 LOG = logging.getLogger(__name__)
@@ -53,52 +54,6 @@ class BackendConfig:
     canvas: Optional[Tuple[int, int]] = None  # one padded input size for all images (None: each its own)
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
-
-
-class CudaGraphEncoder:
-    """model.encode_image replayed from a CUDA graph, one per input shape and precision: the frames
-    of a camera all have one shape, so after a warm-up each costs one graph launch instead of
-    hundreds of kernel launches. Outputs are copied out of the graph's buffers, so that features
-    kept by the caller survive the next replay."""
-
-    def __init__(self, model: SEEM, max_graphs: int = 4):
-        self.model = model
-        self.max_graphs = max_graphs
-        self.graphs: Dict[tuple, tuple] = {}  # (shape, autocast dtype) -> (graph, input, outputs)
-        self._stream: Optional[torch.cuda.Stream] = None  # one capture stream: one cuBLAS workspace
-
-    def __call__(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        key = (tuple(image.shape), torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None)
-        if key not in self.graphs:
-            if len(self.graphs) >= self.max_graphs:  # shapes keep changing: not a camera stream
-                return self.model.encode_image(image)
-            self.graphs[key] = self._capture(image)
-        graph, static_in, static_out = self.graphs[key]
-        static_in.copy_(image)
-        graph.replay()
-        mask_features, multi_scale = static_out
-        return mask_features.clone(), [level.clone() for level in multi_scale]
-
-    def _capture(self, image: Tensor) -> tuple:
-        static_in = image.clone()
-        if self._stream is None:
-            self._stream = torch.cuda.Stream(image.device)
-        self._stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self._stream):
-            for _ in range(3):  # warm-up: cuDNN picks its algorithms, the allocator settles
-                self.model.encode_image(static_in)
-        torch.cuda.current_stream().wait_stream(self._stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self._stream):
-            static_out = self.model.encode_image(static_in)
-        return graph, static_in, static_out
-
-    def release(self) -> None:
-        """Drops the graphs and their memory pools (and the capture stream's cuBLAS workspace)."""
-        self.graphs.clear()
-        self._stream = None
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
-            torch._C._cuda_clearCublasWorkspaces()
 
 
 def _onnx_providers(cfg: BackendConfig) -> Tuple[List[str], str]:
@@ -139,9 +94,13 @@ class RuntimeGraphs(ExportedGraphs):
         return f"tensorrt {self.version}"
 
 
+def _slots(cfg: BackendConfig, model: SEEM) -> DecoderSlots:
+    return default_slots(model, visual=cfg.decoder_slots[1], text=cfg.decoder_slots[0])
+
+
 def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
     sha = remembered_sha256(resolve_checkpoint(cfg.checkpoint))
-    slots = default_slots(model, visual=cfg.decoder_slots[1], text=cfg.decoder_slots[0])
+    slots = _slots(cfg, model)
     cache_dir = cfg.engine_cache_dir or default_cache_dir()
     common = dict(model=model, variant=_variant_name(cfg.model_config), checkpoint_sha256=sha, slots=slots,
                   cache_dir=cache_dir)
@@ -178,9 +137,10 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     if min(cfg.decoder_slots) < 1:
         raise BackendError(f"decoder slots must be at least 1 each, not {cfg.decoder_slots}")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
-    encoder = graphs = None
+    encoder = graphs = decoder = None
     if cfg.backend == "torch" and cfg.device.startswith("cuda") and cfg.cuda_graphs:
         encoder = CudaGraphEncoder(model)
+        decoder = CudaGraphSlotDecoder(model, _slots(cfg, model))
     elif cfg.backend != "torch":
         encoder = graphs = _exported_graphs(cfg, model)
     vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
@@ -189,6 +149,8 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
                                          cfg.embedding_cache_dir)
     predictor = SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
                               class_embeddings=embeddings, rng=DeterministicSampling(), canvas=cfg.canvas)
+    if decoder is not None:
+        predictor.engine.run_slots = decoder.decode_slots
     if graphs is not None:
         predictor.engine.run_slots = graphs.decode_slots
         if cfg.canvas is not None:  # known now: export (or build) at configure, not at the first frame
@@ -220,11 +182,19 @@ def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[
     return embeddings
 
 
+def _runtime_parts(predictor: SeemPredictor) -> list:
+    """What runs the predictor's graphs besides torch's own code: the image encoder's and the
+    frame decoder's runners (CUDA graphs, ONNX Runtime sessions, TensorRT engines)."""
+    parts = [predictor.image_encoder, getattr(predictor.engine.run_slots, "__self__", None)]
+    return [part for i, part in enumerate(parts) if isinstance(part, (CudaGraphRunner, ExportedGraphs))
+            and part not in parts[:i]]
+
+
 def move_predictor(predictor: SeemPredictor, device: str) -> None:
     """Moves the predictor's model, caches and runtime sessions to `device` ("cpu" frees the GPU)."""
     predictor.to(device)
-    if isinstance(predictor.image_encoder, (RuntimeGraphs, CudaGraphEncoder)):
-        predictor.image_encoder.release()
+    for part in _runtime_parts(predictor):
+        part.release()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -236,8 +206,12 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
         built = f"; engines built: {' | '.join(encoder.built)}" if encoder.built else ""
         precision = cfg.precision if encoder.runtime == "tensorrt" else "fp32"
         return f"{encoder.describe()} (image encoder and decoder), {precision}{built}", encoder.fallback_warning
-    graphs = ", image encoder in CUDA graphs" if isinstance(encoder, CudaGraphEncoder) else ""
-    return f"torch {cfg.device} {cfg.precision}{graphs}", ""
+    replayed = [part for part in _runtime_parts(predictor) if isinstance(part, CudaGraphRunner)]
+    graphs = "".join(f", {part.what} {'eager: capture failed' if part.failed else 'in CUDA graphs'}"
+                     for part in replayed)
+    failed = "; ".join(f"the {part.what} cannot be replayed from a CUDA graph ({part.failed}): it runs eagerly"
+                       for part in replayed if part.failed)
+    return f"torch {cfg.device} {cfg.precision}{graphs}", failed
 
 
 def inference_context(cfg: BackendConfig):

@@ -90,24 +90,32 @@ class ExportedGraphs:
 
     def decode_slots(self, frame: FrameFeatures, text: Optional[TextSlots], visual: Optional[VisualSlots],
                      class_embeddings: Optional[Tensor] = None) -> SlotOutputs:
-        """FrameEngine.decode_slots through the exported decoder (fixed slots; more objects of a
-        kind than slots take further passes). Segment-everything stays with the torch engine."""
-        device = frame.mask_features.device
+        """FrameEngine.decode_slots through the exported decoder. Segment-everything stays with
+        the torch engine."""
         size = tuple(frame.mask_features.shape[-2:])
-        canvas = (size[0] * 4, size[1] * 4)
-        frame_inputs = [t.float() for t in (frame.mask_features, *frame.multi_scale)]
-        passes = [(dict(zip(DECODER_INPUTS, frame_inputs + slot_inputs(text_rows, visual_rows))), used_text, used_visual)
-                  for text_rows, visual_rows, used_text, used_visual in pad_slots(text, visual, self.slots, self.model,
-                                                                                  size, device)]
-        run = self.graph("decoder", canvas, lambda: passes[0][0])
-        text_logits, text_match, visual_logits = [], [], []
-        for inputs, used_text, used_visual in passes:
-            t_logits, t_match, v_logits = run(inputs)
-            text_logits.append(t_logits[:used_text])
-            text_match.append(t_match[:used_text])
-            visual_logits.append(v_logits[:used_visual])
-        return SlotOutputs(text_logits=torch.cat(text_logits), text_match=torch.cat(text_match),
-                           visual_logits=torch.cat(visual_logits))
+        return decode_in_fixed_slots(lambda example: self.graph("decoder", (size[0] * 4, size[1] * 4), example),
+                                     self.model, self.slots, frame, text, visual)
+
+
+def decode_in_fixed_slots(graph_for: Callable[[Callable[[], Dict[str, Tensor]]], GraphRunner], model: SEEM,
+                          slots: DecoderSlots, frame: FrameFeatures, text: Optional[TextSlots],
+                          visual: Optional[VisualSlots]) -> SlotOutputs:
+    """The objects packed by the frame engine, run through a fixed-slot decoder graph (graph_for(
+    example inputs) -> its runner); more objects of a kind than slots take further passes."""
+    device = frame.mask_features.device
+    frame_inputs = [t.float() for t in (frame.mask_features, *frame.multi_scale)]
+    passes = [(dict(zip(DECODER_INPUTS, frame_inputs + slot_inputs(text_rows, visual_rows))), used_text, used_visual)
+              for text_rows, visual_rows, used_text, used_visual in pad_slots(
+                  text, visual, slots, model, tuple(frame.mask_features.shape[-2:]), device)]
+    run = graph_for(lambda: passes[0][0])
+    text_logits, text_match, visual_logits = [], [], []
+    for inputs, used_text, used_visual in passes:
+        t_logits, t_match, v_logits = run(inputs)
+        text_logits.append(t_logits[:used_text])
+        text_match.append(t_match[:used_text])
+        visual_logits.append(v_logits[:used_visual])
+    return SlotOutputs(text_logits=torch.cat(text_logits), text_match=torch.cat(text_match),
+                       visual_logits=torch.cat(visual_logits))
 
 
 def ort_opener(providers: List[str], in_use: Dict[str, List[str]]
