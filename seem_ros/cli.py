@@ -1,13 +1,16 @@
 """`seem-ros`: the package's command line.
 
     seem-ros build-engine --checkpoint seem_focalt_v1.pt --canvas 512x704 --precision fp16
+    seem-ros eval-tracking --checkpoint seem_focalt_v1.pt --config focalt_v1 --davis DAVIS_DIR
 
 builds (or finds in the cache) the exported graphs a deployment needs ahead of time, as Jetson
 users do before launching: the ONNX image encoder and slot decoder for one input canvas, and with
 `--backend tensorrt` their TensorRT engines. The node started with the same settings (checkpoint,
 model_config, backend, precision, input_canvas, decoder slots, engine_cache_dir) then loads them
-without exporting or building anything. Errors go to stderr; exit code 2 for bad arguments, 1 for
-failures.
+without exporting or building anything.
+
+eval-tracking: see seem_ros/tracking/evaluation.py. Errors go to stderr; exit code 2 for bad
+arguments, 1 for failures.
 """
 import argparse
 import logging
@@ -16,6 +19,7 @@ import time
 from typing import List, Optional, Tuple
 
 from .model.checkpoint import cache_root
+from .tracking.evaluation import MODES
 
 
 def _canvas(text: str) -> Tuple[int, int]:
@@ -58,7 +62,62 @@ def _parser() -> argparse.ArgumentParser:
                        help="visual objects per decoder pass (default %(default)s)")
     build.add_argument("--cache-dir", default="",
                        help=f"engine cache folder (default {cache_root()}/engines, the node's default)")
+    evaluate = commands.add_parser(
+        "eval-tracking", help="J, F, J&F, id switches and fps of three tracking modes on DAVIS-layout sequences",
+        description="Prompts each sequence with its first frame's ground-truth mask and segments the rest three "
+                    "ways: per-frame referring (the official SEEM video demo), mask propagation, and the node's "
+                    "tracker. Prints a table (progress on stderr); the last line is JSON.")
+    evaluate.add_argument("--checkpoint", default="seem_focalt_v1.pt",
+                          help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
+    evaluate.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+    evaluate.add_argument("--davis", required=True,
+                          help="a DAVIS-layout folder (JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png)")
+    evaluate.add_argument("--sequences", default="", help="comma-separated sequence names (default: all)")
+    evaluate.add_argument("--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES))
+    evaluate.add_argument("--max-frames", type=_positive, default=None, help="first N frames of each sequence")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
+    evaluate.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     return parser
+
+
+def eval_tracking(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from .model.checkpoint import KNOWN_CHECKPOINTS, remembered_sha256, resolve_checkpoint
+    from .runtime.backends import BackendConfig, create_predictor, inference_context
+    from .tracking.evaluation import evaluate, read_davis, table
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise UsageError(f"--modes: unknown {', '.join(unknown) or 'empty list'} (of {', '.join(MODES)})")
+    sequences = read_davis(args.davis, [s for s in args.sequences.split(",") if s] or None, max_frames=args.max_frames or 0)
+    if any(len(s.frames) < 2 for s in sequences):
+        raise UsageError("every sequence needs at least two frames (the first is the prompt)")
+    cfg = BackendConfig(args.checkpoint, args.config, device=args.device, precision=args.precision,
+                        embedding_cache_dir="", vocabulary=("object",))
+    predictor = create_predictor(cfg)
+    released = {digest for digest, _ in KNOWN_CHECKPOINTS.values()}
+    path = resolve_checkpoint(args.checkpoint)
+    trained = remembered_sha256(path) in released
+    with inference_context(cfg):
+        results = evaluate(predictor, sequences, modes, progress=lambda line: print(line, file=sys.stderr))
+    print(f"SEEM {os.path.basename(path)} ({args.config}), {len(sequences)} sequences, {args.device} {args.precision}")
+    if not trained:
+        print("note: not a released SEEM checkpoint (its sha256 is not one of the released files'): if its weights "
+              "are untrained, like the tiny reference checkpoint's, these numbers mean nothing")
+    print(table(results))
+    print(json.dumps({mode: {"J": round(sum(r.j for r in rows) / len(rows), 4),
+                             "F": round(sum(r.f for r in rows) / len(rows), 4),
+                             "JF": round(sum(r.jf for r in rows) / len(rows), 4),
+                             "id_switches": sum(r.id_switches for r in rows),
+                             "fps": round(sum(r.fps for r in rows) / len(rows), 3),
+                             "sequences": {r.sequence: round(r.jf, 4) for r in rows}}
+                      for mode, rows in results.items()}))
+    return 0
+
+
+class UsageError(ValueError):
+    """A bad argument found after parsing: exit code 2, like argparse's own."""
 
 
 def build_engine(args: argparse.Namespace) -> int:
@@ -81,7 +140,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on bad arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return build_engine(args)
+        return {"build-engine": build_engine, "eval-tracking": eval_tracking}[args.command](args)
+    except UsageError as exc:
+        print(f"seem-ros {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
