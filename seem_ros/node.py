@@ -69,6 +69,9 @@ PARAMETERS = {
     "prompt_queue_size": (1000, "prompts waiting to be applied; also the depth of the prompt topics"),
     "score_threshold": (0.0, "objects scoring below are not published"),
     "max_objects": (16, "most objects tracked at once"),
+    "track_lost_after": (3, "frames without a confident mask before an object is reported lost"),
+    "track_remove_after": (150, "frames without a confident mask before an object is removed; 0 = never"),
+    "track_min_score": (0.0, "a mask scoring below this counts as not found (the object may become lost)"),
     "mask_encoding": ("image", "image (mono8 mask per object) or rle"),
     "publish_overlay": (True, "publish the debug overlay (only while subscribed)"),
     "stats_period": (10.0, "seconds between diagnostics/log summaries"),
@@ -145,6 +148,7 @@ class SeemNode(LifecycleNode):
                 self.get_logger().error(f"parameter {name} must be one of {allowed}, got {p(name)!r}")
                 return FAILURE
         for name, low, high in (("max_objects", 1, 65535), ("prompt_queue_size", 1, 1_000_000),
+                                ("track_lost_after", 1, 1_000_000), ("track_remove_after", 0, 1_000_000_000),
                                 ("image_qos_depth", 1, 10_000), ("max_image_pixels", 1, 2**40)):
             if not low <= p(name) <= high:
                 self.get_logger().error(f"parameter {name} must be in {low}..{high}, got {p(name)}")
@@ -175,7 +179,8 @@ class SeemNode(LifecycleNode):
         if cfg.device.startswith("cuda"):
             move_predictor(predictor, "cpu")  # on the GPU only while active
         self.cfg, self.predictor = cfg, predictor
-        self.tracker = ObjectTracker(int(p("max_objects")))
+        self.tracker = ObjectTracker(int(p("max_objects")), lost_after=int(p("track_lost_after")),
+                                     remove_after=int(p("track_remove_after")), min_score=float(p("track_min_score")))
         self.image_limits = ImageLimits(int(p("max_image_pixels")), float(p("max_image_aspect_ratio")))
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,

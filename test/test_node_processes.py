@@ -70,6 +70,9 @@ def test_frames_and_prompts_from_one_process_results_in_another(seem_node, tmp_p
         for obj in result["objects"]:
             assert obj["mask_encoding"] == "mono8" and obj["mask_size"] == [167, 320]
             assert 0.0 <= obj["score"] <= 1.0
+            assert obj["status"] in ("tracked", "lost")
+        assert labels["the zebra"]["mode"] == "grounding"
+        assert labels["object"]["mode"] in ("prompt", "propagation")  # its click, then its previous mask
     ids = {o["id"] for r in with_objects for o in r["objects"]}
     assert len(ids) == 2  # ids are stable across frames
     assert received["label_images"] and all(li["encoding"] == "mono16" and li["size"] == [167, 320]
@@ -79,6 +82,7 @@ def test_frames_and_prompts_from_one_process_results_in_another(seem_node, tmp_p
     assert received["overlays"][0]["size"] == [167, 320]
     latest_info = received["label_info"][-1]
     assert sorted(latest_info["labels"]) == ["object", "the zebra"] and set(latest_info["ids"]) == ids
+    assert len(latest_info["statuses"]) == 2 and set(latest_info["statuses"]) <= {"tracked", "lost"}
 
 
 def test_services(seem_node, client):

@@ -161,7 +161,7 @@ class BlockingPredictor:
     def visual_query(self, prompt, memory=None, text=""):
         return "visual", prompt, memory
 
-    def follow_queries(self, previous, texts):
+    def follow_queries(self, previous, texts, memories=None):
         return [("follow", p) for p in previous]
 
     def text_query(self, text):

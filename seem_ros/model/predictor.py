@@ -380,15 +380,18 @@ class SeemPredictor:
         """Mask propagation: the object's previous mask prompts this frame."""
         return self.follow_queries([previous], [text])[0]
 
-    def follow_queries(self, previous: Sequence[MaskResult], texts: Sequence[str]) -> List[ObjectQuery]:
+    def follow_queries(self, previous: Sequence[MaskResult], texts: Sequence[str],
+                       memories: Optional[Sequence[Optional[MaskResult]]] = None) -> List[ObjectQuery]:
         """follow_query for several objects: their masks are taken from their logits on the device,
-        all at once, when the frames share one input geometry (else from the host masks)."""
+        all at once, when the frames share one input geometry (else from the host masks).
+        memories: per object, a result its memory queries attend (e.g. the previous one)."""
+        memories = list(memories) if memories is not None else [None] * len(previous)
         f = self.features
         same = [tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:])
                 and r.input_hw == tuple(f["input_hw"]) for r in previous]
         queries: List[Optional[ObjectQuery]] = [
-            None if ok else self.visual_query(VisualPrompt(mask=r.mask), text=t)
-            for r, t, ok in zip(previous, texts, same)]
+            None if ok else self.visual_query(VisualPrompt(mask=r.mask), memory=m, text=t)
+            for r, t, m, ok in zip(previous, texts, memories, same)]
         following = [i for i, ok in enumerate(same) if ok]
         if following:
             logits = torch.stack([previous[i].low_res_logits for i in following])[:, None].float()
@@ -396,7 +399,8 @@ class SeemPredictor:
             on[..., f["input_hw"][0]:, :] = False
             on[..., f["input_hw"][1]:] = False
             for i, query in zip(following, self._spatial_queries(list(on), [torch.zeros_like(m) for m in on],
-                                                                  [None] * len(on), [texts[i] for i in following])):
+                                                                  [memories[i] for i in following],
+                                                                  [texts[i] for i in following])):
                 queries[i] = query
         return queries
 

@@ -42,11 +42,11 @@ class FramePublishers:
         h, w = rgb.shape[:2]
         self._result.publish(result_message(header, h, w, objects, elapsed, self.rle))
         self._labels.publish(image_message(header, label_image((h, w), objects, values), "mono16"))
-        info = tuple((o.id, o.label, values[o.id]) for o in sorted(objects, key=lambda o: o.id))
+        info = tuple((o.id, o.label, values[o.id], o.status) for o in sorted(objects, key=lambda o: o.id))
         if info != self._published_info:
-            ids, labels, label_values = zip(*info) if info else ((), (), ())
+            ids, labels, label_values, statuses = zip(*info) if info else ((), (), (), ())
             self._label_info.publish(LabelInfo(header=header, ids=list(ids), labels=list(labels),
-                                               label_values=list(label_values)))
+                                               label_values=list(label_values), statuses=list(statuses)))
             self._published_info = info
         if self.publish_overlay and self._overlay.get_subscription_count() > 0:
             self._overlay.publish(image_message(header, overlay(rgb, objects), "bgr8"))
@@ -57,7 +57,7 @@ def result_message(header, h: int, w: int, objects: List[FrameObject], elapsed: 
     out = SegmentationResult(header=header, height=h, width=w, inference_time=float(elapsed))
     for obj in objects:
         x, y, bw, bh = bounding_box(obj.mask)
-        item = SegmentedObject(id=obj.id, label=obj.label, score=float(obj.score),
+        item = SegmentedObject(id=obj.id, label=obj.label, score=float(obj.score), status=obj.status, mode=obj.mode,
                                bbox=RegionOfInterest(x_offset=x, y_offset=y, width=bw, height=bh))
         if rle:
             item.rle = encode_rle(obj.mask)

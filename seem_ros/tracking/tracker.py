@@ -12,6 +12,14 @@ example-region object turns it into a visual object that follows its own mask fr
 All objects of a frame are decoded in one frame-engine pass, each in its own row: adding or
 removing one object does not change the others' masks.
 
+Each object has a status: `tracked`, or `lost` after `lost_after` consecutive frames without a
+confident mask (empty, or scoring below `min_score`); it is removed after `remove_after` such
+frames (0: never). A lost object keeps being searched where it was last seen (its last confident
+mask prompts every frame, with its memory) and is tracked again, with its id, when found. Frames
+without a confident mask publish an empty mask rather than whatever the prompt selected.
+Following objects attend their previous mask through SEEM's memory queries as well as being
+prompted by it.
+
 Edits (add, refine, remove, clear, reset) may come from any thread at any time. `step` works on a
 snapshot of the objects and writes its results back only where no edit arrived meanwhile, so an
 edit made while a frame is being segmented takes effect from the next frame and is never lost.
@@ -52,14 +60,23 @@ class TrackedObject:
     last: Optional[MaskResult] = None
     following: bool = False  # a visual object found in a frame: its last mask prompts the next one
     revision: int = 0  # bumped by every edit; a frame's write-back skips objects edited meanwhile
+    status: str = "tracked"  # TRACKED or LOST
+    age: int = 0  # frames segmented since it was added
+    hits: int = 0  # frames with a confident mask
+    misses: int = 0  # consecutive frames without one
+
+
+TRACKED, LOST, REMOVED = "tracked", "lost", "removed"
 
 
 @dataclass
 class FrameObject:
     id: int
     label: str
-    mask: np.ndarray  # bool (H, W) at the camera image size
-    score: float
+    mask: np.ndarray  # bool (H, W) at the camera image size; empty when the object was not found
+    score: float  # confidence: mean mask probability inside the mask (times the text match)
+    status: str = TRACKED  # TRACKED, LOST, or REMOVED (its last report)
+    mode: str = ""  # what found the mask: prompt, grounding, reference, propagation or refinement
 
 
 class Added(NamedTuple):
@@ -68,8 +85,14 @@ class Added(NamedTuple):
 
 
 class ObjectTracker:
-    def __init__(self, max_objects: int = 16):
+    def __init__(self, max_objects: int = 16, lost_after: int = 3, remove_after: int = 150, min_score: float = 0.0):
+        if lost_after < 1 or remove_after < 0:
+            raise ValueError(f"lost_after must be at least 1 and remove_after at least 0 (0 = never), "
+                             f"not {lost_after} and {remove_after}")
         self.max_objects = max_objects
+        self.lost_after = lost_after
+        self.remove_after = remove_after
+        self.min_score = min_score
         self._objects: Dict[int, TrackedObject] = {}
         self._lock = threading.Lock()
 
@@ -183,40 +206,62 @@ class ObjectTracker:
                 obj = self._objects.get(snapshot.id)
                 if res is None or obj is None:  # removed while the frame was segmented
                     continue
+                res, mode = res
+                found = bool(res.mask.any()) and res.score >= self.min_score
+                status = self._count(obj, found)
                 if obj.revision == snapshot.revision:
-                    if res.mask.any():
+                    if found:
                         obj.last = res
                         if obj.visual is not None or obj.refinement is not None:
                             obj.following, obj.refinement = True, None  # its mask prompts the next frame
-                    if not obj.track:
+                    if not obj.track or status == REMOVED:
                         del self._objects[obj.id]
-                elif res.mask.any():  # edited meanwhile: the edit stands, the newest mask is its memory
+                elif found:  # edited meanwhile: the edit stands, the newest mask is its memory
                     obj.last = res
-                frame_objects.append(FrameObject(obj.id, obj.label, res.mask, res.score))
+                mask = res.mask if found else np.zeros_like(res.mask)
+                frame_objects.append(FrameObject(obj.id, obj.label, mask, res.score, status, mode))
         return frame_objects
 
+    def _count(self, obj: TrackedObject, found: bool) -> str:
+        """Updates the object's counters with this frame's outcome; -> its status."""
+        obj.age += 1
+        if found:
+            obj.hits += 1
+            obj.misses = 0
+            obj.status = TRACKED
+        else:
+            obj.misses += 1
+            if obj.misses >= self.lost_after:
+                obj.status = LOST
+            if self.remove_after and obj.misses >= self.remove_after:
+                return REMOVED
+        return obj.status
+
     @staticmethod
-    def _segment(predictor: SeemPredictor, objects: List[TrackedObject]) -> Dict[int, MaskResult]:
-        """Every object in one frame-engine pass."""
+    def _segment(predictor: SeemPredictor, objects: List[TrackedObject]) -> Dict[int, Tuple[MaskResult, str]]:
+        """Every object in one frame-engine pass. -> id: (result, what found it)."""
         if not objects:
             return {}
-        queries = [_query(predictor, obj) for obj in objects]
+        asked = [_query(predictor, obj) for obj in objects]
+        queries = [query for query, _ in asked]
         following = [i for i, query in enumerate(queries) if query is None]
-        for i, query in zip(following, predictor.follow_queries([objects[i].last for i in following],
-                                                                [objects[i].text for i in following])):
+        previous = [objects[i].last for i in following]
+        for i, query in zip(following, predictor.follow_queries(previous, [objects[i].text for i in following],
+                                                                memories=previous)):
             queries[i] = query
         results = predictor.decode(queries)
-        return dict(zip((obj.id for obj in objects), results))
+        return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}
 
 
-def _query(predictor: SeemPredictor, obj: TrackedObject) -> Optional[ObjectQuery]:
-    """What the object asks of this frame; None: it follows its last mask (prompted all together)."""
+def _query(predictor: SeemPredictor, obj: TrackedObject) -> Tuple[Optional[ObjectQuery], str]:
+    """What the object asks of this frame (None: it follows its last mask, prompted all together),
+    and the mode that names it."""
     if obj.reference is not None:
-        return predictor.reference_query(obj.reference)
+        return predictor.reference_query(obj.reference), "reference"
     if obj.refinement is not None:
-        return predictor.visual_query(obj.refinement, memory=obj.last)
+        return predictor.visual_query(obj.refinement, memory=obj.last), "refinement"
     if obj.following:
-        return None
+        return None, "propagation"
     if obj.visual is not None:
-        return predictor.visual_query(obj.visual, text=obj.text)
-    return predictor.text_query(obj.text)
+        return predictor.visual_query(obj.visual, text=obj.text), "prompt"
+    return predictor.text_query(obj.text), "grounding"

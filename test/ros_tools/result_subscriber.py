@@ -30,7 +30,7 @@ def main():
         summary["results"].append({
             "frame_id": msg.header.frame_id, "stamp": msg.header.stamp.sec, "height": msg.height,
             "width": msg.width, "inference_time": msg.inference_time,
-            "objects": [{"id": o.id, "label": o.label, "score": o.score,
+            "objects": [{"id": o.id, "label": o.label, "score": o.score, "status": o.status, "mode": o.mode,
                          "bbox": [o.bbox.x_offset, o.bbox.y_offset, o.bbox.width, o.bbox.height],
                          "mask_encoding": o.mask.encoding, "mask_size": [o.mask.height, o.mask.width],
                          "mask_pixels": int((np.frombuffer(bytes(o.mask.data), np.uint8) > 0).sum()),
@@ -48,7 +48,8 @@ def main():
                                     "stamp": msg.header.stamp.sec})
 
     def on_info(msg: LabelInfo):
-        summary["label_info"].append({"ids": list(msg.ids), "labels": list(msg.labels)})
+        summary["label_info"].append({"ids": list(msg.ids), "labels": list(msg.labels),
+                                      "statuses": list(msg.statuses)})
 
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
     node.create_subscription(SegmentationResult, f"{args.prefix}/result", on_result, 10)

@@ -1,0 +1,122 @@
+"""Tracked objects' states (seem_ros/tracking/tracker.py): tracked, lost, found again with the same
+id, removed; weak masks; what found each mask. A predictor double returns known masks, so that the
+bookkeeping is checked against exact ground truth (the model path: test_tracking_eval.py)."""
+import numpy as np
+import pytest
+import torch
+
+from seem_ros.model.predictor import MaskResult, VisualPrompt
+from seem_ros.tracking.tracker import LOST, REMOVED, TRACKED, ObjectTracker
+
+H, W = 40, 60
+
+
+def _box(top, left, size=8):
+    mask = np.zeros((H, W), bool)
+    mask[top:top + size, left:left + size] = True
+    return mask
+
+
+class ScriptedPredictor:
+    """frames[t][label] = (mask, score), absent label = not in view. Queries say what was asked."""
+
+    def __init__(self, frames, click_labels):
+        self.frames = frames
+        self.click_labels = click_labels  # first click (x, y) -> label
+        self.t = -1
+        self.asked = []
+
+    def set_image(self, t):
+        self.t = t
+
+    def text_query(self, text):
+        return ("grounding", text, False)
+
+    def visual_query(self, prompt, memory=None, text=""):
+        x, y, _ = prompt.points[0]
+        return ("prompt" if memory is None else "refinement", self.click_labels[(x, y)], memory is not None)
+
+    def reference_query(self, reference):
+        return ("reference", reference, False)
+
+    def follow_queries(self, previous, texts, memories=None):
+        memories = memories or [None] * len(previous)
+        return [("propagation", p.label, m is not None) for p, m in zip(previous, memories)]
+
+    def decode(self, queries):
+        self.asked.append(queries)
+        results = []
+        for _, label, _ in queries:
+            mask, score = self.frames[self.t].get(label, (np.zeros((H, W), bool), 0.9))
+            results.append(MaskResult(mask, score, torch.zeros(1), label, (H, W)))
+        return results
+
+
+def _run(tracker, predictor, frames):
+    out = []
+    for t in range(len(frames)):
+        predictor.set_image(t)
+        out.append({o.id: o for o in tracker.step(predictor)})
+    return out
+
+
+def test_an_object_out_of_view_is_lost_then_found_again_with_its_id():
+    cup = _box(5, 5)
+    frames = [{"cup": (cup, 0.9)}] * 2 + [{}] * 4 + [{"cup": (_box(6, 7), 0.8)}]
+    predictor = ScriptedPredictor(frames, {(8, 8): "cup"})
+    tracker = ObjectTracker(lost_after=3, remove_after=0)
+    cup_id = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
+    seen = [frame[cup_id] for frame in _run(tracker, predictor, frames)]
+    assert [o.status for o in seen] == [TRACKED, TRACKED, TRACKED, TRACKED, LOST, LOST, TRACKED]
+    assert [bool(o.mask.any()) for o in seen] == [True, True, False, False, False, False, True]  # no stale mask
+    assert np.array_equal(seen[-1].mask, _box(6, 7))
+    # while out of view it is searched where it was last seen: its last confident mask prompts, with memory
+    assert [q[0] for q in predictor.asked[1:]] == [("propagation", "cup", True)] * 6
+    obj = tracker._objects[cup_id]
+    assert (obj.age, obj.hits, obj.misses) == (7, 3, 0)
+    assert np.array_equal(obj.last.mask, _box(6, 7))
+
+
+def test_an_object_not_found_for_remove_after_frames_is_removed_with_a_last_report():
+    frames = [{"cup": (_box(5, 5), 0.9), "plate": (_box(20, 30), 0.9)}] + [{"plate": (_box(20, 30), 0.9)}] * 5
+    predictor = ScriptedPredictor(frames, {(8, 8): "cup", (33, 23): "plate"})
+    tracker = ObjectTracker(lost_after=2, remove_after=3)
+    cup = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
+    plate = tracker.add("plate", visual=VisualPrompt(points=[(33, 23, 1)])).id
+    out = _run(tracker, predictor, frames)
+    assert [f[cup].status for f in out[:4]] == [TRACKED, TRACKED, LOST, REMOVED]
+    assert all(cup not in f for f in out[4:]) and all(f[plate].status == TRACKED for f in out)
+    assert set(tracker.labels()) == {plate}
+
+
+def test_a_mask_scoring_below_min_score_counts_as_not_found():
+    frames = [{"the cup": (_box(5, 5), 0.9)}, {"the cup": (_box(5, 5), 0.2)}, {"the cup": (_box(9, 9), 0.7)}]
+    predictor = ScriptedPredictor(frames, {})
+    tracker = ObjectTracker(lost_after=1, min_score=0.5)
+    cup = tracker.add("cup", text="the cup").id
+    out = [f[cup] for f in _run(tracker, predictor, frames)]
+    assert [(o.status, bool(o.mask.any()), o.score) for o in out] == [
+        (TRACKED, True, 0.9), (LOST, False, 0.2), (TRACKED, True, 0.7)]
+    assert np.array_equal(tracker._objects[cup].last.mask, _box(9, 9))  # the weak mask never became its memory
+
+
+def test_each_mask_says_what_found_it():
+    frames = [{"cup": (_box(5, 5), 0.9), "the dog": (_box(20, 20), 0.8)}] * 3
+    predictor = ScriptedPredictor(frames, {(8, 8): "cup"})
+    tracker = ObjectTracker()
+    cup = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
+    dog = tracker.add("dog", text="the dog").id
+    modes = []
+    for t in range(3):
+        if t == 2:
+            tracker.refine(cup, VisualPrompt(points=[(8, 8, 1), (30, 30, 0)]))
+        predictor.set_image(t)
+        modes.append({o.id: o.mode for o in tracker.step(predictor)})
+    assert [m[cup] for m in modes] == ["prompt", "propagation", "refinement"]
+    assert [m[dog] for m in modes] == ["grounding"] * 3
+
+
+@pytest.mark.parametrize("kwargs", [dict(lost_after=0), dict(remove_after=-1)])
+def test_bad_track_settings_are_refused(kwargs):
+    with pytest.raises(ValueError, match="lost_after must be at least 1"):
+        ObjectTracker(**kwargs)
