@@ -193,11 +193,12 @@ def test_edits_made_while_a_frame_is_segmented_are_kept():
     worker.join(5)
     assert [o.id for o in frame] == [clicked]  # removed mid-frame: not published; added: from the next frame
     obj = tracker._objects[clicked]
-    assert obj.refinement is refinement and obj.last is not None  # the edit stands, the new mask is its memory
-    memory = obj.last
+    # the edit stands (the clicks so far: the object's own and the new negative one), the new mask is its memory
+    assert obj.refinement.points == [(3, 3, 1), (7, 7, 0)] and obj.last is not None
+    memory, pending = obj.last, obj.refinement
     tracker.step(predictor)
     refined, late = predictor.decoded[-1]
-    assert refined[0] == "visual" and refined[1] is refinement and refined[2] is memory  # with memory
+    assert refined[0] == "visual" and refined[1] is pending and refined[2] is memory  # with memory
     assert late == ("text", "the late thing")
     assert set(tracker.labels()) == {clicked, added} and doomed not in tracker.labels()
 

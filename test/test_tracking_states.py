@@ -120,3 +120,79 @@ def test_each_mask_says_what_found_it():
 def test_bad_track_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="lost_after must be at least 1"):
         ObjectTracker(**kwargs)
+
+
+# ---------------------------------------------------------------- corrections while tracking
+
+def test_corrections_accumulate_with_the_objects_own_prompt_and_memory():
+    frames = [{"cup": (_box(5, 5), 0.9)}] * 3
+    predictor = ScriptedPredictor(frames, {(8, 8): "cup"})
+    tracker = ObjectTracker()
+    cup = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
+    predictor.set_image(0)
+    tracker.step(predictor)
+    tracker.refine(cup, VisualPrompt(points=[(10, 10, 0)]))  # a negative click inside it
+    tracker.refine(cup, VisualPrompt(points=[(14, 5, 1)]))  # then a positive one next to it
+    obj = tracker._objects[cup]
+    assert obj.refinement.points == [(8, 8, 1), (10, 10, 0), (14, 5, 1)]  # nothing lost, its own click kept
+    memory = obj.last
+    predictor.set_image(1)
+    tracker.step(predictor)
+    assert predictor.asked[-1] == [("refinement", "cup", True)]
+    assert tracker._objects[cup].following and tracker._objects[cup].last is not memory
+
+
+def test_a_negative_click_on_an_object_without_a_prompt_of_its_own_uses_its_mask():
+    frames = [{"region": (_box(5, 5), 0.9)}] * 2
+    predictor = ScriptedPredictor(frames, {})
+    tracker = ObjectTracker()
+    region = tracker.add("region", reference="tokens").id
+    with pytest.raises(ValueError, match="negative clicks alone cannot prompt it"):
+        tracker.refine(region, VisualPrompt(points=[(6, 6, 0)]))  # no mask yet: refused, nothing changed
+    assert tracker._objects[region].reference == "tokens" and tracker._objects[region].revision == 0
+    predictor.frames[0]["tokens"] = predictor.frames[0]["region"]
+    predictor.set_image(0)
+    tracker.step(predictor)
+    tracker.refine(region, VisualPrompt(points=[(6, 6, 0)]))
+    prompt = tracker._objects[region].refinement
+    assert np.array_equal(prompt.mask, _box(5, 5)) and prompt.points == [(6, 6, 0)]
+    assert tracker._objects[region].reference is None
+
+
+def test_a_negative_click_changes_a_tracked_objects_mask_from_the_next_frame(tiny_model):
+    """The real model: two trackers follow the same clicked object; one gets a negative click
+    inside it mid-stream, and its next frame differs while the frame before does not."""
+    import copy
+    from PIL import Image
+    from conftest import reference_path
+    from seem_ros.model.predictor import SeemPredictor
+    from seem_ros.model.visual_sampler import DeterministicSampling
+    rgb = np.asarray(Image.open(reference_path("images", "zebras1.jpg")).convert("RGB"))
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    plain, corrected = ObjectTracker(), ObjectTracker()
+    ids = [t.add("zebra", visual=VisualPrompt(box=(60, 40, 300, 220))).id for t in (plain, corrected)]
+    logits = []
+    with torch.no_grad():
+        for frame in range(3):
+            predictor.set_image(rgb)
+            if frame == 2:
+                mask = corrected._objects[ids[1]].last.mask
+                y, x = np.argwhere(mask)[len(np.argwhere(mask)) // 2]
+                corrected.refine(ids[1], VisualPrompt(points=[(float(x), float(y), 0)]))
+            for tracker, object_id in zip((plain, corrected), ids):
+                tracker.step(predictor)
+            logits.append([t._objects[i].last.low_res_logits for t, i in zip((plain, corrected), ids)])
+    assert torch.equal(logits[1][0], logits[1][1])  # the same until the correction
+    assert not torch.equal(logits[2][0], logits[2][1])
+    assert corrected._objects[ids[1]].status == "tracked"
+
+
+def test_a_refinement_message_may_hold_only_negative_clicks():
+    from geometry_msgs.msg import Point
+    from seem_ros_interfaces.msg import SegmentationPrompt
+    from seem_ros.ros_in.prompt_messages import PromptError, parse_prompt
+    msg = SegmentationPrompt(object_id=7, negative_points=[Point(x=3.0, y=4.0)])
+    parsed = parse_prompt(msg, (20, 30))
+    assert parsed.object_id == 7 and parsed.visual.points == [(3.0, 4.0, 0)]
+    with pytest.raises(PromptError, match="not only negative clicks"):
+        parse_prompt(SegmentationPrompt(negative_points=[Point(x=3.0, y=4.0)]), (20, 30))

@@ -88,9 +88,10 @@ def parse_prompt(msg, image_size: Optional[Tuple[int, int]], limits: ImageLimits
     visual = VisualPrompt(points=points, box=box, scribbles=positive, negative_scribbles=negative, mask=mask,
                           image_hw=tuple(image_size) if image_size is not None else None)
     if not visual.has_positive():
-        if visual.has_negative():
+        if visual.has_negative() and not msg.object_id:  # refining a tracked object: its own mask is the positive
             raise PromptError("a prompt needs something on the object, not only negative clicks/strokes")
-        visual = None
+        if not visual.has_negative():
+            visual = None
     reference = None
     ref_mask = _mono_mask(msg.reference_mask, "reference_mask", limits)
     if ref_mask is not None or msg.reference_image.width:

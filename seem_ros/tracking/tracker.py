@@ -84,6 +84,20 @@ class Added(NamedTuple):
     existing: bool  # the text already names a tracked object: its id is returned, nothing is added
 
 
+def merge_prompts(base: Optional[VisualPrompt], correction: VisualPrompt) -> VisualPrompt:
+    """base's marks plus correction's (new clicks and strokes added, masks united, the newer box)."""
+    if base is None:
+        return correction
+    points = list(base.points) + [p for p in correction.points if p not in base.points]
+    mask = base.mask if correction.mask is None else correction.mask if base.mask is None else (
+        (np.asarray(base.mask) > 0) | (np.asarray(correction.mask) > 0))
+    return VisualPrompt(points=points,
+                        box=correction.box if correction.box is not None else base.box,
+                        scribbles=list(base.scribbles) + list(correction.scribbles),
+                        negative_scribbles=list(base.negative_scribbles) + list(correction.negative_scribbles),
+                        mask=mask, image_hw=correction.image_hw or base.image_hw)
+
+
 class ObjectTracker:
     def __init__(self, max_objects: int = 16, lost_after: int = 3, remove_after: int = 150, min_score: float = 0.0):
         if lost_after < 1 or remove_after < 0:
@@ -139,13 +153,23 @@ class ObjectTracker:
         return obj.id
 
     def refine(self, object_id: int, visual: VisualPrompt) -> None:
-        """Clicks (or strokes) on a tracked object: applied to its next frame with memory of its last mask."""
+        """Clicks (or strokes) on a tracked object, applied to its next frame with memory of its last
+        mask. As in SEEM's interactive refinement, corrections accumulate: the object is prompted by
+        its own prompt plus every correction so far (a negative click inside it cuts that part off,
+        a positive one next to it extends it); an object with no visual prompt of its own (found by
+        an example region) is prompted by its last mask. A lost object refined is searched anew."""
         with self._lock:
             obj = self._get(object_id)
+            base = obj.visual
+            if base is None and not visual.has_positive() and obj.last is not None and obj.last.mask.any():
+                base = VisualPrompt(mask=obj.last.mask)
+            merged = merge_prompts(base, visual)
+            if not merged.has_positive():
+                raise ValueError(f"object {object_id} has no mask yet: negative clicks alone cannot prompt it")
             if obj.text:  # text objects take the clicks as the visual half of text + visual
-                obj.visual, obj.following = visual, False
+                obj.visual, obj.following = merged, False
             else:
-                obj.refinement, obj.reference = visual, None
+                obj.visual, obj.refinement, obj.reference = merged, merged, None
             obj.revision += 1
 
     def _get(self, object_id: int) -> TrackedObject:
