@@ -196,3 +196,30 @@ def test_a_refinement_message_may_hold_only_negative_clicks():
     assert parsed.object_id == 7 and parsed.visual.points == [(3.0, 4.0, 0)]
     with pytest.raises(PromptError, match="not only negative clicks"):
         parse_prompt(SegmentationPrompt(negative_points=[Point(x=3.0, y=4.0)]), (20, 30))
+
+
+def test_a_click_where_a_lost_object_was_last_seen_revives_it_and_elsewhere_adds_one():
+    from seem_ros.prompts.applier import ImageSize, PromptApplier
+    from seem_ros.prompts.queue import PromptQueue
+    from seem_ros.throttled_log import ThrottledLog
+    frames = [{"cup": (_box(5, 5), 0.9)}] + [{}] * 3 + [{"cup": (_box(5, 5), 0.9)}]
+    predictor = ScriptedPredictor(frames, {(8, 8): "cup", (50.0, 30.0): "plate"})
+    tracker = ObjectTracker(lost_after=2, remove_after=0)
+    cup = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
+    for t in range(3):
+        predictor.set_image(t)
+        tracker.step(predictor)
+    assert tracker._objects[cup].status == LOST
+    size = ImageSize()
+    size.set((H, W))
+    logged = []
+    log = ThrottledLog(type("Logger", (), {"info": logged.append, "warning": logged.append,
+                                           "error": logged.append, "debug": logged.append})())
+    applier = PromptApplier(PromptQueue(), tracker, size, lambda *a: None, log)
+    outcome = applier._click((9.0, 7.0, "rqt click"))  # inside its last mask
+    assert outcome.applied and outcome.ids == [cup] and "lost object" in outcome.message
+    assert tracker._objects[cup].refinement.points == [(8, 8, 1), (9.0, 7.0, 1)]
+    elsewhere = applier._click((50.0, 30.0, "rqt click"))
+    assert elsewhere.applied and elsewhere.ids != [cup] and len(tracker) == 2
+    predictor.set_image(3)
+    assert tracker.step(predictor)[0].mode == "refinement"

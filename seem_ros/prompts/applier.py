@@ -134,7 +134,12 @@ class PromptApplier:
         x, y, source = payload
         size = self.image_size.get()
         x, y = check_pixel(x, y, size, source)
-        added = self.tracker.add("object", visual=VisualPrompt(points=[(x, y, 1)], image_hw=size))
+        click = VisualPrompt(points=[(x, y, 1)], image_hw=size)
+        lost = self.tracker.lost_object_at(x, y, size)
+        if lost is not None:  # where a lost object was last seen: it is searched there with this click
+            self.tracker.refine(lost, click)
+            return Outcome(True, f"{source} at ({x:.1f}, {y:.1f}) -> lost object {lost} searched there", [lost])
+        added = self.tracker.add("object", visual=click)
         return Outcome(True, f"{source} at ({x:.1f}, {y:.1f}) -> object {added.id}", [added.id])
 
     def _prompt(self, payload: Tuple[object, bool]) -> Outcome:

@@ -172,6 +172,20 @@ class ObjectTracker:
                 obj.visual, obj.refinement, obj.reference = merged, merged, None
             obj.revision += 1
 
+    def lost_object_at(self, x: float, y: float, image_hw: Optional[Tuple[int, int]] = None) -> Optional[int]:
+        """The lost object whose last confident mask covers pixel (x, y), if any (the newest when
+        several do). image_hw: the size of the image the pixel is on (masks of another size are scaled)."""
+        with self._lock:
+            for obj in sorted(self._objects.values(), key=lambda o: -o.id):
+                if obj.status != LOST or obj.last is None:
+                    continue
+                mask = obj.last.mask
+                sy, sx = ((mask.shape[0] / image_hw[0], mask.shape[1] / image_hw[1]) if image_hw else (1.0, 1.0))
+                row, col = int(y * sy), int(x * sx)
+                if 0 <= row < mask.shape[0] and 0 <= col < mask.shape[1] and mask[row, col]:
+                    return obj.id
+        return None
+
     def _get(self, object_id: int) -> TrackedObject:
         obj = self._objects.get(object_id)
         if obj is None:
