@@ -72,6 +72,9 @@ PARAMETERS = {
     "track_lost_after": (3, "frames without a confident mask before an object is reported lost"),
     "track_remove_after": (150, "frames without a confident mask before an object is removed; 0 = never"),
     "track_min_score": (0.0, "a mask scoring below this counts as not found (the object may become lost)"),
+    "detection_threshold": (0.5, "category commands: instances with a lower class probability are not tracked"),
+    "track_match_iou": (0.3, "category commands: least mask IoU for an instance to continue a track"),
+    "track_merge_iou": (0.8, "category commands: tracks overlapping more are one object (merged into the older id)"),
     "mask_encoding": ("image", "image (mono8 mask per object) or rle"),
     "publish_overlay": (True, "publish the debug overlay (only while subscribed)"),
     "stats_period": (10.0, "seconds between diagnostics/log summaries"),
@@ -153,6 +156,10 @@ class SeemNode(LifecycleNode):
             if not low <= p(name) <= high:
                 self.get_logger().error(f"parameter {name} must be in {low}..{high}, got {p(name)}")
                 return FAILURE
+        for name in ("detection_threshold", "track_match_iou", "track_merge_iou"):
+            if not 0.0 <= p(name) <= 1.0:
+                self.get_logger().error(f"parameter {name} must be in 0..1, got {p(name)}")
+                return FAILURE
         if not p("max_image_aspect_ratio") >= 1.0 or not p("stats_period") > 0:
             self.get_logger().error("parameters max_image_aspect_ratio (>= 1) and stats_period (> 0) are out of range")
             return FAILURE
@@ -180,7 +187,9 @@ class SeemNode(LifecycleNode):
             move_predictor(predictor, "cpu")  # on the GPU only while active
         self.cfg, self.predictor = cfg, predictor
         self.tracker = ObjectTracker(int(p("max_objects")), lost_after=int(p("track_lost_after")),
-                                     remove_after=int(p("track_remove_after")), min_score=float(p("track_min_score")))
+                                     remove_after=int(p("track_remove_after")), min_score=float(p("track_min_score")),
+                                     detection_threshold=float(p("detection_threshold")),
+                                     match_iou=float(p("track_match_iou")), merge_iou=float(p("track_merge_iou")))
         self.image_limits = ImageLimits(int(p("max_image_pixels")), float(p("max_image_aspect_ratio")))
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,

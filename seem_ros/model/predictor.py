@@ -22,7 +22,7 @@ y down). Masks come back at that image's size.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -123,6 +123,11 @@ def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, fl
     return pos, neg
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
 class SeemPredictor:
     def __init__(self, model: SEEM, class_names: Sequence[str] = COCO_PANOPTIC_CLASSES,
                  num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
@@ -149,6 +154,7 @@ class SeemPredictor:
         self._frame: Optional[FrameFeatures] = None
         self._text_cache: "OrderedDict[str, Tuple[Tensor, Tensor]]" = OrderedDict()
         self._text_cache_size = text_cache_size
+        self._category_embeddings: Dict[Tuple[str, ...], Tensor] = {}  # decode_and_detect's vocabulary
         self.set_vocabulary(class_names, num_thing_classes, class_embeddings)
         self._features = None
 
@@ -159,6 +165,7 @@ class SeemPredictor:
         self.class_embeddings = self.class_embeddings.to(device)
         self._text_cache = OrderedDict((text, tuple(t.to(device) for t in value))
                                        for text, value in self._text_cache.items())
+        self._category_embeddings = {key: e.to(device) for key, e in self._category_embeddings.items()}
         self._features = self._frame = None
         return self
 
@@ -422,6 +429,28 @@ class SeemPredictor:
 
     def reference_query(self, reference: SpatialPrompt) -> ObjectQuery:
         return ObjectQuery(spatial=reference)
+
+    @torch.inference_mode()
+    def decode_and_detect(self, queries: Sequence[ObjectQuery], categories: Sequence[str], threshold: float,
+                          labels: Sequence[str] = ()) -> Tuple[List[MaskResult], List[Tuple[int, MaskResult]]]:
+        """decode(), plus every instance of the categories, found in the same decoder pass by the
+        object queries with the categories as vocabulary: -> (a result per query, [(category
+        index, result)]), instances whose class probability reaches threshold, best first;
+        an instance found by two object queries (mask IoU above 0.8) is kept once."""
+        key = tuple(categories)
+        if key not in self._category_embeddings:
+            self._category_embeddings = {key: self.model.language.class_embeddings(list(key) + ["background"])}
+        decoded = self.engine.decode(self.frame, queries, class_embeddings=self._category_embeddings[key])
+        results = self._results(decoded.logits, decoded.match.clamp(min=0), labels)
+        best = decoded.class_logits.softmax(-1)[:, :-1].max(-1)
+        order = best.values.argsort(descending=True)
+        order = order[best.values[order] >= threshold]
+        found = self._results(decoded.object_masks[order], best.values[order]) if len(order) else []
+        detections: List[Tuple[int, MaskResult]] = []
+        for category, result in zip(best.indices[order].tolist(), found):
+            if result.mask.any() and all(_iou(result.mask, kept.mask) <= 0.8 for _, kept in detections):
+                detections.append((category, result))
+        return results, detections
 
     @torch.inference_mode()
     def decode(self, queries: Sequence[ObjectQuery], labels: Sequence[str] = ()) -> List[MaskResult]:

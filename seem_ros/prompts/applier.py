@@ -19,7 +19,7 @@ from ..ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
 from ..throttled_log import ThrottledLog
 from ..tracking.tracker import Added, ObjectTracker
 from .queue import PromptQueue, PromptRequest
-from .text_commands import CommandError, parse_command
+from .text_commands import CommandError, parse_command, read_phrase
 
 
 @dataclass
@@ -127,8 +127,14 @@ class PromptApplier:
             note = f"; not tracked: {missing}" if missing else ""
             return Outcome(True, f"{text!r}: removed {sorted(i for ids in removed.values() for i in ids)}{note}; "
                                  f"{self._objects_now()}", [i for ids in removed.values() for i in ids])
-        added = self.tracker.add_texts(command.phrases)
-        return Outcome(True, f"{text!r}: {_describe(added)}; {self._objects_now()}", [a.id for _, a in added])
+        readings = [(phrase, read_phrase(phrase)) for phrase in command.phrases]
+        singles = [phrase for phrase, reading in readings if not reading.category]
+        added = self.tracker.add_texts(singles) if singles else []
+        categories = [(phrase, self.tracker.add_category(reading.noun, phrase))
+                      for phrase, reading in readings if reading.category]
+        described = "; ".join(filter(None, [_describe(added), ", ".join(
+            f"every {phrase!r} tracked" + ("" if new else " (already)") for phrase, new in categories)]))
+        return Outcome(True, f"{text!r}: {described}; {self._objects_now()}", [a.id for _, a in added])
 
     def _click(self, payload: Tuple[float, float, str]) -> Outcome:
         x, y, source = payload

@@ -6,10 +6,15 @@
     "stop tracking the cup"          -> remove objects labelled like "the cup"
     "clear" / "stop" / "reset"       -> remove everything
 Keywords are matched in any case; phrases keep the user's casing (they become labels).
+
+How a phrase is read (read_phrase):
+    "the cups", "all people", "every dog", "person"  -> a category: every instance of it is tracked,
+        each with its own id (a plural, a phrase after all/every/each, or a single bare noun)
+    "the red cup", "a person on the left"            -> one object: the best match (text grounding)
 """
 import re
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 MAX_TEXT_LENGTH = 300  # characters, for texts and labels; CLIP sees at most 75 tokens anyway
 
@@ -60,3 +65,48 @@ def same_object(label: str, phrase: str) -> bool:
     """Whether `phrase` (from "stop tracking X") names the object labelled `label`."""
     strip = lambda s: re.sub(r"^(the|a|an)\s+", "", s.strip().lower())  # noqa: E731
     return strip(label) == strip(phrase)
+
+
+_QUANTIFIED = re.compile(r"^(all|every|each|all of the|all the)\s+(?P<noun>.+)$", re.IGNORECASE)
+_ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
+_IRREGULAR_PLURALS = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
+                      "geese": "goose", "feet": "foot", "teeth": "tooth", "sheep": "sheep", "fish": "fish"}
+
+
+@dataclass
+class PhraseReading:
+    category: bool  # every instance (True) or the single best match (False)
+    noun: str  # what is looked for: the singular noun of a category, else the phrase itself
+
+
+def _singular(word: str) -> Optional[str]:
+    """The singular of a plural English noun, None when the word does not look plural."""
+    lower = word.lower()
+    if lower in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[lower]
+    if len(lower) > 3 and lower.endswith("ies"):
+        return word[:-3] + "y"
+    if len(lower) > 3 and lower.endswith(("ches", "shes", "sses", "xes")):
+        return word[:-2]
+    if len(lower) > 2 and lower.endswith("s") and not lower.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return None
+
+
+def read_phrase(phrase: str) -> PhraseReading:
+    """Whether a phrase names a category (track every instance) or one object (see the module doc)."""
+    phrase = " ".join(phrase.split())
+    quantified = _QUANTIFIED.match(phrase)
+    words = _ARTICLE.sub("", quantified.group("noun") if quantified else phrase).split()
+    if not words:
+        return PhraseReading(False, phrase)
+    if len(words) == 1:  # "cups", "the cups", "person": a category; "the cup" is one object
+        singular = _singular(words[0])
+        if singular is not None or quantified or not _ARTICLE.match(phrase):
+            return PhraseReading(True, singular or words[0])
+        return PhraseReading(False, phrase)
+    singular = _singular(words[-1])
+    if quantified or (singular is not None and len(words) == 2):
+        # "all red cups", "the red cups": the category with its adjective ("red cup")
+        return PhraseReading(True, " ".join(words[:-1] + [singular or words[-1]]))
+    return PhraseReading(False, phrase)

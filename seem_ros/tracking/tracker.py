@@ -20,6 +20,14 @@ without a confident mask publish an empty mask rather than whatever the prompt s
 Following objects attend their previous mask through SEEM's memory queries as well as being
 prompted by it.
 
+Categories ("track the cups"): every frame, the object queries look for the category in the same
+decoder pass (the category as their vocabulary). Instances scoring at least `detection_threshold`
+are matched to the category's tracks by mask IoU (optimal assignment, at least `match_iou`); a
+matched track takes the instance's mask (mode `detection`), an unmatched instance starts a new
+track with its own id, an unmatched track follows its last mask (and may become lost). Two tracks
+of a category whose masks overlap by more than `merge_iou` are one object: the newer is merged
+into the older id.
+
 Edits (add, refine, remove, clear, reset) may come from any thread at any time. `step` works on a
 snapshot of the objects and writes its results back only where no edit arrived meanwhile, so an
 edit made while a frame is being segmented takes effect from the next frame and is never lost.
@@ -37,6 +45,7 @@ from ..model.frame_engine import ObjectQuery
 from ..model.predictor import MaskResult, SeemPredictor, VisualPrompt
 from ..model.visual_sampler import SpatialPrompt
 from ..prompts.text_commands import same_object
+from .association import mask_iou, match_by_iou
 
 _object_ids = itertools.count(1)
 _object_ids_lock = threading.Lock()
@@ -60,6 +69,7 @@ class TrackedObject:
     last: Optional[MaskResult] = None
     following: bool = False  # a visual object found in a frame: its last mask prompts the next one
     revision: int = 0  # bumped by every edit; a frame's write-back skips objects edited meanwhile
+    category: str = ""  # an instance of this category: matched to its detections every frame
     status: str = "tracked"  # TRACKED or LOST
     age: int = 0  # frames segmented since it was added
     hits: int = 0  # frames with a confident mask
@@ -99,7 +109,8 @@ def merge_prompts(base: Optional[VisualPrompt], correction: VisualPrompt) -> Vis
 
 
 class ObjectTracker:
-    def __init__(self, max_objects: int = 16, lost_after: int = 3, remove_after: int = 150, min_score: float = 0.0):
+    def __init__(self, max_objects: int = 16, lost_after: int = 3, remove_after: int = 150, min_score: float = 0.0,
+                 detection_threshold: float = 0.5, match_iou: float = 0.3, merge_iou: float = 0.8):
         if lost_after < 1 or remove_after < 0:
             raise ValueError(f"lost_after must be at least 1 and remove_after at least 0 (0 = never), "
                              f"not {lost_after} and {remove_after}")
@@ -107,6 +118,10 @@ class ObjectTracker:
         self.lost_after = lost_after
         self.remove_after = remove_after
         self.min_score = min_score
+        self.detection_threshold = detection_threshold
+        self.match_iou = match_iou
+        self.merge_iou = merge_iou
+        self._categories: Dict[str, str] = {}  # category noun -> label of its tracks
         self._objects: Dict[int, TrackedObject] = {}
         self._lock = threading.Lock()
 
@@ -135,6 +150,18 @@ class ObjectTracker:
             return [(text, Added(object_id, True) if object_id is not None
                      else Added(self._insert(TrackedObject(0, text, text=text)), False))
                     for text, object_id in zip(distinct, existing)]
+
+    def add_category(self, noun: str, label: str) -> bool:
+        """Tracks every instance of `noun` from the next frame on. -> False when it already was."""
+        with self._lock:
+            if noun.lower() in (n.lower() for n in self._categories):
+                return False
+            self._categories[noun] = label
+            return True
+
+    def categories(self) -> Dict[str, str]:
+        with self._lock:
+            return dict(self._categories)
 
     def _find_text(self, text: str) -> Optional[int]:
         for obj in self._objects.values():
@@ -193,7 +220,11 @@ class ObjectTracker:
         return obj
 
     def remove_label(self, phrase: str) -> List[int]:
+        """Removes the objects labelled `phrase`, and the category it names (its instances with it)."""
         with self._lock:
+            for noun, label in list(self._categories.items()):
+                if same_object(label, phrase) or same_object(noun, phrase):
+                    del self._categories[noun]
             ids = [i for i, o in self._objects.items() if same_object(o.label, phrase)]
             for i in ids:
                 del self._objects[i]
@@ -202,6 +233,7 @@ class ObjectTracker:
     def clear(self) -> None:
         with self._lock:
             self._objects.clear()
+            self._categories.clear()
 
     def reset(self) -> None:
         """Forget what was seen: objects found by text or by a reference region are searched afresh;
@@ -236,13 +268,19 @@ class ObjectTracker:
         """Segment every tracked object in the image last given to predictor.set_image()."""
         with self._lock:
             objects = [dataclasses.replace(o) for o in self._objects.values()]
-        results = self._segment(predictor, objects)
+            categories = dict(self._categories)
+        results, detections = self._segment(predictor, objects, list(categories), self.detection_threshold)
+        new_tracks = self._associate(objects, results, detections, list(categories))
         frame_objects = []
         with self._lock:
+            merged = self._merge_duplicates(objects, results)
             for snapshot in objects:
                 res = results.get(snapshot.id)
                 obj = self._objects.get(snapshot.id)
                 if res is None or obj is None:  # removed while the frame was segmented
+                    continue
+                if obj.id in merged:  # the same instance as an older track: one object, the older id
+                    del self._objects[obj.id]
                     continue
                 res, mode = res
                 found = bool(res.mask.any()) and res.score >= self.min_score
@@ -258,7 +296,43 @@ class ObjectTracker:
                     obj.last = res
                 mask = res.mask if found else np.zeros_like(res.mask)
                 frame_objects.append(FrameObject(obj.id, obj.label, mask, res.score, status, mode))
+            for noun, detection in new_tracks:
+                if noun not in self._categories or len(self._objects) >= self.max_objects:
+                    continue  # the category was removed meanwhile, or no room: found again next frame
+                obj = TrackedObject(0, self._categories[noun], category=noun, last=detection, following=True)
+                self._count(obj, True)
+                self._insert(obj)
+                frame_objects.append(FrameObject(obj.id, obj.label, detection.mask, detection.score, TRACKED,
+                                                 "detection"))
         return frame_objects
+
+    def _associate(self, objects: List[TrackedObject], results: Dict[int, Tuple[MaskResult, str]],
+                   detections: List[Tuple[int, MaskResult]], nouns: List[str]) -> List[Tuple[str, MaskResult]]:
+        """Matches each category's detections to its tracks (their masks this frame): a matched track
+        takes the detection (in `results`). -> the unmatched detections, new tracks to start."""
+        new_tracks = []
+        for index, noun in enumerate(nouns):
+            found = [result for category, result in detections if category == index]
+            tracks = [o for o in objects if o.category == noun and o.id in results]
+            pairs, unmatched, _ = match_by_iou([r.mask for r in found], [results[o.id][0].mask for o in tracks],
+                                               self.match_iou)
+            for d, t in pairs:
+                results[tracks[t].id] = (found[d], "detection")
+            new_tracks += [(noun, found[d]) for d in unmatched]
+        return new_tracks
+
+    def _merge_duplicates(self, objects: List[TrackedObject], results: Dict[int, Tuple[MaskResult, str]]) -> set:
+        """Ids of category tracks whose mask this frame overlaps an older track's of the same category
+        by more than merge_iou."""
+        merged = set()
+        tracks = sorted((o for o in objects if o.category and o.id in results), key=lambda o: o.id)
+        for i, newer in enumerate(tracks):
+            for older in tracks[:i]:
+                if older.category == newer.category and older.id not in merged and mask_iou(
+                        [results[older.id][0].mask], [results[newer.id][0].mask])[0, 0] > self.merge_iou:
+                    merged.add(newer.id)
+                    break
+        return merged
 
     def _count(self, obj: TrackedObject, found: bool) -> str:
         """Updates the object's counters with this frame's outcome; -> its status."""
@@ -276,10 +350,12 @@ class ObjectTracker:
         return obj.status
 
     @staticmethod
-    def _segment(predictor: SeemPredictor, objects: List[TrackedObject]) -> Dict[int, Tuple[MaskResult, str]]:
-        """Every object in one frame-engine pass. -> id: (result, what found it)."""
-        if not objects:
-            return {}
+    def _segment(predictor: SeemPredictor, objects: List[TrackedObject], categories: List[str], threshold: float
+                 ) -> Tuple[Dict[int, Tuple[MaskResult, str]], List[Tuple[int, MaskResult]]]:
+        """Every object, and the categories' instances, in one frame-engine pass.
+        -> (id: (result, what found it), [(category index, instance)])."""
+        if not objects and not categories:
+            return {}, []
         asked = [_query(predictor, obj) for obj in objects]
         queries = [query for query, _ in asked]
         following = [i for i, query in enumerate(queries) if query is None]
@@ -287,8 +363,11 @@ class ObjectTracker:
         for i, query in zip(following, predictor.follow_queries(previous, [objects[i].text for i in following],
                                                                 memories=previous)):
             queries[i] = query
-        results = predictor.decode(queries)
-        return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}
+        if categories:
+            results, detections = predictor.decode_and_detect(queries, categories, threshold)
+        else:
+            results, detections = predictor.decode(queries), []
+        return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}, detections
 
 
 def _query(predictor: SeemPredictor, obj: TrackedObject) -> Tuple[Optional[ObjectQuery], str]:
