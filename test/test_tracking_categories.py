@@ -121,6 +121,22 @@ def test_a_new_instance_starts_a_track_and_a_vanished_one_becomes_lost():
     assert all(seen[t][second].status == "tracked" and seen[t][second].mode == "detection" for t in (2, 3, 4))
 
 
+def test_an_instance_back_in_view_gets_its_old_id():
+    cup = _box(5, 5)
+    frames = [[cup, _box(25, 40)], [_box(25, 40)], [_box(25, 40)], [_box(25, 40)], [_box(6, 6), _box(25, 40)]]
+    predictor = DetectingPredictor(frames, [["a", "b"], ["b"], ["b"], ["b"], ["a", "b"]])
+    tracker = ObjectTracker(lost_after=2, remove_after=0)
+    tracker.add_category("cup", "cups")
+    seen = []
+    for t in range(len(frames)):
+        predictor.set_image(t)
+        seen.append({o.id: o for o in tracker.step(predictor)})
+    first = min(seen[0])
+    assert [seen[t][first].status for t in range(5)] == ["tracked", "tracked", "lost", "lost", "tracked"]
+    assert seen[4][first].mode == "detection" and np.array_equal(seen[4][first].mask, _box(6, 6))
+    assert len(seen[4]) == 2  # no new id for it
+
+
 def test_duplicate_tracks_are_merged_into_the_older_id():
     # a second detection of one cup starts a track; both tracks then follow that cup
     predictor = DetectingPredictor([[_box(5, 5)], [_box(5, 5), _box(5, 6)], [_box(5, 5), _box(5, 5)]],

@@ -308,14 +308,20 @@ class ObjectTracker:
 
     def _associate(self, objects: List[TrackedObject], results: Dict[int, Tuple[MaskResult, str]],
                    detections: List[Tuple[int, MaskResult]], nouns: List[str]) -> List[Tuple[str, MaskResult]]:
-        """Matches each category's detections to its tracks (their masks this frame): a matched track
-        takes the detection (in `results`). -> the unmatched detections, new tracks to start."""
+        """Matches each category's detections to its tracks (their masks this frame, or where they
+        were last seen when not found now: an instance back in view gets its old id): a matched
+        track takes the detection (in `results`). -> the unmatched detections, new tracks to start."""
         new_tracks = []
         for index, noun in enumerate(nouns):
             found = [result for category, result in detections if category == index]
             tracks = [o for o in objects if o.category == noun and o.id in results]
-            pairs, unmatched, _ = match_by_iou([r.mask for r in found], [results[o.id][0].mask for o in tracks],
-                                               self.match_iou)
+            masks = []
+            for o in tracks:
+                mask = results[o.id][0].mask
+                if not mask.any() and o.last is not None and o.last.mask.shape == mask.shape:
+                    mask = o.last.mask
+                masks.append(mask)
+            pairs, unmatched, _ = match_by_iou([r.mask for r in found], masks, self.match_iou)
             for d, t in pairs:
                 results[tracks[t].id] = (found[d], "detection")
             new_tracks += [(noun, found[d]) for d in unmatched]
