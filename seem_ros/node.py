@@ -72,6 +72,9 @@ PARAMETERS = {
     "track_lost_after": (3, "frames without a confident mask before an object is reported lost"),
     "track_remove_after": (150, "frames without a confident mask before an object is removed; 0 = never"),
     "track_min_score": (0.0, "a mask scoring below this counts as not found (the object may become lost)"),
+    "ground_every": (1, "text objects: frames between groundings by their text (1 = every frame); they follow "
+                        "their last mask in between, which costs less"),
+    "reground_below": (0.0, "text objects: grounded again at once when their last score fell below this"),
     "detection_threshold": (0.5, "category commands: instances with a lower class probability are not tracked"),
     "track_match_iou": (0.3, "category commands: least mask IoU for an instance to continue a track"),
     "track_merge_iou": (0.8, "category commands: tracks overlapping more are one object (merged into the older id)"),
@@ -152,6 +155,7 @@ class SeemNode(LifecycleNode):
                 return FAILURE
         for name, low, high in (("max_objects", 1, 65535), ("prompt_queue_size", 1, 1_000_000),
                                 ("track_lost_after", 1, 1_000_000), ("track_remove_after", 0, 1_000_000_000),
+                                ("ground_every", 1, 1_000_000),
                                 ("image_qos_depth", 1, 10_000), ("max_image_pixels", 1, 2**40)):
             if not low <= p(name) <= high:
                 self.get_logger().error(f"parameter {name} must be in {low}..{high}, got {p(name)}")
@@ -189,7 +193,8 @@ class SeemNode(LifecycleNode):
         self.tracker = ObjectTracker(int(p("max_objects")), lost_after=int(p("track_lost_after")),
                                      remove_after=int(p("track_remove_after")), min_score=float(p("track_min_score")),
                                      detection_threshold=float(p("detection_threshold")),
-                                     match_iou=float(p("track_match_iou")), merge_iou=float(p("track_merge_iou")))
+                                     match_iou=float(p("track_match_iou")), merge_iou=float(p("track_merge_iou")),
+                                     ground_every=int(p("ground_every")), reground_below=float(p("reground_below")))
         self.image_limits = ImageLimits(int(p("max_image_pixels")), float(p("max_image_aspect_ratio")))
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,

@@ -223,3 +223,33 @@ def test_a_click_where_a_lost_object_was_last_seen_revives_it_and_elsewhere_adds
     assert elsewhere.applied and elsewhere.ids != [cup] and len(tracker) == 2
     predictor.set_image(3)
     assert tracker.step(predictor)[0].mode == "refinement"
+
+
+def test_text_objects_are_grounded_every_k_frames_and_follow_their_mask_between():
+    scores = [0.9, 0.9, 0.9, 0.9, 0.2, 0.9, 0.9]
+    frames = [{"the cup": (_box(5, 5 + t), s)} for t, s in enumerate(scores)]
+    predictor = ScriptedPredictor(frames, {})
+    tracker = ObjectTracker(ground_every=3, reground_below=0.5)
+    cup = tracker.add("cup", text="the cup").id
+    modes = []
+    for t in range(len(frames)):
+        predictor.set_image(t)
+        modes.append(tracker.step(predictor)[0].mode)
+    # frame 4 scores 0.2: frame 5 is grounded at once, then the count starts again
+    assert modes == ["grounding", "propagation", "propagation", "grounding", "propagation", "grounding",
+                     "propagation"]
+    followed = [q for queries in predictor.asked for q in queries if q[0] == "propagation"]
+    assert followed and all(label == "the cup" and memory for _, label, memory in followed)
+    assert tracker._objects[cup].since_grounding == 1
+
+
+def test_grounding_every_frame_is_the_default():
+    frames = [{"the cup": (_box(5, 5), 0.9)}] * 3
+    predictor = ScriptedPredictor(frames, {})
+    tracker = ObjectTracker()
+    tracker.add("cup", text="the cup")
+    for t in range(3):
+        predictor.set_image(t)
+        assert tracker.step(predictor)[0].mode == "grounding"
+    with pytest.raises(ValueError, match="ground_every"):
+        ObjectTracker(ground_every=0)

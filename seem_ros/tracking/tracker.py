@@ -20,6 +20,10 @@ without a confident mask publish an empty mask rather than whatever the prompt s
 Following objects attend their previous mask through SEEM's memory queries as well as being
 prompted by it.
 
+Text objects are grounded by their text every `ground_every` frames (1: every frame) and follow
+their last mask in between (a visual row: 3 queries instead of 101, without the text), and are
+grounded again at once when their last score fell below `reground_below`.
+
 Categories ("track the cups"): every frame, the object queries look for the category in the same
 decoder pass (the category as their vocabulary). Instances scoring at least `detection_threshold`
 are matched to the category's tracks by mask IoU (optimal assignment, at least `match_iou`); a
@@ -74,6 +78,7 @@ class TrackedObject:
     age: int = 0  # frames segmented since it was added
     hits: int = 0  # frames with a confident mask
     misses: int = 0  # consecutive frames without one
+    since_grounding: int = 0  # text objects: frames since their text last chose their mask
 
 
 TRACKED, LOST, REMOVED = "tracked", "lost", "removed"
@@ -110,7 +115,10 @@ def merge_prompts(base: Optional[VisualPrompt], correction: VisualPrompt) -> Vis
 
 class ObjectTracker:
     def __init__(self, max_objects: int = 16, lost_after: int = 3, remove_after: int = 150, min_score: float = 0.0,
-                 detection_threshold: float = 0.5, match_iou: float = 0.3, merge_iou: float = 0.8):
+                 detection_threshold: float = 0.5, match_iou: float = 0.3, merge_iou: float = 0.8,
+                 ground_every: int = 1, reground_below: float = 0.0):
+        if ground_every < 1:
+            raise ValueError(f"ground_every must be at least 1, not {ground_every}")
         if lost_after < 1 or remove_after < 0:
             raise ValueError(f"lost_after must be at least 1 and remove_after at least 0 (0 = never), "
                              f"not {lost_after} and {remove_after}")
@@ -121,6 +129,8 @@ class ObjectTracker:
         self.detection_threshold = detection_threshold
         self.match_iou = match_iou
         self.merge_iou = merge_iou
+        self.ground_every = ground_every
+        self.reground_below = reground_below
         self._categories: Dict[str, str] = {}  # category noun -> label of its tracks
         self._objects: Dict[int, TrackedObject] = {}
         self._lock = threading.Lock()
@@ -269,7 +279,8 @@ class ObjectTracker:
         with self._lock:
             objects = [dataclasses.replace(o) for o in self._objects.values()]
             categories = dict(self._categories)
-        results, detections = self._segment(predictor, objects, list(categories), self.detection_threshold)
+        results, detections = self._segment(predictor, objects, list(categories), self.detection_threshold,
+                                            [self._grounds_now(o) for o in objects])
         new_tracks = self._associate(objects, results, detections, list(categories))
         frame_objects = []
         with self._lock:
@@ -283,6 +294,7 @@ class ObjectTracker:
                     del self._objects[obj.id]
                     continue
                 res, mode = res
+                obj.since_grounding = 0 if mode == "grounding" else obj.since_grounding + 1
                 found = bool(res.mask.any()) and res.score >= self.min_score
                 status = self._count(obj, found)
                 if obj.revision == snapshot.revision:
@@ -355,18 +367,25 @@ class ObjectTracker:
                 return REMOVED
         return obj.status
 
+    def _grounds_now(self, obj: TrackedObject) -> bool:
+        """Whether a text object's text chooses its mask this frame (else it follows its last mask)."""
+        return (obj.last is None or obj.since_grounding + 1 >= self.ground_every
+                or obj.last.score < self.reground_below)
+
     @staticmethod
-    def _segment(predictor: SeemPredictor, objects: List[TrackedObject], categories: List[str], threshold: float
-                 ) -> Tuple[Dict[int, Tuple[MaskResult, str]], List[Tuple[int, MaskResult]]]:
+    def _segment(predictor: SeemPredictor, objects: List[TrackedObject], categories: List[str], threshold: float,
+                 ground_now: List[bool]) -> Tuple[Dict[int, Tuple[MaskResult, str]], List[Tuple[int, MaskResult]]]:
         """Every object, and the categories' instances, in one frame-engine pass.
         -> (id: (result, what found it), [(category index, instance)])."""
         if not objects and not categories:
             return {}, []
-        asked = [_query(predictor, obj) for obj in objects]
+        asked = [_query(predictor, obj, ground) for obj, ground in zip(objects, ground_now)]
         queries = [query for query, _ in asked]
         following = [i for i, query in enumerate(queries) if query is None]
         previous = [objects[i].last for i in following]
-        for i, query in zip(following, predictor.follow_queries(previous, [objects[i].text for i in following],
+        # text + visual objects follow with their text; text objects between groundings without it
+        texts = [objects[i].text if objects[i].visual is not None else "" for i in following]
+        for i, query in zip(following, predictor.follow_queries(previous, texts,
                                                                 memories=previous)):
             queries[i] = query
         if categories:
@@ -376,9 +395,10 @@ class ObjectTracker:
         return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}, detections
 
 
-def _query(predictor: SeemPredictor, obj: TrackedObject) -> Tuple[Optional[ObjectQuery], str]:
+def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool = True
+           ) -> Tuple[Optional[ObjectQuery], str]:
     """What the object asks of this frame (None: it follows its last mask, prompted all together),
-    and the mode that names it."""
+    and the mode that names it. ground_now: whether a text object is grounded by its text."""
     if obj.reference is not None:
         return predictor.reference_query(obj.reference), "reference"
     if obj.refinement is not None:
@@ -387,4 +407,6 @@ def _query(predictor: SeemPredictor, obj: TrackedObject) -> Tuple[Optional[Objec
         return None, "propagation"
     if obj.visual is not None:
         return predictor.visual_query(obj.visual, text=obj.text), "prompt"
+    if not ground_now and obj.last is not None:
+        return None, "propagation"
     return predictor.text_query(obj.text), "grounding"
