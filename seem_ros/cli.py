@@ -2,6 +2,7 @@
 
     seem-ros build-engine --checkpoint seem_focalt_v1.pt --canvas 512x704 --precision fp16
     seem-ros eval-tracking --checkpoint seem_focalt_v1.pt --config focalt_v1 --davis DAVIS_DIR
+    seem-ros segment photo.jpg --text "the red cup" --point 320,240 -o out.png
 
 builds (or finds in the cache) the exported graphs a deployment needs ahead of time, as Jetson
 users do before launching: the ONNX image encoder and slot decoder for one input canvas, and with
@@ -77,7 +78,102 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-frames", type=_positive, default=None, help="first N frames of each sequence")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     evaluate.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    segment = commands.add_parser(
+        "segment", help="segment one image by text, clicks, a box, or everything; writes an overlay and masks",
+        description="Segments IMAGE: each --text is one object (the best match), the --point clicks and the "
+                    "--box together are one more; --everything segments every object of the vocabulary. Writes "
+                    "the overlay to -o and one mask PNG per object beside it (<out>_<id>.png, 255 = object), and "
+                    "prints the objects as JSON.")
+    segment.add_argument("image", help="an image file (JPEG, PNG, ...)")
+    segment.add_argument("--text", action="append", default=[], help="a text prompt (repeatable)")
+    segment.add_argument("--point", action="append", default=[], type=_point,
+                         help="a click x,y (positive) or x,y,0 (negative), in pixels (repeatable)")
+    segment.add_argument("--box", type=_box, help="a box x0,y0,x1,y1 in pixels")
+    segment.add_argument("--everything", action="store_true", help="every object of the vocabulary (panoptic)")
+    segment.add_argument("--vocabulary", default="", help="comma-separated class names for --everything "
+                                                          "(default: the 133 COCO panoptic classes)")
+    segment.add_argument("-o", "--out", required=True, help="the overlay image to write (e.g. out.png)")
+    segment.add_argument("--checkpoint", default="seem_focalt_v1.pt",
+                         help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
+    segment.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+    segment.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     return parser
+
+
+def _numbers(text: str, counts: Tuple[int, ...], what: str) -> List[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def _point(text: str) -> Tuple[float, float, int]:
+    values = _numbers(text, (2, 3), "x,y or x,y,0")
+    if len(values) == 3 and values[2] not in (0, 1):
+        raise argparse.ArgumentTypeError(f"a point's label is 1 (positive) or 0 (negative), got {text!r}")
+    return values[0], values[1], int(values[2]) if len(values) == 3 else 1
+
+
+def _box(text: str) -> Tuple[float, float, float, float]:
+    return tuple(_numbers(text, (4,), "x0,y0,x1,y1"))
+
+
+def segment(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import cv2
+    import numpy as np
+    import torch
+    from PIL import Image
+    from .model.predictor import VisualPrompt
+    from .ros_out.encoding import bounding_box, overlay
+    from .runtime.backends import BackendConfig, create_predictor
+    from .runtime.one_shot import segment_once
+    from .tracking.tracker import ObjectTracker
+    visual = VisualPrompt(points=args.point, box=args.box) if args.point or args.box is not None else None
+    if visual is not None and not visual.has_positive():
+        raise UsageError("negative points alone cannot prompt: add a positive point or a box")
+    if not args.everything and not args.text and visual is None:
+        raise UsageError("nothing to segment: give --text, --point, --box or --everything")
+    if args.everything and (args.text or visual is not None):
+        raise UsageError("--everything segments every object: give it without --text, --point or --box")
+    try:
+        rgb = np.asarray(Image.open(args.image).convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot read {args.image}: {exc}") from exc
+    h, w = rgb.shape[:2]
+    for x, y, _ in args.point:
+        if not (0 <= x < w and 0 <= y < h):
+            raise UsageError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
+    vocabulary = tuple(v.strip() for v in args.vocabulary.split(",") if v.strip())
+    predictor = create_predictor(BackendConfig(args.checkpoint, args.config, device=args.device,
+                                               vocabulary=vocabulary if args.everything else ("object",)))
+    with torch.inference_mode():
+        if args.everything:
+            objects = segment_once(predictor, rgb, None)
+        else:
+            tracker = ObjectTracker(max_objects=len(args.text) + 1)
+            for text in args.text:
+                tracker.add(text, text=text)
+            if visual is not None:
+                tracker.add("object", visual=visual)
+            predictor.set_image(rgb)
+            objects = tracker.step(predictor)
+    stem, _ = os.path.splitext(args.out)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    if not cv2.imwrite(args.out, overlay(rgb, objects)):
+        raise RuntimeError(f"cannot write {args.out} (an image extension such as .png is needed)")
+    listed = []
+    for obj in objects:
+        mask_path = f"{stem}_{obj.id}.png"
+        cv2.imwrite(mask_path, obj.mask.astype(np.uint8) * 255)
+        listed.append({"id": obj.id, "label": obj.label, "score": round(float(obj.score), 4),
+                       "bbox": list(bounding_box(obj.mask)), "pixels": int(obj.mask.sum()), "mask": mask_path})
+    print(json.dumps({"image": args.image, "size": [h, w], "overlay": args.out, "objects": listed}))
+    return 0
 
 
 def eval_tracking(args: argparse.Namespace) -> int:
@@ -140,7 +236,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on bad arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return {"build-engine": build_engine, "eval-tracking": eval_tracking}[args.command](args)
+        return {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment}[args.command](args)
     except UsageError as exc:
         print(f"seem-ros {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,67 @@
+"""`seem-ros segment` as a user runs it (a real process, the tiny reference checkpoint): the overlay,
+a mask PNG per object, JSON on stdout, and exit code 2 with a reason for bad arguments."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, reference_path
+
+
+def _segment(*args, cwd=REPO):
+    tiny = reference_path("tiny")
+    return subprocess.run([sys.executable, "-m", "seem_ros.cli", "segment", *args, "--checkpoint",
+                           str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml")],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_text_and_clicks_give_an_overlay_masks_and_json(tmp_path):
+    image = reference_path("images", "zebras1.jpg")
+    out = tmp_path / "result" / "out.png"
+    done = _segment(str(image), "--text", "the zebra", "--point", "100,80", "--point", "5,5,0", "--box",
+                    "50,40,300,200", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    h, w = np.asarray(Image.open(image)).shape[:2]
+    assert report["size"] == [h, w] and report["overlay"] == str(out)
+    assert [o["label"] for o in report["objects"]] == ["the zebra", "object"]
+    assert Image.open(out).size == (w, h)
+    for obj in report["objects"]:
+        mask = np.asarray(Image.open(obj["mask"]))
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        assert int((mask == 255).sum()) == obj["pixels"] and 0.0 <= obj["score"] <= 1.0
+
+
+def test_everything_with_a_vocabulary(tmp_path):
+    done = _segment(str(reference_path("images", "penguin.jpeg")), "--everything", "--vocabulary",
+                    "penguin,snow,sky", "-o", str(tmp_path / "all.png"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    # random weights: which segments pass the panoptic thresholds means nothing, only their labels
+    assert {o["label"] for o in report["objects"]} <= {"penguin", "snow", "sky"}
+    assert (tmp_path / "all.png").is_file() and len(report["objects"]) == len(list(tmp_path.glob("all_*.png")))
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--point", "1,2,3"], 2, "label is 1 (positive) or 0 (negative)"),
+    (["--point", "1"], 2, "expected x,y or x,y,0"),
+    (["--box", "1,2,3"], 2, "expected x0,y0,x1,y1"),
+    ([], 2, "nothing to segment"),
+    (["--point", "5,5,0"], 2, "negative points alone cannot prompt"),
+    (["--point", "5000,5"], 2, "outside the 1024x535 image"),
+    (["--everything", "--text", "cat"], 2, "without --text"),
+])
+def test_bad_arguments_exit_with_2_and_say_why(tmp_path, args, code, message):
+    done = _segment(str(reference_path("images", "zebras1.jpg")), *args, "-o", str(tmp_path / "o.png"))
+    assert done.returncode == code and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unreadable_image_exits_with_1(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    done = _segment(str(broken), "--text", "x", "-o", str(tmp_path / "o.png"))
+    assert done.returncode == 1 and "cannot read" in done.stderr and "Traceback" not in done.stderr
