@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-frames", type=_positive, default=None, help="first N frames of each sequence")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     evaluate.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    commands.add_parser("info", help="versions, GPU, cached checkpoints and engines",
+                        description="Prints Python, torch, CUDA, ONNX Runtime and TensorRT versions, the GPU, "
+                                    "and the checkpoints and engines in the caches.")
     segment = commands.add_parser(
         "segment", help="segment one image by text, clicks, a box, or everything; writes an overlay and masks",
         description="Segments IMAGE: each --text is one object (the best match), the --point clicks and the "
@@ -176,6 +179,44 @@ def segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def info(args: argparse.Namespace) -> int:
+    import glob
+    import os
+    import platform
+    import torch
+    from .model.checkpoint import KNOWN_CHECKPOINTS
+    from .runtime.engine_cache import default_cache_dir
+
+    def version(module: str) -> str:
+        try:
+            return __import__(module).__version__
+        except ImportError:
+            return "not installed"
+    print(f"python        {platform.python_version()} ({sys.executable})")
+    print(f"torch         {torch.__version__}, CUDA {torch.version.cuda or 'none'}")
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    print(f"GPU           {', '.join(gpus) or 'none (CUDA not available)'}")
+    onnxruntime = version("onnxruntime")
+    if onnxruntime != "not installed":
+        import onnxruntime as ort
+        onnxruntime += f" [{', '.join(ort.get_available_providers())}]"
+    print(f"onnxruntime   {onnxruntime}")
+    print(f"tensorrt      {version('tensorrt')}")
+    hub = os.path.expanduser(os.environ.get("HF_HUB_CACHE", os.path.join(
+        os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")))
+    checkpoints = sorted(p for name in KNOWN_CHECKPOINTS for p in glob.glob(os.path.join(
+        hub, "models--xdecoder--SEEM", "snapshots", "*", name)))
+    print(f"checkpoints   {len(checkpoints)} in {hub}")
+    for path in checkpoints:
+        print(f"  {path} ({os.path.getsize(path) / 1e6:.0f} MB)")
+    engines = sorted(glob.glob(os.path.join(default_cache_dir(), "*.onnx")) +
+                     glob.glob(os.path.join(default_cache_dir(), "*.engine")))
+    print(f"engine cache  {len(engines)} files in {default_cache_dir()}")
+    for path in engines:
+        print(f"  {os.path.basename(path)} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return 0
+
+
 def eval_tracking(args: argparse.Namespace) -> int:
     import json
     import os
@@ -236,7 +277,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on bad arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        return {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment}[args.command](args)
+        handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "info": info}
+        return handlers[args.command](args)
     except UsageError as exc:
         print(f"seem-ros {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -65,3 +65,17 @@ def test_an_unreadable_image_exits_with_1(tmp_path):
     broken.write_bytes(b"not a jpeg")
     done = _segment(str(broken), "--text", "x", "-o", str(tmp_path / "o.png"))
     assert done.returncode == 1 and "cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_info_lists_versions_and_the_engine_cache(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "engines").mkdir(parents=True)
+    (cache / "engines" / "seem_encoder_focalt_v1_x_512x704_fp32.onnx").write_bytes(b"x" * 1000)
+    done = subprocess.run([sys.executable, "-m", "seem_ros.cli", "info"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={"SEEM_ROS_CACHE_DIR": str(cache), "HF_HUB_CACHE": str(tmp_path / "hub"),
+                                            "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line and not line.startswith(" ")}
+    assert set(lines) == {"python", "torch", "GPU", "onnxruntime", "tensorrt", "checkpoints", "engine"}
+    assert "checkpoints   0 in" in done.stdout
+    assert "engine cache  1 files" in done.stdout and "seem_encoder_focalt_v1_x_512x704_fp32.onnx" in done.stdout
