@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-frames", type=_positive, default=None, help="first N frames of each sequence")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     evaluate.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    download = commands.add_parser(
+        "download", help="fetch a released checkpoint into the Hugging Face cache and verify its sha256",
+        description="Fetches a released SEEM checkpoint from huggingface.co/xdecoder/SEEM (with a progress bar) "
+                    "into the Hugging Face cache, checks its size and sha256, and prints its path. Offline, it says "
+                    "which file to get, its sha256 and where to put it.")
+    download.add_argument("name", nargs="?", default="seem_focalt_v1.pt",
+                          help="released file name (default %(default)s)")
     commands.add_parser("info", help="versions, GPU, cached checkpoints and engines",
                         description="Prints Python, torch, CUDA, ONNX Runtime and TensorRT versions, the GPU, "
                                     "and the checkpoints and engines in the caches.")
@@ -179,6 +186,16 @@ def segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def download(args: argparse.Namespace) -> int:
+    from .model.checkpoint import KNOWN_CHECKPOINTS, resolve_checkpoint, verify_known_checkpoint
+    if args.name not in KNOWN_CHECKPOINTS:
+        raise UsageError(f"unknown checkpoint {args.name!r} (released: {', '.join(sorted(KNOWN_CHECKPOINTS))})")
+    path = resolve_checkpoint(args.name)  # huggingface_hub shows the download's progress
+    verify_known_checkpoint(path)
+    print(path)
+    return 0
+
+
 def info(args: argparse.Namespace) -> int:
     import glob
     import os
@@ -277,7 +294,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on bad arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "info": info}
+        handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "info": info,
+                    "download": download}
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"seem-ros {args.command}: {exc}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""`seem-ros segment` as a user runs it (a real process, the tiny reference checkpoint): the overlay,
-a mask PNG per object, JSON on stdout, and exit code 2 with a reason for bad arguments."""
+"""`seem-ros segment`, `info` and `download` as a user runs them (real processes; the tiny reference
+checkpoint): overlay, mask PNGs and JSON; versions and caches; offline downloads; exit codes."""
 import json
 import subprocess
 import sys
@@ -79,3 +79,17 @@ def test_info_lists_versions_and_the_engine_cache(tmp_path):
     assert set(lines) == {"python", "torch", "GPU", "onnxruntime", "tensorrt", "checkpoints", "engine"}
     assert "checkpoints   0 in" in done.stdout
     assert "engine cache  1 files" in done.stdout and "seem_encoder_focalt_v1_x_512x704_fp32.onnx" in done.stdout
+
+
+def test_download_offline_says_which_file_its_sha256_and_where_to_put_it(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "PATH": "/usr/bin:/bin",
+           "SEEM_ROS_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "seem_ros.cli", "download"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "seem_focalt_v1.pt" in done.stderr
+    assert "675e86a033a3cc4bc6fa906e4c7e1878dd11728ef8858a457a4a45cf3f2987b2" in done.stderr
+    assert f"place it at {tmp_path / 'seem_focalt_v1.pt'}" in done.stderr
+    unknown = subprocess.run([sys.executable, "-m", "seem_ros.cli", "download", "seem_unknown.pt"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert unknown.returncode == 2 and "released: seem_focall_v1.pt" in unknown.stderr
