@@ -40,6 +40,12 @@ def _positive(text: str) -> int:
     return value
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="seem_focalt_v1.pt",
+                        help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
+    parser.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seem-ros", description="SEEM for ROS 2 robots: command-line tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,9 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Exports the image encoder and the slot decoder to ONNX and, with --backend tensorrt, builds "
                     "their TensorRT engines, into the engine cache the node reads (a cached one with a matching key "
                     "is kept, never rebuilt).")
-    build.add_argument("--checkpoint", default="seem_focalt_v1.pt",
-                       help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
-    build.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+    _model_arguments(build)
     build.add_argument("--canvas", type=_canvas, required=True,
                        help="padded input HxW, multiples of 32: the node's input_canvas (e.g. 512x704 for 480x640 "
                             "frames at short side 512)")
@@ -68,9 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Prompts each sequence with its first frame's ground-truth mask and segments the rest three "
                     "ways: per-frame referring (the official SEEM video demo), mask propagation, and the node's "
                     "tracker. Prints a table (progress on stderr); the last line is JSON.")
-    evaluate.add_argument("--checkpoint", default="seem_focalt_v1.pt",
-                          help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
-    evaluate.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+    _model_arguments(evaluate)
     evaluate.add_argument("--davis", required=True,
                           help="a DAVIS-layout folder (JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png)")
     evaluate.add_argument("--sequences", default="", help="comma-separated sequence names (default: all)")
@@ -103,9 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("--vocabulary", default="", help="comma-separated class names for --everything "
                                                           "(default: the 133 COCO panoptic classes)")
     segment.add_argument("-o", "--out", required=True, help="the overlay image to write (e.g. out.png)")
-    segment.add_argument("--checkpoint", default="seem_focalt_v1.pt",
-                         help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
-    segment.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
+    _model_arguments(segment)
     segment.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     return parser
 

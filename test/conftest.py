@@ -38,3 +38,13 @@ def tiny_model(tiny_config):
 
 def load_case(name: str):
     return np.load(reference_path("cases", f"{name}.npz"))
+
+
+def track_frames(tracker, predictor, count: int):
+    """Steps a tracker through frames 0..count-1 of a scripted predictor (set_image(t)): per frame
+    {id: FrameObject}."""
+    out = []
+    for t in range(count):
+        predictor.set_image(t)
+        out.append({o.id: o for o in tracker.step(predictor)})
+    return out

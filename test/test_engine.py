@@ -11,7 +11,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from conftest import load_case, reference_path
-from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt
+from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt, every_kind_of_object
 from replay import ReplayedRandomness
 from seem_ros.model.frame_engine import ObjectQuery
 from seem_ros.model.postprocess import upsample_and_crop
@@ -115,19 +115,8 @@ def test_segment_everything_through_the_engine(tiny_model):
 def frame_objects(tiny_model):
     """Every kind of object on one frame, with deterministic draws."""
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
-    predictor.set_image(_rgb("images/zebras2.jpg"))
-    reference_rgb = _rgb("images/zebras1.jpg")
-    region = np.zeros(reference_rgb.shape[:2], bool)
-    region[60:200, 80:300] = True
     with torch.no_grad():
-        reference = predictor.encode_reference(reference_rgb, region)
-        clicked = predictor.decode([predictor.visual_query(VisualPrompt(points=[(120, 90, 1)]))])[0]
-        queries = [predictor.text_query("the zebra"),
-                   predictor.visual_query(VisualPrompt(points=[(120, 90, 1), (20, 20, 0)]), memory=clicked),
-                   predictor.visual_query(VisualPrompt(box=(30, 20, 200, 150)), text="striped animal"),
-                   predictor.follow_query(clicked),
-                   predictor.reference_query(reference),
-                   predictor.text_query("the grass and the sky")]
+        queries = every_kind_of_object(predictor)
     return predictor, queries
 
 

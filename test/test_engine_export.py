@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import load_case, reference_path
-from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt
+from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt, every_kind_of_object
 from replay import ReplayedRandomness
 from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
@@ -94,20 +94,9 @@ def test_every_kind_of_object_in_fixed_slots_equals_torch(tiny_model, graphs):
     """Texts, clicks with memory, text + box, a followed mask and an example region in one frame,
     more objects of each kind than the graph has slots (they take a second pass)."""
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
-    reference_rgb = _rgb("images/zebras1.jpg")
-    region = np.zeros(reference_rgb.shape[:2], bool)
-    region[60:200, 80:300] = True
     with torch.no_grad():
-        predictor.set_image(_rgb("images/zebras2.jpg"))
-        reference = predictor.encode_reference(reference_rgb, region)
-        clicked = predictor.decode([predictor.visual_query(VisualPrompt(points=[(120, 90, 1)]))])[0]
-        queries = [predictor.text_query("the zebra"),
-                   predictor.visual_query(VisualPrompt(points=[(120, 90, 1), (20, 20, 0)]), memory=clicked),
-                   predictor.visual_query(VisualPrompt(box=(30, 20, 200, 150)), text="striped animal"),
-                   predictor.follow_query(clicked),
-                   predictor.reference_query(reference),
-                   predictor.text_query("the grass and the sky"),
-                   predictor.visual_query(VisualPrompt(scribbles=[[(10, 100), (200, 120)]]))]
+        queries = every_kind_of_object(predictor) + [
+            predictor.visual_query(VisualPrompt(scribbles=[[(10, 100), (200, 120)]]))]
         in_torch = predictor.engine.decode(predictor.frame, queries)
         predictor.engine.run_slots = graphs.decode_slots
         exported = predictor.engine.decode(predictor.frame, queries)

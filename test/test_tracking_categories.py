@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import track_frames
 from seem_ros.model.predictor import MaskResult
 from seem_ros.prompts.text_commands import read_phrase
 from seem_ros.tracking.association import match_by_iou, optimal_assignment
@@ -109,10 +110,7 @@ def test_a_new_instance_starts_a_track_and_a_vanished_one_becomes_lost():
     predictor = DetectingPredictor(frames, [["a"], ["a", "b"], ["b"], ["b"], ["b"]])
     tracker = ObjectTracker(lost_after=2, remove_after=0)
     tracker.add_category("cup", "cups")
-    seen = []
-    for t in range(len(frames)):
-        predictor.set_image(t)
-        seen.append({o.id: o for o in tracker.step(predictor)})
+    seen = track_frames(tracker, predictor, len(frames))
     first, second = sorted(seen[1])
     assert list(seen[0]) == [first] and seen[1][second].mode == "detection"
     # the first cup is gone: neither detected nor found by propagation -> lost after 2 frames, same id
@@ -127,10 +125,7 @@ def test_an_instance_back_in_view_gets_its_old_id():
     predictor = DetectingPredictor(frames, [["a", "b"], ["b"], ["b"], ["b"], ["a", "b"]])
     tracker = ObjectTracker(lost_after=2, remove_after=0)
     tracker.add_category("cup", "cups")
-    seen = []
-    for t in range(len(frames)):
-        predictor.set_image(t)
-        seen.append({o.id: o for o in tracker.step(predictor)})
+    seen = track_frames(tracker, predictor, len(frames))
     first = min(seen[0])
     assert [seen[t][first].status for t in range(5)] == ["tracked", "tracked", "lost", "lost", "tracked"]
     assert seen[4][first].mode == "detection" and np.array_equal(seen[4][first].mask, _box(6, 6))
