@@ -46,6 +46,8 @@ def _track(model, device, precision="fp32", frames=("zebras1.jpg", "zebras2.jpg"
     with torch.inference_mode(), inference_context(BackendConfig("", device=device, precision=precision)):
         for i, name in enumerate(frames):
             predictor.set_image(_rgb(name))
+            if i == 0:  # as the node's frame worker does (input_canvas auto): one shape for the stream
+                predictor.lock_canvas()
             if i == 1:
                 tracker.refine(ids[1], VisualPrompt(points=[(150, 120, 1), (10, 10, 0)]))
             out = {o.id: o for o in tracker.step(predictor)}
