@@ -174,9 +174,11 @@ class FrameEngine:
         sizes = [g.queries.shape[0] * g.queries.shape[1] for g in groups]
         query_pos = torch.cat([g.query_pos.flatten(0, 1) for g in groups])
         queries = [g.queries for g in groups]
-        logits = _level_logits(dec, frame, queries, 0)
         for i in range(dec.num_layers):
             level = i % dec.num_feature_levels
+            # the masks that decide what each query attends in this layer (after the last layer
+            # only the chosen queries' full-size masks are needed: select)
+            logits = _level_logits(dec, frame, groups, queries, level)
             blocked = torch.cat([g.cross_mask(lg, level).flatten(0, 1) for g, lg in zip(groups, logits)])
             blocked = blocked & ~blocked.all(-1, keepdim=True)  # a query blocked everywhere sees all
             flat = torch.cat([q.flatten(0, 1) for q in queries])
@@ -186,7 +188,6 @@ class FrameEngine:
             queries = [g.self_attend(dec.transformer_self_attention_layers[i], dec.transformer_ffn_layers[i],
                                      q.view_as(g.queries), level)
                        for g, q in zip(groups, flat.split(sizes))]
-            logits = _level_logits(dec, frame, queries, (i + 1) % dec.num_feature_levels)
         mask_features = frame.mask_features[0].flatten(1)  # (D, h4*w4)
         size = tuple(frame.mask_features.shape[-2:])
         empty = mask_features.new_zeros((0, *size))
@@ -196,12 +197,15 @@ class FrameEngine:
         return out
 
 
-def _level_logits(dec, frame: FrameFeatures, queries: Sequence[Tensor], level: int) -> List[Tensor]:
-    """Each group's (B, Q, HW) mask logits at the level's size (one product for all)."""
-    flat = torch.cat([q.flatten(0, 1) for q in queries])
+def _level_logits(dec, frame: FrameFeatures, groups: Sequence["_Group"], queries: Sequence[Tensor],
+                  level: int) -> List[Tensor]:
+    """Each group's (B, Q', HW) mask logits at the level's size for the queries whose predicted
+    masks are used (one product for all)."""
+    predicted = [g.predicted(q) for g, q in zip(groups, queries)]
+    flat = torch.cat([q.flatten(0, 1) for q in predicted])
     logits = dec.mask_embed(dec.decoder_norm(flat)) @ frame.level_mask_features[level]
-    return [lg.view(*q.shape[:2], -1) for lg, q in zip(logits.split([q.shape[0] * q.shape[1] for q in queries]),
-                                                       queries)]
+    return [lg.view(*q.shape[:2], -1) for lg, q in zip(logits.split([q.shape[0] * q.shape[1] for q in predicted]),
+                                                       predicted)]
 
 
 def _image_attention(attn, queries: Tensor, query_pos: Tensor, src: Tensor, pos: Tensor, blocked: Tensor) -> Tensor:
@@ -239,6 +243,10 @@ class _Group:
     may attend, how the rows attend themselves, and how each row's mask is selected."""
     queries: Tensor
     query_pos: Tensor
+
+    def predicted(self, queries: Tensor) -> Tensor:
+        """The queries whose masks, predicted at every layer, decide what they attend next."""
+        return queries
 
     def cross_mask(self, logits: Tensor, level: int) -> Tensor:
         return logits.sigmoid() < 0.5
@@ -319,12 +327,17 @@ class _VisualRows(_Group):
         attending, attended = kinds[None, :, None], kinds[None, None, :]
         self.allowed = ((attending & attended) | (~attending & (~attended | to_memory)))[:, None]  # (Nv, 1, L, L)
 
+    def predicted(self, queries):
+        # memory queries attend where the previous mask is on, whatever they would predict: their
+        # masks are never needed (32 of a row's 35 queries)
+        return queries[:, :self.spatial]
+
     def cross_mask(self, logits, level):
         blocked = logits.sigmoid() < 0.5
         if self.memory_blocked is None:
             return blocked
-        memory = self.memory_blocked[level][:, None].expand(-1, blocked.shape[1] - self.spatial, -1)
-        return torch.cat([blocked[:, :self.spatial], memory], 1)
+        memory = self.memory_blocked[level][:, None].expand(-1, self.queries.shape[1] - self.spatial, -1)
+        return torch.cat([blocked, memory], 1)
 
     def self_attend(self, layer, ffn, queries, level):
         return ffn(layer.norm(queries + self._attention(layer.self_attn, queries, level)))
