@@ -72,6 +72,8 @@ PARAMETERS = {
     "track_lost_after": (3, "frames without a confident mask before an object is reported lost"),
     "track_remove_after": (150, "frames without a confident mask before an object is removed; 0 = never"),
     "track_min_score": (0.0, "a mask scoring below this counts as not found (the object may become lost)"),
+    "track_follow_memory": (False, "followed objects also attend their previous mask through SEEM's memory "
+                                   "queries (costs more per object)"),
     "ground_every": (1, "text objects: frames between groundings by their text (1 = every frame); they follow "
                         "their last mask in between, which costs less"),
     "reground_below": (0.0, "text objects: grounded again at once when their last score fell below this"),
@@ -194,7 +196,8 @@ class SeemNode(LifecycleNode):
                                      remove_after=int(p("track_remove_after")), min_score=float(p("track_min_score")),
                                      detection_threshold=float(p("detection_threshold")),
                                      match_iou=float(p("track_match_iou")), merge_iou=float(p("track_merge_iou")),
-                                     ground_every=int(p("ground_every")), reground_below=float(p("reground_below")))
+                                     ground_every=int(p("ground_every")), reground_below=float(p("reground_below")),
+                                     follow_memory=bool(p("track_follow_memory")))
         self.image_limits = ImageLimits(int(p("max_image_pixels")), float(p("max_image_aspect_ratio")))
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,

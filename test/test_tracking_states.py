@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import track_frames
 from seem_ros.model.predictor import MaskResult, VisualPrompt
 from seem_ros.tracking.tracker import LOST, REMOVED, TRACKED, ObjectTracker
 
@@ -52,21 +53,13 @@ class ScriptedPredictor:
         return results
 
 
-def _run(tracker, predictor, frames):
-    out = []
-    for t in range(len(frames)):
-        predictor.set_image(t)
-        out.append({o.id: o for o in tracker.step(predictor)})
-    return out
-
-
 def test_an_object_out_of_view_is_lost_then_found_again_with_its_id():
     cup = _box(5, 5)
     frames = [{"cup": (cup, 0.9)}] * 2 + [{}] * 4 + [{"cup": (_box(6, 7), 0.8)}]
     predictor = ScriptedPredictor(frames, {(8, 8): "cup"})
-    tracker = ObjectTracker(lost_after=3, remove_after=0)
+    tracker = ObjectTracker(lost_after=3, remove_after=0, follow_memory=True)
     cup_id = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
-    seen = [frame[cup_id] for frame in _run(tracker, predictor, frames)]
+    seen = [frame[cup_id] for frame in track_frames(tracker, predictor, len(frames))]
     assert [o.status for o in seen] == [TRACKED, TRACKED, TRACKED, TRACKED, LOST, LOST, TRACKED]
     assert [bool(o.mask.any()) for o in seen] == [True, True, False, False, False, False, True]  # no stale mask
     assert np.array_equal(seen[-1].mask, _box(6, 7))
@@ -83,7 +76,7 @@ def test_an_object_not_found_for_remove_after_frames_is_removed_with_a_last_repo
     tracker = ObjectTracker(lost_after=2, remove_after=3)
     cup = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
     plate = tracker.add("plate", visual=VisualPrompt(points=[(33, 23, 1)])).id
-    out = _run(tracker, predictor, frames)
+    out = track_frames(tracker, predictor, len(frames))
     assert [f[cup].status for f in out[:4]] == [TRACKED, TRACKED, LOST, REMOVED]
     assert all(cup not in f for f in out[4:]) and all(f[plate].status == TRACKED for f in out)
     assert set(tracker.labels()) == {plate}
@@ -94,7 +87,7 @@ def test_a_mask_scoring_below_min_score_counts_as_not_found():
     predictor = ScriptedPredictor(frames, {})
     tracker = ObjectTracker(lost_after=1, min_score=0.5)
     cup = tracker.add("cup", text="the cup").id
-    out = [f[cup] for f in _run(tracker, predictor, frames)]
+    out = [f[cup] for f in track_frames(tracker, predictor, len(frames))]
     assert [(o.status, bool(o.mask.any()), o.score) for o in out] == [
         (TRACKED, True, 0.9), (LOST, False, 0.2), (TRACKED, True, 0.7)]
     assert np.array_equal(tracker._objects[cup].last.mask, _box(9, 9))  # the weak mask never became its memory
@@ -229,7 +222,7 @@ def test_text_objects_are_grounded_every_k_frames_and_follow_their_mask_between(
     scores = [0.9, 0.9, 0.9, 0.9, 0.2, 0.9, 0.9]
     frames = [{"the cup": (_box(5, 5 + t), s)} for t, s in enumerate(scores)]
     predictor = ScriptedPredictor(frames, {})
-    tracker = ObjectTracker(ground_every=3, reground_below=0.5)
+    tracker = ObjectTracker(ground_every=3, reground_below=0.5, follow_memory=True)
     cup = tracker.add("cup", text="the cup").id
     modes = []
     for t in range(len(frames)):
