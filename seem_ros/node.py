@@ -66,7 +66,7 @@ PARAMETERS = {
     "image_qos_depth": (5, "image subscription queue depth (ROS sensor-data default)"),
     "max_image_pixels": (7680 * 4320, "camera, prompt and service images with more pixels are refused"),
     "max_image_aspect_ratio": (8.0, "images more elongated than this (long side / short side) are refused"),
-    "prompt_queue_size": (1000, "prompts waiting to be applied; also the depth of the prompt topics"),
+    "prompt_queue_size": (1000, "prompts waiting to be applied; a full queue refuses (and counts) new ones"),
     "score_threshold": (0.0, "objects scoring below are not published"),
     "max_objects": (16, "most objects tracked at once"),
     "track_lost_after": (3, "frames without a confident mask before an object is reported lost"),

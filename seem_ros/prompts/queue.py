@@ -60,13 +60,6 @@ class PromptQueue:
             self._changed.notify_all()
             return True
 
-    def count_dropped(self, n: int = 1) -> None:
-        """Prompts known to be lost before reaching the queue (e.g. middleware sequence gaps); a
-        negative n takes back ones counted so that arrived late after all."""
-        with self._lock:
-            self.counts.received += n
-            self.counts.dropped += n
-
     def count_refused(self, n: int = 1) -> None:
         """Prompts refused before they were queued (e.g. a point that cannot be projected)."""
         with self._lock:

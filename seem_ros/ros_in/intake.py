@@ -3,8 +3,9 @@ every source into the one ordered prompt queue.
 
 Callbacks here only convert and enqueue, so they never wait for inference; they run in their own
 callback groups (frames, prompts, prompt services) beside the lifecycle services. Losses are
-counted: frames and prompts the middleware lost (QoS message-lost events, gaps in the publishers'
-sequence numbers), prompts refused because the queue was full.
+counted: frames the middleware lost (QoS message-lost events, gaps in the publishers' sequence
+numbers), prompts refused because the queue was full (prompt topics are reliable and keep-all, so
+the middleware loses none).
 """
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
@@ -80,10 +81,13 @@ class PromptIntake:
         self.image_size = image_size
         self.log = log
         self.transform = transform
-        self.gaps = SequenceGaps()
         self._camera_info: Optional[CameraInfo] = None
-        # reliable and deep enough for a burst; one group, so intake order is reception order
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=queue.capacity, reliability=ReliabilityPolicy.RELIABLE)
+        # reliable and keep-all: a burst the executor has not taken yet waits in the middleware
+        # (a reliable writer re-sends what the reader could not hold) instead of being overwritten,
+        # so every prompt reaches the queue, which counts what it cannot hold. (Keep-last would
+        # drop the oldest unread ones, and those before the first one read leave no sequence gap.)
+        # One group, so intake order is reception order.
+        qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
         group = MutuallyExclusiveCallbackGroup()
         self.camera_info_topic = camera_info_topic
         self._subscriptions = [
@@ -101,12 +105,6 @@ class PromptIntake:
             self.node.destroy_subscription(subscription)
 
     def _enqueue(self, request: PromptRequest, info=None) -> None:
-        if info:
-            missed = self.gaps.observe(publisher_key(info), info.get("publication_sequence_number"))
-            if missed:
-                self.queue.count_dropped(missed)  # -1: one counted as lost arrived late after all
-            if missed > 0:
-                self.log.warning(f"{missed} prompt messages were lost before reaching the node")
         request.stamp_ns = _reception_ns(info)
         if not self.queue.put(request):
             self.log.warning(f"prompt queue full ({self.queue.capacity} waiting): {request.kind} dropped; "
