@@ -10,9 +10,14 @@ decoder as a boolean mask on the padded input. From it SEEM takes:
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+# point_sample's sparse product: supported on CPU and CUDA; "beta" refers to the wider sparse API
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 class DecoderRandomness:
@@ -115,12 +120,35 @@ def point_sample(features: Tensor, points_xy: Tensor) -> Tensor:
     Features of batch 1 serve every batch of points (one sampling call, no copies of the features)."""
     if features.shape[0] == 1 and points_xy.shape[0] > 1:
         b, p, _ = points_xy.shape
+        _, channels, h, w = features.shape
         if p == 0:
-            return features.new_zeros((b, features.shape[1], 0))
-        # channels last in memory: what callers go on with is (points, batch, channels)
-        sampled = point_sample(features, points_xy.reshape(1, b * p, 2))[0].t().contiguous()
-        return sampled.view(b, p, -1).permute(0, 2, 1)
+            return features.new_zeros((b, channels, 0))
+        # one sparse (points x pixels) product with the channels-last map (project_levels' layout, so
+        # the reshape is a view): the samples come out in the layout callers go on with, (points,
+        # channels), where grid_sample's (channels, points) had to be transposed (7x slower on a CPU)
+        table = features[0].permute(1, 2, 0).reshape(h * w, channels)
+        sampled = _bilinear_weights(points_xy.reshape(b * p, 2), h, w, table.dtype) @ table
+        return sampled.view(b, p, channels).permute(0, 2, 1)
     return F.grid_sample(features, 2.0 * points_xy.unsqueeze(2) - 1.0, align_corners=True).squeeze(3)
+
+
+def _bilinear_weights(points_xy: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:
+    """(N, 2) points in [0, 1] (x, y) -> sparse CSR (N, h*w): each row's four bilinear corner weights
+    (align_corners=True; a corner outside the map weighs 0, as grid_sample's zero padding)."""
+    x, y = points_xy[:, 0] * (w - 1), points_xy[:, 1] * (h - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    columns, values = [], []
+    for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
+                           (1, 1, fy * fx)):
+        yy, xx = y0 + dy, x0 + dx
+        columns.append(yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
+        values.append(weight * ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)))
+    n = len(points_xy)
+    rows = torch.arange(0, 4 * n + 1, 4, device=points_xy.device)
+    return torch.sparse_csr_tensor(rows, torch.stack(columns, 1).flatten(), torch.stack(values, 1).flatten().to(dtype),
+                                   (n, h * w), check_invariants=False)
 
 
 def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
@@ -133,20 +161,26 @@ def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
     features with the maps gives every mean; no per-point feature vectors are gathered."""
     bsz, channels, h, w = mask_features.shape
     n = max((len(m) for m in masks), default=0)
-    weights = mask_features.new_zeros((len(masks), n, h * w))
-    counts = mask_features.new_zeros((len(masks), n))
-    for i, mask in enumerate(masks):
-        points = draw(mask, max_len)
-        prompt = points[:, 0].long()
+    weights = mask_features.new_zeros((len(masks) * n, h * w))
+    counts = mask_features.new_zeros((len(masks) * n,))
+    drawn = [draw(mask, max_len) for mask in masks]
+    if sum(len(p) for p in drawn):  # all masks' points at once: a few operations per frame, not per mask
+        points = torch.cat(drawn)
+        image = torch.repeat_interleave(torch.arange(len(masks), device=points.device),
+                                        torch.tensor([len(p) for p in drawn], device=points.device))
+        row = image * n + points[:, 0].long()  # (image, prompt) row of the weight maps
         y, x = points[:, 1] * (h - 1), points[:, 2] * (w - 1)
         y0, x0 = y.floor(), x.floor()
         fy, fx = (y - y0).to(weights.dtype), (x - x0).to(weights.dtype)
-        counts[i].index_add_(0, prompt, torch.ones_like(fy))
+        counts.index_add_(0, row, torch.ones_like(fy))
         for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
                                (1, 1, fy * fx)):
             yy, xx = y0.long() + dy, x0.long() + dx
             inside = (yy < h) & (xx < w)  # zero padding outside the map, as grid_sample
-            weights[i].index_put_((prompt[inside], (yy * w + xx)[inside]), weight[inside], accumulate=True)
+            # outside corners add 0 at a clamped index: no boolean indexing (no host sync on a GPU)
+            weights.index_put_((row, yy.clamp(max=h - 1) * w + xx.clamp(max=w - 1)), weight * inside,
+                               accumulate=True)
+    weights, counts = weights.view(len(masks), n, h * w), counts.view(len(masks), n)
     weights = weights / counts.clamp(min=1)[..., None]
     features = mask_features.flatten(2)  # (1 or bs, C, HW)
     if bsz == 1:
