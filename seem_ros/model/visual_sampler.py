@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 # point_sample's sparse product: supported on CPU and CUDA; "beta" refers to the wider sparse API
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")  # torch 2.11
 
 
 class DecoderRandomness:
