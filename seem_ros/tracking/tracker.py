@@ -18,8 +18,8 @@ frames (0: never). A lost object keeps being searched where it was last seen (it
 mask prompts every frame, with its memory) and is tracked again, with its id, when found. Frames
 without a confident mask publish an empty mask rather than whatever the prompt selected.
 With `follow_memory`, following objects also attend their previous mask through SEEM's memory
-queries (32 more queries per object: on a 2-core CPU, 16 followed objects cost 3.0x one object
-with it, 1.9x without).
+queries (32 more queries per object: on a 2-core CPU, 16 followed objects cost 2.9x one object
+with it, 1.7-1.8x without).
 
 Text objects are grounded by their text every `ground_every` frames (1: every frame) and follow
 their last mask in between (a visual row: 3 queries instead of 101, without the text), and are
