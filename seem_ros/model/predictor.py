@@ -389,27 +389,38 @@ class SeemPredictor:
 
     def follow_queries(self, previous: Sequence[MaskResult], texts: Sequence[str],
                        memories: Optional[Sequence[Optional[MaskResult]]] = None) -> List[ObjectQuery]:
-        """follow_query for several objects: their masks are taken from their logits on the device,
-        all at once, when the frames share one input geometry (else from the host masks).
+        """follow_query for several objects, prompted all together.
         memories: per object, a result its memory queries attend (e.g. the previous one)."""
         memories = list(memories) if memories is not None else [None] * len(previous)
+        pos = self._canvas_masks(previous)
+        return self._spatial_queries(pos, [torch.zeros_like(m) for m in pos], memories, texts)
+
+    def appearance(self, results: Sequence[MaskResult]) -> List[SpatialPrompt]:
+        """Each result's mask on the current image as reference tokens (SEEM's referring-region
+        path): what the object looks like, to find it in a later frame wherever it is then
+        (reference_query)."""
+        pos = self._canvas_masks(results)
+        return self.engine.spatial_prompts(self.frame, pos, [torch.zeros_like(m) for m in pos])
+
+    def _canvas_masks(self, results: Sequence[MaskResult]) -> List[Tensor]:
+        """Each result's mask as a (1, Hp, Wp) bool prompt on the current padded input: from its
+        logits on the device, all at once, when the frames share one input geometry (else from
+        its host mask)."""
         f = self.features
-        same = [tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:])
-                and r.input_hw == tuple(f["input_hw"]) for r in previous]
-        queries: List[Optional[ObjectQuery]] = [
-            None if ok else self.visual_query(VisualPrompt(mask=r.mask), memory=m, text=t)
-            for r, t, m, ok in zip(previous, texts, memories, same)]
-        following = [i for i, ok in enumerate(same) if ok]
-        if following:
-            logits = torch.stack([previous[i].low_res_logits for i in following])[:, None].float()
+        same = [i for i, r in enumerate(results) if tuple(r.low_res_logits.shape[-2:]) == tuple(
+            f["mask_features"].shape[-2:]) and r.input_hw == tuple(f["input_hw"])]
+        masks: List[Optional[Tensor]] = [None] * len(results)
+        if same:
+            logits = torch.stack([results[i].low_res_logits for i in same])[:, None].float()
             on = F.interpolate(logits, f["padded_hw"], mode="bilinear", align_corners=False) > 0
             on[..., f["input_hw"][0]:, :] = False
             on[..., f["input_hw"][1]:] = False
-            for i, query in zip(following, self._spatial_queries(list(on), [torch.zeros_like(m) for m in on],
-                                                                  [memories[i] for i in following],
-                                                                  [texts[i] for i in following])):
-                queries[i] = query
-        return queries
+            for i, mask in zip(same, on):
+                masks[i] = mask
+        for i, result in enumerate(results):
+            if masks[i] is None:
+                (masks[i],), _ = self.prompt_masks([VisualPrompt(mask=result.mask)])
+        return masks
 
     def _spatial_queries(self, pos: Sequence[Tensor], neg: Sequence[Tensor], memories: Sequence[Optional[MaskResult]],
                          texts: Sequence[str]) -> List[ObjectQuery]:
