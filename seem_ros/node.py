@@ -74,6 +74,9 @@ PARAMETERS = {
     "track_min_score": (0.0, "a mask scoring below this counts as not found (the object may become lost)"),
     "track_follow_memory": (False, "followed objects also attend their previous mask through SEEM's memory "
                                    "queries (costs more per object)"),
+    "track_reidentify_every": (10, "lost objects that follow their mask are searched by their appearance (reference "
+                                   "tokens of a confident frame of their own) every N frames; 0 = never"),
+    "track_reidentify_score": (0.8, "least score of a mask found by appearance for the object to count as found"),
     "ground_every": (1, "text objects: frames between groundings by their text (1 = every frame); they follow "
                         "their last mask in between, which costs less"),
     "reground_below": (0.0, "text objects: grounded again at once when their last score fell below this"),
@@ -157,7 +160,7 @@ class SeemNode(LifecycleNode):
                 return FAILURE
         for name, low, high in (("max_objects", 1, 65535), ("prompt_queue_size", 1, 1_000_000),
                                 ("track_lost_after", 1, 1_000_000), ("track_remove_after", 0, 1_000_000_000),
-                                ("ground_every", 1, 1_000_000),
+                                ("ground_every", 1, 1_000_000), ("track_reidentify_every", 0, 1_000_000),
                                 ("image_qos_depth", 1, 10_000), ("max_image_pixels", 1, 2**40)):
             if not low <= p(name) <= high:
                 self.get_logger().error(f"parameter {name} must be in {low}..{high}, got {p(name)}")
@@ -197,7 +200,9 @@ class SeemNode(LifecycleNode):
                                      detection_threshold=float(p("detection_threshold")),
                                      match_iou=float(p("track_match_iou")), merge_iou=float(p("track_merge_iou")),
                                      ground_every=int(p("ground_every")), reground_below=float(p("reground_below")),
-                                     follow_memory=bool(p("track_follow_memory")))
+                                     follow_memory=bool(p("track_follow_memory")),
+                                     reidentify_every=int(p("track_reidentify_every")),
+                                     reidentify_min_score=float(p("track_reidentify_score")))
         self.image_limits = ImageLimits(int(p("max_image_pixels")), float(p("max_image_aspect_ratio")))
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,

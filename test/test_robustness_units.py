@@ -162,6 +162,9 @@ class BlockingPredictor:
     def follow_queries(self, previous, texts, memories=None):
         return [("follow", p) for p in previous]
 
+    def appearance(self, results):
+        return ["appearance"] * len(results)
+
     def text_query(self, text):
         return "text", text
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import REPO, load_case, reference_path
 from replay import ReplayedRandomness
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.model.predictor import MaskResult, SeemPredictor, VisualPrompt
 from seem_ros.tracking.evaluation import boundary_f_measure, read_davis, region_similarity
 from seem_ros.tracking.tracker import ObjectTracker
 
@@ -47,7 +47,7 @@ def test_the_mask_propagation_case_through_the_tracker(tiny_model):
     case = load_case("g_video_maskprop_f0_to_f1")
     rng = ReplayedRandomness(case)
     predictor = SeemPredictor(tiny_model, rng=rng)
-    tracker = ObjectTracker()
+    tracker = ObjectTracker(reidentify_every=0)  # no appearance memory: its draws are not in the case
     tracker.add("object", visual=VisualPrompt(mask=case["input/rand_shape"][0, 0] > 0))
     with torch.no_grad():
         predictor.set_image(case["input/image_uint8_hwc"].astype(np.uint8))
@@ -73,6 +73,23 @@ def test_the_example_region_video_cases_through_the_tracker(tiny_model, name):
         (frame_object,) = tracker.step(predictor)
     logits = tracker._objects[frame_object.id].last.low_res_logits
     diff = float(np.abs(logits.numpy() - case["rec/pred_calls/1/out/prev_mask"][0, 0]).max())
+    assert diff <= ATOL, f"max |diff| {diff:.3g} from the official output"
+    rng.assert_all_used()
+
+
+def test_an_objects_appearance_finds_it_as_the_official_example_region_does(tiny_model):
+    """Re-identification: an object's appearance is its mask's reference tokens on a frame of its
+    own; searched by it in a later frame, it gets the official example-region output."""
+    case = load_case("g_video_refimg_f0_to_f1_PATCHED")
+    rng = ReplayedRandomness(case)
+    predictor = SeemPredictor(tiny_model, rng=rng)
+    with torch.no_grad():
+        predictor.set_image(case["input/imageA_uint8_hwc"].astype(np.uint8))
+        mask = case["input/maskA"][0, 0] > 0
+        (appearance,) = predictor.appearance([MaskResult(mask, 1.0, torch.zeros(1), "", mask.shape)])
+        predictor.set_image(case["input/imageB_uint8_hwc"].astype(np.uint8))
+        (found,) = predictor.decode([predictor.reference_query(appearance)])
+    diff = float(np.abs(found.low_res_logits.numpy() - case["rec/pred_calls/1/out/prev_mask"][0, 0]).max())
     assert diff <= ATOL, f"max |diff| {diff:.3g} from the official output"
     rng.assert_all_used()
 

@@ -44,6 +44,9 @@ class ScriptedPredictor:
         memories = memories or [None] * len(previous)
         return [("propagation", p.label, m is not None) for p, m in zip(previous, memories)]
 
+    def appearance(self, results):
+        return [r.label for r in results]  # reference_query(label) finds the label wherever it is
+
     def decode(self, queries):
         self.asked.append(queries)
         results = []
@@ -63,8 +66,10 @@ def test_an_object_out_of_view_is_lost_then_found_again_with_its_id():
     assert [o.status for o in seen] == [TRACKED, TRACKED, TRACKED, TRACKED, LOST, LOST, TRACKED]
     assert [bool(o.mask.any()) for o in seen] == [True, True, False, False, False, False, True]  # no stale mask
     assert np.array_equal(seen[-1].mask, _box(6, 7))
-    # while out of view it is searched where it was last seen: its last confident mask prompts, with memory
-    assert [q[0] for q in predictor.asked[1:]] == [("propagation", "cup", True)] * 6
+    # while out of view it is searched where it was last seen (its last confident mask prompts, with
+    # memory), and once lost by its appearance (the reference tokens of its first confident frame)
+    assert [q[0] for q in predictor.asked[1:]] == [("propagation", "cup", True)] * 4 + [
+        ("reference", "cup", False), ("propagation", "cup", True)]
     obj = tracker._objects[cup_id]
     assert (obj.age, obj.hits, obj.misses) == (7, 3, 0)
     assert np.array_equal(obj.last.mask, _box(6, 7))
@@ -109,9 +114,11 @@ def test_each_mask_says_what_found_it():
     assert [m[dog] for m in modes] == ["grounding"] * 3
 
 
-@pytest.mark.parametrize("kwargs", [dict(lost_after=0), dict(remove_after=-1)])
-def test_bad_track_settings_are_refused(kwargs):
-    with pytest.raises(ValueError, match="lost_after must be at least 1"):
+@pytest.mark.parametrize("kwargs, says", [(dict(lost_after=0), "lost_after must be at least 1"),
+                                          (dict(remove_after=-1), "lost_after must be at least 1"),
+                                          (dict(reidentify_every=-1), "reidentify_every must be at least 0")])
+def test_bad_track_settings_are_refused(kwargs, says):
+    with pytest.raises(ValueError, match=says):
         ObjectTracker(**kwargs)
 
 
@@ -246,3 +253,67 @@ def test_grounding_every_frame_is_the_default():
         assert tracker.step(predictor)[0].mode == "grounding"
     with pytest.raises(ValueError, match="ground_every"):
         ObjectTracker(ground_every=0)
+
+
+class ReenteringPredictor:
+    """One object whose masks per frame are `positions[t]` (None: out of view). Mask propagation
+    finds it only where its previous mask overlaps it; its appearance (reference tokens) finds it
+    anywhere, with `reference_score`."""
+
+    def __init__(self, positions, reference_score=0.85):
+        self.positions, self.reference_score, self.t = positions, reference_score, -1
+        self.asked = []
+
+    def set_image(self, t):
+        self.t = t
+
+    def visual_query(self, prompt, memory=None, text=""):
+        return "prompt", None
+
+    def follow_queries(self, previous, texts, memories=None):
+        return [("propagation", p.mask) for p in previous]
+
+    def appearance(self, results):
+        return ["the object's tokens"] * len(results)
+
+    def reference_query(self, reference):
+        assert reference == "the object's tokens"
+        return "reidentification", None
+
+    def decode(self, queries):
+        self.asked.append([kind for kind, _ in queries])
+        now = self.positions[self.t]
+        results = []
+        for kind, previous in queries:
+            found = now is not None and (kind != "propagation" or (previous & now).any())
+            score = self.reference_score if kind == "reidentification" else 0.9
+            results.append(MaskResult(now if found else np.zeros((H, W), bool), score, torch.zeros(1), "", (H, W)))
+        return results
+
+
+def _reentering(reidentify_every, reference_score=0.85):
+    # in view at one place, out of view for 5 frames, back at a place that does not overlap the old one
+    positions = [_box(5, 5)] * 2 + [None] * 5 + [_box(25, 40)] * 3
+    predictor = ReenteringPredictor(positions, reference_score)
+    tracker = ObjectTracker(lost_after=2, remove_after=0, reidentify_every=reidentify_every)
+    object_id = tracker.add("cup", visual=VisualPrompt(points=[(8, 8, 1)])).id
+    return [frame[object_id] for frame in track_frames(tracker, predictor, len(positions))], predictor.asked
+
+
+def test_a_lost_object_is_reidentified_by_its_appearance_where_it_reenters():
+    seen, asked = _reentering(reidentify_every=3)
+    # lost after 2 empty frames; then searched by appearance every 3rd frame, by its last mask between
+    assert [kinds[0] for kinds in asked] == ["prompt", "propagation", "propagation", "propagation",
+                                             "reidentification", "propagation", "propagation",
+                                             "reidentification", "propagation", "propagation"]
+    assert [o.status for o in seen] == [TRACKED] * 3 + [LOST] * 4 + [TRACKED] * 3
+    assert [o.mode for o in seen[7:]] == ["reidentification", "propagation", "propagation"]
+    assert all(np.array_equal(o.mask, _box(25, 40)) for o in seen[7:])  # followed from where it came back
+
+
+def test_without_reidentification_or_with_a_weak_match_a_lost_object_stays_lost():
+    never, asked = _reentering(reidentify_every=0)
+    assert "reidentification" not in {kind for kinds in asked for kind in kinds}
+    assert [o.status for o in never[-3:]] == [LOST] * 3
+    weak, _ = _reentering(reidentify_every=3, reference_score=0.6)  # below reidentify_min_score 0.8
+    assert [o.status for o in weak[-3:]] == [LOST] * 3 and not any(o.mask.any() for o in weak[-3:])

@@ -15,8 +15,16 @@ removing one object does not change the others' masks.
 Each object has a status: `tracked`, or `lost` after `lost_after` consecutive frames without a
 confident mask (empty, or scoring below `min_score`); it is removed after `remove_after` such
 frames (0: never). A lost object keeps being searched where it was last seen (its last confident
-mask prompts every frame, with its memory) and is tracked again, with its id, when found. Frames
-without a confident mask publish an empty mask rather than whatever the prompt selected.
+mask prompts the frame) and is tracked again, with its id, when found. Frames without a confident
+mask publish an empty mask rather than whatever the prompt selected.
+
+Re-identification: an object that follows its mask keeps an appearance memory, the reference
+tokens of its mask on one of its own confident frames (SEEM's referring-region path: the tokens
+an example region gives), taken on its first confident frame, after a refinement and every
+`reidentify_every` confident frames. Once lost, every `reidentify_every`-th frame it is searched by that
+appearance anywhere in the image instead of where it was last seen (mode `reidentification`),
+and a mask scoring at least `reidentify_min_score` brings it back with its id, from wherever it
+re-entered the view.
 With `follow_memory`, following objects also attend their previous mask through SEEM's memory
 queries (32 more queries per object: on a 2-core CPU, 16 followed objects cost 2.9x one object
 with it, 1.7-1.8x without).
@@ -80,6 +88,7 @@ class TrackedObject:
     hits: int = 0  # frames with a confident mask
     misses: int = 0  # consecutive frames without one
     since_grounding: int = 0  # text objects: frames since their text last chose their mask
+    appearance: Optional[SpatialPrompt] = None  # its mask's reference tokens on a confident frame of its own
 
 
 TRACKED, LOST, REMOVED = "tracked", "lost", "removed"
@@ -117,9 +126,12 @@ def merge_prompts(base: Optional[VisualPrompt], correction: VisualPrompt) -> Vis
 class ObjectTracker:
     def __init__(self, max_objects: int = 16, lost_after: int = 3, remove_after: int = 150, min_score: float = 0.0,
                  detection_threshold: float = 0.5, match_iou: float = 0.3, merge_iou: float = 0.8,
-                 ground_every: int = 1, reground_below: float = 0.0, follow_memory: bool = False):
+                 ground_every: int = 1, reground_below: float = 0.0, follow_memory: bool = False,
+                 reidentify_every: int = 10, reidentify_min_score: float = 0.8):
         if ground_every < 1:
             raise ValueError(f"ground_every must be at least 1, not {ground_every}")
+        if reidentify_every < 0:
+            raise ValueError(f"reidentify_every must be at least 0 (0 = never), not {reidentify_every}")
         if lost_after < 1 or remove_after < 0:
             raise ValueError(f"lost_after must be at least 1 and remove_after at least 0 (0 = never), "
                              f"not {lost_after} and {remove_after}")
@@ -133,6 +145,8 @@ class ObjectTracker:
         self.ground_every = ground_every
         self.reground_below = reground_below
         self.follow_memory = follow_memory
+        self.reidentify_every = reidentify_every
+        self.reidentify_min_score = reidentify_min_score
         self._categories: Dict[str, str] = {}  # category noun -> label of its tracks
         self._objects: Dict[int, TrackedObject] = {}
         self._lock = threading.Lock()
@@ -256,16 +270,19 @@ class ObjectTracker:
                     del self._objects[obj.id]
                 else:
                     obj.last, obj.visual, obj.refinement, obj.following = None, None, None, False
+                    obj.appearance = None
                     obj.revision += 1
 
     def to(self, device) -> None:
-        """Moves the objects' tensors (previous mask logits, example-region tokens) to `device`."""
+        """Moves the objects' tensors (previous mask logits, example-region and appearance tokens) to `device`."""
         with self._lock:
             for obj in self._objects.values():
                 if obj.last is not None:
                     obj.last = dataclasses.replace(obj.last, low_res_logits=obj.last.low_res_logits.to(device))
                 if obj.reference is not None:
                     obj.reference = obj.reference.to(device)
+                if obj.appearance is not None:
+                    obj.appearance = obj.appearance.to(device)
 
     def labels(self) -> Dict[int, str]:
         with self._lock:
@@ -282,8 +299,10 @@ class ObjectTracker:
             objects = [dataclasses.replace(o) for o in self._objects.values()]
             categories = dict(self._categories)
         results, detections = self._segment(predictor, objects, list(categories), self.detection_threshold,
-                                            [self._grounds_now(o) for o in objects], self.follow_memory)
+                                            [self._grounds_now(o) for o in objects],
+                                            [self._searches_now(o) for o in objects], self.follow_memory)
         new_tracks = self._associate(objects, results, detections, list(categories))
+        appearances = self._appearances(predictor, objects, results)
         frame_objects = []
         with self._lock:
             merged = self._merge_duplicates(objects, results)
@@ -297,7 +316,10 @@ class ObjectTracker:
                     continue
                 res, mode = res
                 obj.since_grounding = 0 if mode == "grounding" else obj.since_grounding + 1
-                found = bool(res.mask.any()) and res.score >= self.min_score
+                least = max(self.min_score, self.reidentify_min_score) if mode == "reidentification" else self.min_score
+                found = bool(res.mask.any()) and res.score >= least
+                if obj.id in appearances:
+                    obj.appearance = appearances[obj.id]
                 status = self._count(obj, found)
                 if obj.revision == snapshot.revision:
                     if found:
@@ -369,6 +391,28 @@ class ObjectTracker:
                 return REMOVED
         return obj.status
 
+    def _appearances(self, predictor: SeemPredictor, objects: List[TrackedObject],
+                     results: Dict[int, Tuple[MaskResult, str]]) -> Dict[int, SpatialPrompt]:
+        """New appearance memories of objects that follow their mask (not category tracks: their
+        detections find them), found confidently in this frame: on their first confident frame,
+        after a refinement, and every reidentify_every confident frames."""
+        if not self.reidentify_every:
+            return {}
+        due = []
+        for o in objects:
+            result, mode = results.get(o.id, (None, ""))
+            follows = (o.visual is not None or o.refinement is not None or o.following) and not o.category
+            if (follows and result is not None and result.mask.any()
+                    and result.score >= max(self.min_score, self.reidentify_min_score)
+                    and (o.appearance is None or mode == "refinement" or o.hits % self.reidentify_every == 0)):
+                due.append(o.id)
+        return dict(zip(due, predictor.appearance([results[i][0] for i in due]))) if due else {}
+
+    def _searches_now(self, obj: TrackedObject) -> bool:
+        """Whether a lost object is searched by its appearance this frame (else where it was last seen)."""
+        return (obj.status == LOST and obj.appearance is not None and obj.following and self.reidentify_every > 0
+                and (obj.misses - self.lost_after) % self.reidentify_every == 0)
+
     def _grounds_now(self, obj: TrackedObject) -> bool:
         """Whether a text object's text chooses its mask this frame (else it follows its last mask)."""
         return (obj.last is None or obj.since_grounding + 1 >= self.ground_every
@@ -376,13 +420,13 @@ class ObjectTracker:
 
     @staticmethod
     def _segment(predictor: SeemPredictor, objects: List[TrackedObject], categories: List[str], threshold: float,
-                 ground_now: List[bool], follow_memory: bool = False
+                 ground_now: List[bool], search_now: List[bool], follow_memory: bool = False
                  ) -> Tuple[Dict[int, Tuple[MaskResult, str]], List[Tuple[int, MaskResult]]]:
         """Every object, and the categories' instances, in one frame-engine pass.
         -> (id: (result, what found it), [(category index, instance)])."""
         if not objects and not categories:
             return {}, []
-        asked = [_query(predictor, obj, ground) for obj, ground in zip(objects, ground_now)]
+        asked = [_query(predictor, obj, ground, search) for obj, ground, search in zip(objects, ground_now, search_now)]
         queries = [query for query, _ in asked]
         following = [i for i, query in enumerate(queries) if query is None]
         previous = [objects[i].last for i in following]
@@ -398,14 +442,17 @@ class ObjectTracker:
         return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}, detections
 
 
-def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool = True
+def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool = True, search_now: bool = False
            ) -> Tuple[Optional[ObjectQuery], str]:
     """What the object asks of this frame (None: it follows its last mask, prompted all together),
-    and the mode that names it. ground_now: whether a text object is grounded by its text."""
+    and the mode that names it. ground_now: whether a text object is grounded by its text;
+    search_now: whether a lost object is searched by its appearance."""
     if obj.reference is not None:
         return predictor.reference_query(obj.reference), "reference"
     if obj.refinement is not None:
         return predictor.visual_query(obj.refinement, memory=obj.last), "refinement"
+    if search_now:
+        return predictor.reference_query(obj.appearance), "reidentification"
     if obj.following:
         return None, "propagation"
     if obj.visual is not None:
