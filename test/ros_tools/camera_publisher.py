@@ -1,6 +1,6 @@
-"""Test helper process: plays a camera (frames of one image) and sends prompts.
+"""Test helper process: plays a camera (the images in turn, over and over) and sends prompts.
 
-    python camera_publisher.py IMAGE --topic /image --rate 5 --duration 20
+    python camera_publisher.py IMAGE [IMAGE ...] --topic /image --rate 5 --duration 20
         [--command "segment the zebra" ...] [--click X Y ...] [--encoding bgr8]
 Frames carry frame_id "test_camera" and stamps sec = frame index + 1000.
 """
@@ -18,7 +18,7 @@ from std_msgs.msg import String
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("image")
+    parser.add_argument("images", nargs="+")
     parser.add_argument("--topic", default="/image")
     parser.add_argument("--command_topic", default="/seem_node/command")
     parser.add_argument("--rate", type=float, default=5.0)
@@ -29,11 +29,12 @@ def main():
     parser.add_argument("--width", type=int, default=320)
     args = parser.parse_args()
 
-    bgr = cv2.imread(args.image)
-    scale = args.width / bgr.shape[1]
-    bgr = cv2.resize(bgr, (args.width, int(round(bgr.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-    pixels = bgr if args.encoding == "bgr8" else bgr[..., ::-1]
-    pixels = np.ascontiguousarray(pixels)
+    frames = []
+    for path in args.images:
+        bgr = cv2.imread(path)
+        scale = args.width / bgr.shape[1]
+        bgr = cv2.resize(bgr, (args.width, int(round(bgr.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+        frames.append(np.ascontiguousarray(bgr if args.encoding == "bgr8" else bgr[..., ::-1]))
 
     rclpy.init()
     node = rclpy.create_node("test_camera_publisher")
@@ -52,6 +53,7 @@ def main():
     frame = 0
     end = time.monotonic() + args.duration
     while time.monotonic() < end:
+        pixels = frames[frame % len(frames)]
         msg = Image(height=pixels.shape[0], width=pixels.shape[1], encoding=args.encoding, is_bigendian=0,
                     step=pixels.shape[1] * 3)
         msg.header.frame_id = "test_camera"
