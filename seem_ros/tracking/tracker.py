@@ -26,7 +26,7 @@ appearance anywhere in the image instead of where it was last seen (mode `reiden
 and a mask scoring at least `reidentify_min_score` brings it back with its id, from wherever it
 re-entered the view.
 With `follow_memory`, following objects also attend their previous mask through SEEM's memory
-queries (32 more queries per object: on a 2-core CPU, 16 followed objects cost 2.9x one object
+queries (the official mask propagation prompts with the previous mask alone, as without it) (32 more queries per object: on a 2-core CPU, 16 followed objects cost 2.9x one object
 with it, 1.7-1.8x without).
 
 Text objects are grounded by their text every `ground_every` frames (1: every frame) and follow
