@@ -3,6 +3,7 @@
     seem-ros build-engine --checkpoint seem_focalt_v1.pt --canvas 512x704 --precision fp16
     seem-ros eval-tracking --checkpoint seem_focalt_v1.pt --config focalt_v1 --davis DAVIS_DIR
     seem-ros segment photo.jpg --text "the red cup" --point 320,240 -o out.png
+    seem-ros track video.mp4 --text "the dog" --point 320,240 --out DIR   # or an image folder, a rosbag2
 
 builds (or finds in the cache) the exported graphs a deployment needs ahead of time, as Jetson
 users do before launching: the ONNX image encoder and slot decoder for one input canvas, and with
@@ -97,17 +98,62 @@ def _parser() -> argparse.ArgumentParser:
                     "the overlay to -o and one mask PNG per object beside it (<out>_<id>.png, 255 = object), and "
                     "prints the objects as JSON.")
     segment.add_argument("image", help="an image file (JPEG, PNG, ...)")
-    segment.add_argument("--text", action="append", default=[], help="a text prompt (repeatable)")
-    segment.add_argument("--point", action="append", default=[], type=_point,
-                         help="a click x,y (positive) or x,y,0 (negative), in pixels (repeatable)")
-    segment.add_argument("--box", type=_box, help="a box x0,y0,x1,y1 in pixels")
+    _prompt_arguments(segment, "")
     segment.add_argument("--everything", action="store_true", help="every object of the vocabulary (panoptic)")
     segment.add_argument("--vocabulary", default="", help="comma-separated class names for --everything "
                                                           "(default: the 133 COCO panoptic classes)")
     segment.add_argument("-o", "--out", required=True, help="the overlay image to write (e.g. out.png)")
     _model_arguments(segment)
     segment.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
+    track = commands.add_parser(
+        "track", help="track objects through a video, an image folder or a rosbag2; writes what the demo writes",
+        description="Tracks through SOURCE (a video file, a folder of images sorted by name, or a rosbag2 folder "
+                    "or .mcap/.db3 file with sensor_msgs Image or CompressedImage frames) the objects the prompts "
+                    "name: each --text is one object, the --point clicks and the --box (on the first frame) one "
+                    "more. Writes into --out: overlay.mp4, labels/NNNNNN.png (16-bit label images), "
+                    "objects.jsonl (a line per object and frame) and bag/ (a rosbag2, MCAP, of the input frames "
+                    "and the node's outputs for them), and prints a JSON summary.")
+    track.add_argument("source", help="a video file, an image folder, or a rosbag2")
+    _prompt_arguments(track, " (on the first frame)")
+    track.add_argument("--out", required=True, help="the output folder")
+    track.add_argument("--topic", default="", help="a rosbag2's image topic (needed when it has several)")
+    track.add_argument("--max-frames", type=_positive, default=None, help="the first N frames only")
+    track.add_argument("--fps", type=float, default=10.0, help="overlay.mp4's frame rate (default %(default)s)")
+    _model_arguments(track)
+    track.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     return parser
+
+
+def _prompt_arguments(parser: argparse.ArgumentParser, where: str) -> None:
+    parser.add_argument("--text", action="append", default=[], help="a text prompt (repeatable)")
+    parser.add_argument("--point", action="append", default=[], type=_point,
+                        help=f"a click x,y (positive) or x,y,0 (negative), in pixels{where} (repeatable)")
+    parser.add_argument("--box", type=_box, help=f"a box x0,y0,x1,y1 in pixels{where}")
+
+
+def _visual_prompt(args: argparse.Namespace):
+    """The --point clicks and --box as one visual prompt (None without them)."""
+    from .model.predictor import VisualPrompt
+    visual = VisualPrompt(points=args.point, box=args.box) if args.point or args.box is not None else None
+    if visual is not None and not visual.has_positive():
+        raise UsageError("negative points alone cannot prompt: add a positive point or a box")
+    return visual
+
+
+def _check_points(points, width: int, height: int) -> None:
+    for x, y, _ in points:
+        if not (0 <= x < width and 0 <= y < height):
+            raise UsageError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
+
+
+def _prompted_tracker(texts: List[str], visual):
+    from .tracking.tracker import ObjectTracker
+    tracker = ObjectTracker(max_objects=len(texts) + 1)
+    for text in texts:
+        tracker.add(text, text=text)
+    if visual is not None:
+        tracker.add("object", visual=visual)
+    return tracker
 
 
 def _numbers(text: str, counts: Tuple[int, ...], what: str) -> List[float]:
@@ -138,14 +184,10 @@ def segment(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from PIL import Image
-    from .model.predictor import VisualPrompt
     from .ros_out.encoding import bounding_box, overlay
     from .runtime.backends import BackendConfig, create_predictor
     from .runtime.one_shot import segment_once
-    from .tracking.tracker import ObjectTracker
-    visual = VisualPrompt(points=args.point, box=args.box) if args.point or args.box is not None else None
-    if visual is not None and not visual.has_positive():
-        raise UsageError("negative points alone cannot prompt: add a positive point or a box")
+    visual = _visual_prompt(args)
     if not args.everything and not args.text and visual is None:
         raise UsageError("nothing to segment: give --text, --point, --box or --everything")
     if args.everything and (args.text or visual is not None):
@@ -155,9 +197,7 @@ def segment(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot read {args.image}: {exc}") from exc
     h, w = rgb.shape[:2]
-    for x, y, _ in args.point:
-        if not (0 <= x < w and 0 <= y < h):
-            raise UsageError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image")
+    _check_points(args.point, w, h)
     vocabulary = tuple(v.strip() for v in args.vocabulary.split(",") if v.strip())
     predictor = create_predictor(BackendConfig(args.checkpoint, args.config, device=args.device,
                                                vocabulary=vocabulary if args.everything else ("object",)))
@@ -165,11 +205,7 @@ def segment(args: argparse.Namespace) -> int:
         if args.everything:
             objects = segment_once(predictor, rgb, None)
         else:
-            tracker = ObjectTracker(max_objects=len(args.text) + 1)
-            for text in args.text:
-                tracker.add(text, text=text)
-            if visual is not None:
-                tracker.add("object", visual=visual)
+            tracker = _prompted_tracker(args.text, visual)
             predictor.set_image(rgb)
             objects = tracker.step(predictor)
     stem, _ = os.path.splitext(args.out)
@@ -183,6 +219,41 @@ def segment(args: argparse.Namespace) -> int:
         listed.append({"id": obj.id, "label": obj.label, "score": round(float(obj.score), 4),
                        "bbox": list(bounding_box(obj.mask)), "pixels": int(obj.mask.sum()), "mask": mask_path})
     print(json.dumps({"image": args.image, "size": [h, w], "overlay": args.out, "objects": listed}))
+    return 0
+
+
+def track(args: argparse.Namespace) -> int:
+    import json
+    from tqdm import tqdm
+    from .ros_in.sources import FrameSource
+    from .ros_out.recording import RecordingWriter
+    from .runtime.backends import BackendConfig, create_predictor, inference_context
+    visual = _visual_prompt(args)
+    if not args.text and visual is None:
+        raise UsageError("nothing to track: give --text, --point or --box")
+    try:
+        source = FrameSource(args.source, args.topic, args.max_frames or 0)
+        total = len(source)
+        first = next(iter(source), None)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    if first is None:
+        raise UsageError(f"{args.source} has no frames")
+    _check_points(args.point, first.rgb.shape[1], first.rgb.shape[0])  # before anything is loaded or written
+    cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
+                        vocabulary=("object",))
+    predictor = create_predictor(cfg)
+    tracker = _prompted_tracker(args.text, visual)
+    ids = {}
+    with inference_context(cfg), RecordingWriter(args.out, args.fps) as writer:
+        for frame in tqdm(source, total=total, unit="frame", file=sys.stderr, disable=None):
+            started = time.perf_counter()
+            predictor.set_image(frame.rgb)
+            objects = tracker.step(predictor)
+            writer.write(frame.index, frame.stamp_ns, frame.rgb, objects, time.perf_counter() - started)
+            ids.update({o.id: o.label for o in objects})
+    print(json.dumps({"source": args.source, "kind": source.kind, "frames": writer.frames, "out": args.out,
+                      "objects": [{"id": i, "label": label} for i, label in sorted(ids.items())]}))
     return 0
 
 
@@ -294,8 +365,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on bad arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "info": info,
-                    "download": download}
+        handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "track": track,
+                    "info": info, "download": download}
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"seem-ros {args.command}: {exc}", file=sys.stderr)
