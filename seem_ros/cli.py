@@ -246,6 +246,8 @@ def track(args: argparse.Namespace) -> int:
     tracker = _prompted_tracker(args.text, visual)
     ids = {}
     with inference_context(cfg), RecordingWriter(args.out, args.fps) as writer:
+        if writer.replaced:
+            print(f"replacing the earlier {', '.join(writer.replaced)} in {args.out}", file=sys.stderr)
         for frame in tqdm(source, total=total, unit="frame", file=sys.stderr, disable=None):
             started = time.perf_counter()
             predictor.set_image(frame.rgb)

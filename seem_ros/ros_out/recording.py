@@ -8,6 +8,7 @@
 """
 import json
 import os
+import shutil
 from typing import Sequence
 
 import cv2
@@ -16,15 +17,21 @@ from .bag_recording import BagRecorder
 from .encoding import LabelSlots, bounding_box, label_image, overlay
 
 
+OUTPUTS = ("overlay.mp4", "labels", "objects.jsonl", "bag")
+
+
 class RecordingWriter:
+    """replaced: the outputs of an earlier run that were in out_dir and were removed (callers say so)."""
+
     def __init__(self, out_dir: str, fps: float = 10.0, bag: bool = True):
         self.out_dir = out_dir
         self.fps = fps
+        self.replaced = [name for name in OUTPUTS if os.path.exists(os.path.join(out_dir, name))]
+        for name in self.replaced:
+            path = os.path.join(out_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         os.makedirs(os.path.join(out_dir, "labels"), exist_ok=True)
-        bag_dir = os.path.join(out_dir, "bag")
-        if bag and os.path.exists(bag_dir):
-            raise FileExistsError(f"{bag_dir} exists: choose another output folder or remove it")
-        self._bag = BagRecorder(bag_dir) if bag else None
+        self._bag = BagRecorder(os.path.join(out_dir, "bag")) if bag else None
         self._video = None
         self._objects = open(os.path.join(out_dir, "objects.jsonl"), "w")
         self._slots = LabelSlots()
