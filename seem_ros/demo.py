@@ -43,9 +43,9 @@ def _environment() -> dict:
     return env
 
 
-def _start_node(args, log_path: str) -> subprocess.Popen:
+def _start_node(args, checkpoint: str, log_path: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "seem_ros.node_process", "--ros-args",
-               "-p", f"checkpoint:={args.checkpoint}", "-p", f"model_config:={args.config}",
+               "-p", f"checkpoint:={checkpoint}", "-p", f"model_config:={args.config}",
                "-p", "image_topic:=/image", "-p", f"device:={args.device}"]
     return subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=_environment())
 
@@ -93,9 +93,11 @@ def run(args) -> int:
     click = args.click or (width / 2, height / 2)
     if not (0 <= click[0] < width and 0 <= click[1] < height):
         raise ValueError(f"click ({click[0]:g}, {click[1]:g}) is outside the {width}x{height} frames")
+    from .model.checkpoint import resolve_checkpoint
+    checkpoint = resolve_checkpoint(args.checkpoint)  # a released name is fetched here, with its progress bar
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "seem_node.log")
-    node_process = _start_node(args, log_path)
+    node_process = _start_node(args, checkpoint, log_path)
     rclpy.init()
     node = rclpy.create_node("seem_demo_player")
     results = {}
@@ -129,7 +131,7 @@ def run(args) -> int:
 
     code = 1
     try:
-        print(f"starting seem_node ({args.checkpoint}); its log: {log_path}", file=sys.stderr)
+        print(f"starting seem_node ({checkpoint}); its log: {log_path}", file=sys.stderr)
         if not _wait_for_log(node_process, log_path, "processing /image", 600):
             raise RuntimeError(f"seem_node did not start; see {log_path}")
         # a first frame tells the node the image size, which clicks are checked against
@@ -194,7 +196,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError) as exc:  # a failed run, an unreachable checkpoint (CheckpointError)
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 
