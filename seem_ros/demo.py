@@ -93,8 +93,9 @@ def run(args) -> int:
     click = args.click or (width / 2, height / 2)
     if not (0 <= click[0] < width and 0 <= click[1] < height):
         raise ValueError(f"click ({click[0]:g}, {click[1]:g}) is outside the {width}x{height} frames")
-    from .model.checkpoint import resolve_checkpoint
+    from .model.checkpoint import resolve_checkpoint, verify_known_checkpoint
     checkpoint = resolve_checkpoint(args.checkpoint)  # a released name is fetched here, with its progress bar
+    verify_known_checkpoint(checkpoint)  # a released file: its size and sha256
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "seem_node.log")
     node_process = _start_node(args, checkpoint, log_path)

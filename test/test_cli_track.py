@@ -72,9 +72,13 @@ def test_the_bag_holds_the_input_frames_and_the_outputs_with_the_packages_types(
     with AnyReader([out / "bag"], default_typestore=typestore()) as reader:
         assert {c.topic: c.msgtype for c in reader.connections} == {
             "/image": "sensor_msgs/msg/Image", "/seem_node/result": "seem_ros_interfaces/msg/SegmentationResult",
-            "/seem_node/label_image": "sensor_msgs/msg/Image", "/seem_node/overlay": "sensor_msgs/msg/Image"}
-        results = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(
-            connections=[c for c in reader.connections if c.topic == "/seem_node/result"])]
+            "/seem_node/label_image": "sensor_msgs/msg/Image", "/seem_node/overlay": "sensor_msgs/msg/Image",
+            "/seem_node/label_info": "seem_ros_interfaces/msg/LabelInfo"}
+
+        def read(topic):
+            return [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(
+                connections=[c for c in reader.connections if c.topic == topic])]
+        results, infos = read("/seem_node/result"), read("/seem_node/label_info")
     assert len(results) == FRAMES
     for f, result in enumerate(results):
         assert result.header.stamp.sec * 10 ** 9 + result.header.stamp.nanosec == frames[f].stamp_ns
@@ -84,6 +88,9 @@ def test_the_bag_holds_the_input_frames_and_the_outputs_with_the_packages_types(
         assert [(o.id, o.label, o.status, o.mode, [o.bbox.x_offset, o.bbox.y_offset, o.bbox.width, o.bbox.height])
                 for o in result.objects] == written
         assert all(o.mask.encoding == "mono8" and o.mask.data.size == 480 * 854 for o in result.objects)
+    assert 1 <= len(infos) <= FRAMES  # written when it changes, as the node publishes it
+    first = {line["id"]: (line["label"], line["label_value"]) for line in lines if line["frame"] == 0}
+    assert {i: (label, value) for i, label, value in zip(infos[0].ids, infos[0].labels, infos[0].label_values)} == first
 
 
 def test_a_bag_and_a_video_are_sources_too(tracked, tmp_path):
@@ -120,3 +127,29 @@ def test_a_bag_with_several_image_topics_needs_one_chosen(tracked, tmp_path):
     assert run.returncode == 2, run.stderr
     assert "4 image topics" not in run.stderr and "choose one with --topic" in run.stderr
     assert "/image, /seem_node/label_image, /seem_node/overlay" in run.stderr
+
+
+def test_a_sqlite3_bag_with_compressed_images_is_read_by_the_chosen_topic(tmp_path):
+    from rosbags.rosbag2 import Writer
+    from seem_ros.ros_in.sources import FrameSource
+    from seem_ros.ros_out.bag_recording import typestore
+    store = typestore()
+    compressed, image, header, time = (store.types[t] for t in (
+        "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+    jpegs = [cv2.imencode(".jpg", rgb[..., ::-1])[1] for rgb in _inputs()[:3]]
+    with Writer(tmp_path / "robot", version=9) as writer:  # sqlite3, as ros2 bag record writes by default
+        camera = writer.add_connection("/camera/image/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
+        depth = writer.add_connection("/camera/depth", "sensor_msgs/msg/Image", typestore=store)
+        for i, jpeg in enumerate(jpegs):
+            stamp = header(stamp=time(sec=50 + i, nanosec=0), frame_id="camera")
+            writer.write(camera, (50 + i) * 10 ** 9, store.serialize_cdr(
+                compressed(header=stamp, format="jpeg", data=jpeg.reshape(-1)), "sensor_msgs/msg/CompressedImage"))
+            writer.write(depth, (50 + i) * 10 ** 9, store.serialize_cdr(image(
+                header=stamp, height=2, width=2, encoding="16UC1", is_bigendian=0, step=4,
+                data=np.zeros(8, np.uint8)), "sensor_msgs/msg/Image"))
+    assert list((tmp_path / "robot").glob("*.db3"))
+    frames = list(FrameSource(str(tmp_path / "robot"), topic="/camera/image/compressed"))
+    assert [f.stamp_ns for f in frames] == [(50 + i) * 10 ** 9 for i in range(3)]
+    assert all(np.array_equal(f.rgb, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]) for f, jpeg in zip(frames, jpegs))
+    with pytest.raises(ValueError, match="choose one with --topic"):
+        FrameSource(str(tmp_path / "robot"))

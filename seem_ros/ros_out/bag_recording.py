@@ -2,7 +2,7 @@
 can open, written without a ROS install (the `rosbags` package). The package's own message types
 are registered from its msg/ files, so the bag carries their definitions. Topics are the node's:
 /image (the input, rgb8), /seem_node/result, /seem_node/label_image (mono16), /seem_node/overlay
-(bgr8)."""
+(bgr8) and /seem_node/label_info (when it changes, as the node publishes it)."""
 import os
 from pathlib import Path
 from typing import Dict, Sequence
@@ -15,7 +15,8 @@ INTERFACES = "seem_ros_interfaces"
 TOPICS = {"/image": "sensor_msgs/msg/Image",
           "/seem_node/result": f"{INTERFACES}/msg/SegmentationResult",
           "/seem_node/label_image": "sensor_msgs/msg/Image",
-          "/seem_node/overlay": "sensor_msgs/msg/Image"}
+          "/seem_node/overlay": "sensor_msgs/msg/Image",
+          "/seem_node/label_info": f"{INTERFACES}/msg/LabelInfo"}
 
 
 def interface_message_dir() -> Path:
@@ -50,6 +51,7 @@ class BagRecorder:
         self._writer.open()
         self._connections = {topic: self._writer.add_connection(topic, msgtype, typestore=self.store)
                              for topic, msgtype in TOPICS.items()}
+        self._info = None  # the last label info written
 
     def _type(self, name: str):
         return self.store.types[name]
@@ -62,8 +64,9 @@ class BagRecorder:
             step=pixels.strides[0], data=pixels.view(np.uint8).reshape(-1))
 
     def write(self, stamp_ns: int, rgb: np.ndarray, objects: Sequence, labels: np.ndarray, overlay_bgr: np.ndarray,
-              inference_s: float) -> None:
-        """One input frame and its outputs, all stamped stamp_ns (the frame's time)."""
+              inference_s: float, label_values: Dict[int, int]) -> None:
+        """One input frame and its outputs, all stamped stamp_ns (the frame's time); label_values:
+        {object id: its value in the label image}."""
         header = self._type("std_msgs/msg/Header")(
             stamp=self._type("builtin_interfaces/msg/Time")(sec=stamp_ns // 10 ** 9, nanosec=stamp_ns % 10 ** 9),
             frame_id=self.frame_id)
@@ -77,9 +80,17 @@ class BagRecorder:
                 mask=self._image(header, o.mask.astype(np.uint8) * 255, "mono8"), rle=np.zeros(0, np.uint32)))
         result = self._type(f"{INTERFACES}/msg/SegmentationResult")(
             header=header, height=rgb.shape[0], width=rgb.shape[1], objects=segmented, inference_time=inference_s)
-        for topic, msg in (("/image", self._image(header, rgb, "rgb8")), ("/seem_node/result", result),
-                           ("/seem_node/label_image", self._image(header, labels, "mono16")),
-                           ("/seem_node/overlay", self._image(header, overlay_bgr, "bgr8"))):
+        messages = [("/image", self._image(header, rgb, "rgb8")), ("/seem_node/result", result),
+                    ("/seem_node/label_image", self._image(header, labels, "mono16")),
+                    ("/seem_node/overlay", self._image(header, overlay_bgr, "bgr8"))]
+        info = tuple((o.id, o.label, label_values[o.id], o.status) for o in sorted(objects, key=lambda o: o.id))
+        if info != self._info:
+            ids, names, values, statuses = zip(*info) if info else ((), (), (), ())
+            messages.append(("/seem_node/label_info", self._type(f"{INTERFACES}/msg/LabelInfo")(
+                header=header, ids=np.array(ids, np.uint32), labels=list(names),
+                label_values=np.array(values, np.uint16), statuses=list(statuses))))
+            self._info = info
+        for topic, msg in messages:
             self._writer.write(self._connections[topic], stamp_ns, self.store.serialize_cdr(msg, TOPICS[topic]))
 
     def close(self) -> None:

@@ -55,7 +55,7 @@ class RecordingWriter:
         labels = label_image((height, width), [o for o in objects if o.mask.any()], values)
         cv2.imwrite(os.path.join(self.out_dir, "labels", f"{index:06d}.png"), labels)
         if self._bag is not None:
-            self._bag.write(stamp_ns, rgb, objects, labels, drawn, inference_s)
+            self._bag.write(stamp_ns, rgb, objects, labels, drawn, inference_s, values)
         for o in objects:
             self._objects.write(json.dumps({
                 "frame": index, "stamp": stamp_ns, "id": o.id, "label": o.label, "label_value": values[o.id],
