@@ -3,7 +3,7 @@ recorded sequence (a video, an image folder or a rosbag2) as a camera on /image,
 with a text command and an rqt-style click, receives what the node publishes and writes it down
 (overlay.mp4, labels/, objects.jsonl, an MCAP bag: ros_out/recording.py) with the node's log.
 
-    python -m seem_ros.demo SOURCE [--out DIR] [--text "segment the dog"] [--click X,Y]
+    python -m seem_ros.demo SOURCE [--out DIR] [--text "segment the zebra"] [--click X,Y]
         [--checkpoint PATH --config CFG]
 
 Frames are paced by the node: each is sent once the previous one's result came back, so every frame
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a video file, an image folder, or a rosbag2")
     parser.add_argument("--out", default="demo_out", help="the output folder (default %(default)s)")
-    parser.add_argument("--text", default="segment the dog", help="the text command (default %(default)r)")
+    parser.add_argument("--text", default="segment the zebra", help="the text command (default %(default)r)")
     parser.add_argument("--click", type=_click, help="an rqt click x,y on the frames (default: their centre)")
     parser.add_argument("--topic", default="", help="a rosbag2's image topic (needed when it has several)")
     parser.add_argument("--max-frames", type=int, default=0, help="the first N frames only (default: all)")

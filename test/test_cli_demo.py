@@ -1,6 +1,6 @@
 """./scripts/demo.sh, the README's first command, run as a user runs it: set-up, then seem_node in its
-own process on the DAVIS dog frames, prompted by a text command and a click; what it leaves in
---out (tiny reference checkpoint: its masks are meaningless but real model outputs)."""
+own process on the sequence shipped in demo/, prompted by a text command and a click; what it leaves
+in --out (tiny reference checkpoint: its masks are meaningless but real model outputs)."""
 import json
 import subprocess
 import sys
@@ -19,7 +19,7 @@ def test_demo_runs_the_node_on_a_sequence_and_writes_video_objects_labels_and_a_
     run = subprocess.run([str(REPO / "scripts" / "demo.sh"), *MODEL, "--out", str(out)], cwd=REPO,
                          env=ros_environment(), capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    frames = 10  # the DAVIS dog frames of ../shared/seem_reference
+    frames = 12  # demo/zebras_pan
     video = cv2.VideoCapture(str(out / "overlay.mp4"))
     shown = 0
     while video.read()[0]:
@@ -28,7 +28,7 @@ def test_demo_runs_the_node_on_a_sequence_and_writes_video_objects_labels_and_a_
     lines = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
     per_frame = [{line["id"] for line in lines if line["frame"] == f} for f in range(frames)]
     assert set.intersection(*per_frame), "no object was tracked in every frame"
-    assert {line["label"] for line in lines} == {"the dog", "object"}  # the command's object and the click
+    assert {line["label"] for line in lines} == {"the zebra", "object"}  # the command's object and the click
     assert len(list((out / "labels").glob("*.png"))) == frames
     assert (out / "bag" / "metadata.yaml").exists() and list((out / "bag").glob("*.mcap"))
     log = (out / "seem_node.log").read_text()
