@@ -98,10 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                     "the overlay to -o and one mask PNG per object beside it (<out>_<id>.png, 255 = object), and "
                     "prints the objects as JSON.")
     segment.add_argument("image", help="an image file (JPEG, PNG, ...)")
-    _prompt_arguments(segment, "")
-    segment.add_argument("--everything", action="store_true", help="every object of the vocabulary (panoptic)")
-    segment.add_argument("--vocabulary", default="", help="comma-separated class names for --everything "
-                                                          "(default: the 133 COCO panoptic classes)")
+    _prompt_arguments(segment, "", "every object of the vocabulary (panoptic)")
     segment.add_argument("-o", "--out", required=True, help="the overlay image to write (e.g. out.png)")
     _model_arguments(segment)
     segment.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
@@ -110,11 +107,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Tracks through SOURCE (a video file, a folder of images sorted by name, or a rosbag2 folder "
                     "or .mcap/.db3 file with sensor_msgs Image or CompressedImage frames) the objects the prompts "
                     "name: each --text is one object, the --point clicks and the --box (on the first frame) one "
-                    "more. Writes into --out: overlay.mp4, labels/NNNNNN.png (16-bit label images), "
+                    "more; --everything tracks every instance of the vocabulary's classes, each with its own id. Writes into --out: overlay.mp4, labels/NNNNNN.png (16-bit label images), "
                     "objects.jsonl (a line per object and frame) and bag/ (a rosbag2, MCAP, of the input frames "
                     "and the node's outputs for them), and prints a JSON summary.")
     track.add_argument("source", help="a video file, an image folder, or a rosbag2")
-    _prompt_arguments(track, " (on the first frame)")
+    _prompt_arguments(track, " (on the first frame)", "every instance of the vocabulary's classes, each its own track")
     track.add_argument("--out", required=True, help="the output folder")
     track.add_argument("--topic", default="", help="a rosbag2's image topic (needed when it has several)")
     track.add_argument("--max-frames", type=_positive, default=None, help="the first N frames only")
@@ -124,11 +121,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prompt_arguments(parser: argparse.ArgumentParser, where: str) -> None:
+def _prompt_arguments(parser: argparse.ArgumentParser, where: str, everything: str) -> None:
     parser.add_argument("--text", action="append", default=[], help="a text prompt (repeatable)")
     parser.add_argument("--point", action="append", default=[], type=_point,
                         help=f"a click x,y (positive) or x,y,0 (negative), in pixels{where} (repeatable)")
     parser.add_argument("--box", type=_box, help=f"a box x0,y0,x1,y1 in pixels{where}")
+    parser.add_argument("--everything", action="store_true", help=everything)
+    parser.add_argument("--vocabulary", default="", help="comma-separated class names for --everything "
+                                                         "(default: the 133 COCO panoptic classes)")
+
+
+def _prompts(args: argparse.Namespace, what: str):
+    """-> (the visual prompt or None, the --everything vocabulary), after checking they go together."""
+    visual = _visual_prompt(args)
+    if not args.everything and not args.text and visual is None:
+        raise UsageError(f"nothing to {what}: give --text, --point, --box or --everything")
+    if args.everything and (args.text or visual is not None):
+        raise UsageError("--everything takes every object of the vocabulary: give it without --text, --point or --box")
+    return visual, tuple(v.strip() for v in args.vocabulary.split(",") if v.strip())
 
 
 def _visual_prompt(args: argparse.Namespace):
@@ -146,13 +156,16 @@ def _check_points(points, width: int, height: int) -> None:
             raise UsageError(f"point ({x:g}, {y:g}) is outside the {width}x{height} image")
 
 
-def _prompted_tracker(texts: List[str], visual):
+def _prompted_tracker(texts: List[str], visual, categories=()):
+    """Each text one object, the visual prompt one more; each category every instance of it."""
     from .tracking.tracker import ObjectTracker
-    tracker = ObjectTracker(max_objects=len(texts) + 1)
+    tracker = ObjectTracker(max_objects=len(texts) + 1 + 100 * bool(categories))
     for text in texts:
         tracker.add(text, text=text)
     if visual is not None:
         tracker.add("object", visual=visual)
+    for noun in categories:
+        tracker.add_category(noun, noun)
     return tracker
 
 
@@ -187,18 +200,13 @@ def segment(args: argparse.Namespace) -> int:
     from .ros_out.encoding import bounding_box, overlay
     from .runtime.backends import BackendConfig, create_predictor
     from .runtime.one_shot import segment_once
-    visual = _visual_prompt(args)
-    if not args.everything and not args.text and visual is None:
-        raise UsageError("nothing to segment: give --text, --point, --box or --everything")
-    if args.everything and (args.text or visual is not None):
-        raise UsageError("--everything segments every object: give it without --text, --point or --box")
+    visual, vocabulary = _prompts(args, "segment")
     try:
         rgb = np.asarray(Image.open(args.image).convert("RGB"))
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot read {args.image}: {exc}") from exc
     h, w = rgb.shape[:2]
     _check_points(args.point, w, h)
-    vocabulary = tuple(v.strip() for v in args.vocabulary.split(",") if v.strip())
     predictor = create_predictor(BackendConfig(args.checkpoint, args.config, device=args.device,
                                                vocabulary=vocabulary if args.everything else ("object",)))
     with torch.inference_mode():
@@ -228,9 +236,8 @@ def track(args: argparse.Namespace) -> int:
     from .ros_in.sources import FrameSource
     from .ros_out.recording import RecordingWriter
     from .runtime.backends import BackendConfig, create_predictor, inference_context
-    visual = _visual_prompt(args)
-    if not args.text and visual is None:
-        raise UsageError("nothing to track: give --text, --point or --box")
+    from .model.coco_classes import COCO_PANOPTIC_CLASSES
+    visual, vocabulary = _prompts(args, "track")
     try:
         source = FrameSource(args.source, args.topic, args.max_frames or 0)
         total = len(source)
@@ -243,7 +250,8 @@ def track(args: argparse.Namespace) -> int:
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
                         vocabulary=("object",))
     predictor = create_predictor(cfg)
-    tracker = _prompted_tracker(args.text, visual)
+    tracker = _prompted_tracker(args.text, visual,
+                                (vocabulary or tuple(COCO_PANOPTIC_CLASSES)) if args.everything else ())
     ids = {}
     with inference_context(cfg), RecordingWriter(args.out, args.fps) as writer:
         if writer.replaced:

@@ -112,6 +112,7 @@ def test_a_bag_and_a_video_are_sources_too(tracked, tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["nowhere", "--text", "x"], "nowhere does not exist"),
     ([DOG], "nothing to track"),
+    ([DOG, "--everything", "--text", "x"], "--everything takes every object of the vocabulary"),
     ([DOG, "--point", "5000,5", "--max-frames", "1"], "outside the 854x480 image"),
     ([reference_path("tiny"), "--text", "x"], "holds no images"),
 ])
@@ -153,3 +154,11 @@ def test_a_sqlite3_bag_with_compressed_images_is_read_by_the_chosen_topic(tmp_pa
     assert all(np.array_equal(f.rgb, cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1]) for f, jpeg in zip(frames, jpegs))
     with pytest.raises(ValueError, match="choose one with --topic"):
         FrameSource(str(tmp_path / "robot"))
+
+
+def test_track_everything_follows_each_instance_of_the_vocabulary(tmp_path):
+    run = _track(DOG, "--everything", "--vocabulary", "dog,grass", "--max-frames", 3, "--out", tmp_path / "all")
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in (tmp_path / "all" / "objects.jsonl").read_text().splitlines()]
+    assert {line["label"] for line in lines} <= {"dog", "grass"}
+    assert all(line["mode"] in ("detection", "propagation", "reidentification") for line in lines)
