@@ -113,6 +113,7 @@ class FrameEngine:
         return FrameFeatures(mask_features, src, pos, sizes, level, project_levels(src, sizes, dec.mask_sptial_embed),
                              list(multi_scale))
 
+    @torch.no_grad()
     def spatial_prompts(self, frame: FrameFeatures, pos_masks: Sequence[Tensor],
                         neg_masks: Sequence[Tensor]) -> List[SpatialPrompt]:
         """One visual prompt per object: bool (1, Hp, Wp) positive / negative masks on the padded

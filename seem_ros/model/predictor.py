@@ -395,6 +395,7 @@ class SeemPredictor:
         pos = self._canvas_masks(previous)
         return self._spatial_queries(pos, [torch.zeros_like(m) for m in pos], memories, texts)
 
+    @torch.no_grad()  # kept by the tracker: no autograd graph may hold the frame's features
     def appearance(self, results: Sequence[MaskResult]) -> List[SpatialPrompt]:
         """Each result's mask on the current image as reference tokens (SEEM's referring-region
         path): what the object looks like, to find it in a later frame wherever it is then
