@@ -7,10 +7,9 @@ decoder as a boolean mask on the padded input. From it SEEM takes:
 - per decoder level, the level feature sampled at up to 512 prompt pixels, projected by
   `mask_sptial_embed[level]`, plus a learned positive/negative indicator: the "spatial tokens".
 """
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
-
 import warnings
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -133,23 +132,30 @@ def point_sample(features: Tensor, points_xy: Tensor) -> Tensor:
     return F.grid_sample(features, 2.0 * points_xy.unsqueeze(2) - 1.0, align_corners=True).squeeze(3)
 
 
-def _bilinear_weights(points_xy: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:
-    """(N, 2) points in [0, 1] (x, y) -> sparse CSR (N, h*w): each row's four bilinear corner weights
-    (align_corners=True; a corner outside the map weighs 0, as grid_sample's zero padding)."""
-    x, y = points_xy[:, 0] * (w - 1), points_xy[:, 1] * (h - 1)
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0
-    x0, y0 = x0.long(), y0.long()
-    columns, values = [], []
+def _bilinear_corners(y: Tensor, x: Tensor, h: int, w: int, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """(N,) map coordinates of points (align_corners=True: 0..h-1, 0..w-1) -> their four corners as
+    (4, N) flat pixel indices and (4, N) bilinear weights in `dtype`, corner by corner. A corner outside
+    the map weighs 0 (grid_sample's zero padding) at a clamped index: no boolean indexing, so no host
+    sync on a GPU."""
+    y0, x0 = y.floor(), x.floor()
+    fy, fx = (y - y0).to(dtype), (x - x0).to(dtype)
+    y0, x0 = y0.long(), x0.long()
+    indices, weights = [], []
     for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
                            (1, 1, fy * fx)):
         yy, xx = y0 + dy, x0 + dx
-        columns.append(yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
-        values.append(weight * ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)))
+        indices.append(yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
+        weights.append(weight * ((yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)))
+    return torch.stack(indices), torch.stack(weights)
+
+
+def _bilinear_weights(points_xy: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:
+    """(N, 2) points in [0, 1] (x, y) -> sparse CSR (N, h*w): each row's four bilinear corner weights."""
+    columns, values = _bilinear_corners(points_xy[:, 1] * (h - 1), points_xy[:, 0] * (w - 1), h, w, points_xy.dtype)
     n = len(points_xy)
     rows = torch.arange(0, 4 * n + 1, 4, device=points_xy.device)
-    return torch.sparse_csr_tensor(rows, torch.stack(columns, 1).flatten(), torch.stack(values, 1).flatten().to(dtype),
-                                   (n, h * w), check_invariants=False)
+    return torch.sparse_csr_tensor(rows, columns.t().flatten(), values.t().flatten().to(dtype), (n, h * w),
+                                   check_invariants=False)
 
 
 def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
@@ -170,17 +176,9 @@ def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
         image = torch.repeat_interleave(torch.arange(len(masks), device=points.device),
                                         torch.tensor([len(p) for p in drawn], device=points.device))
         row = image * n + points[:, 0].long()  # (image, prompt) row of the weight maps
-        y, x = points[:, 1] * (h - 1), points[:, 2] * (w - 1)
-        y0, x0 = y.floor(), x.floor()
-        fy, fx = (y - y0).to(weights.dtype), (x - x0).to(weights.dtype)
-        counts.index_add_(0, row, torch.ones_like(fy))
-        for dy, dx, weight in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)),
-                               (1, 1, fy * fx)):
-            yy, xx = y0.long() + dy, x0.long() + dx
-            inside = (yy < h) & (xx < w)  # zero padding outside the map, as grid_sample
-            # outside corners add 0 at a clamped index: no boolean indexing (no host sync on a GPU)
-            weights.index_put_((row, yy.clamp(max=h - 1) * w + xx.clamp(max=w - 1)), weight * inside,
-                               accumulate=True)
+        pixel, weight = _bilinear_corners(points[:, 1] * (h - 1), points[:, 2] * (w - 1), h, w, weights.dtype)
+        counts.index_add_(0, row, torch.ones_like(weight[0]))
+        weights.index_put_((row.repeat(4), pixel.flatten()), weight.flatten(), accumulate=True)
     weights, counts = weights.view(len(masks), n, h * w), counts.view(len(masks), n)
     weights = weights / counts.clamp(min=1)[..., None]
     features = mask_features.flatten(2)  # (1 or bs, C, HW)
