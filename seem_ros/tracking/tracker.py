@@ -26,8 +26,9 @@ appearance anywhere in the image instead of where it was last seen (mode `reiden
 and a mask scoring at least `reidentify_min_score` brings it back with its id, from wherever it
 re-entered the view.
 With `follow_memory`, following objects also attend their previous mask through SEEM's memory
-queries (the official mask propagation prompts with the previous mask alone, as without it) (32 more queries per object: on a 2-core CPU, 16 followed objects cost 2.9x one object
-with it, 1.7-1.8x without).
+queries: 32 more queries per object (on a 2-core CPU, 16 followed objects cost 2.9x one object
+with it, 1.7-1.8x without). The official mask propagation prompts with the previous mask alone, as
+the default does.
 
 Text objects are grounded by their text every `ground_every` frames (1: every frame) and follow
 their last mask in between (a visual row: 3 queries instead of 101, without the text), and are
@@ -298,9 +299,7 @@ class ObjectTracker:
         with self._lock:
             objects = [dataclasses.replace(o) for o in self._objects.values()]
             categories = dict(self._categories)
-        results, detections = self._segment(predictor, objects, list(categories), self.detection_threshold,
-                                            [self._grounds_now(o) for o in objects],
-                                            [self._searches_now(o) for o in objects], self.follow_memory)
+        results, detections = self._segment(predictor, objects, list(categories))
         new_tracks = self._associate(objects, results, detections, list(categories))
         appearances = self._appearances(predictor, objects, results)
         frame_objects = []
@@ -316,8 +315,7 @@ class ObjectTracker:
                     continue
                 res, mode = res
                 obj.since_grounding = 0 if mode == "grounding" else obj.since_grounding + 1
-                least = max(self.min_score, self.reidentify_min_score) if mode == "reidentification" else self.min_score
-                found = bool(res.mask.any()) and res.score >= least
+                found = self._found(res, reidentifying=mode == "reidentification")
                 if obj.id in appearances:
                     obj.appearance = appearances[obj.id]
                 status = self._count(obj, found)
@@ -402,11 +400,16 @@ class ObjectTracker:
         for o in objects:
             result, mode = results.get(o.id, (None, ""))
             follows = (o.visual is not None or o.refinement is not None or o.following) and not o.category
-            if (follows and result is not None and result.mask.any()
-                    and result.score >= max(self.min_score, self.reidentify_min_score)
+            if (follows and result is not None and self._found(result, reidentifying=True)  # good enough to find it by
                     and (o.appearance is None or mode == "refinement" or o.hits % self.reidentify_every == 0)):
                 due.append(o.id)
         return dict(zip(due, predictor.appearance([results[i][0] for i in due]))) if due else {}
+
+    def _found(self, result: MaskResult, reidentifying: bool) -> bool:
+        """A confident mask: not empty and scoring at least min_score (and reidentify_min_score for a
+        mask found by appearance)."""
+        least = max(self.min_score, self.reidentify_min_score) if reidentifying else self.min_score
+        return bool(result.mask.any()) and result.score >= least
 
     def _searches_now(self, obj: TrackedObject) -> bool:
         """Whether a lost object is searched by its appearance this frame (else where it was last seen)."""
@@ -418,31 +421,29 @@ class ObjectTracker:
         return (obj.last is None or obj.since_grounding + 1 >= self.ground_every
                 or obj.last.score < self.reground_below)
 
-    @staticmethod
-    def _segment(predictor: SeemPredictor, objects: List[TrackedObject], categories: List[str], threshold: float,
-                 ground_now: List[bool], search_now: List[bool], follow_memory: bool = False
+    def _segment(self, predictor: SeemPredictor, objects: List[TrackedObject], categories: List[str]
                  ) -> Tuple[Dict[int, Tuple[MaskResult, str]], List[Tuple[int, MaskResult]]]:
         """Every object, and the categories' instances, in one frame-engine pass.
         -> (id: (result, what found it), [(category index, instance)])."""
         if not objects and not categories:
             return {}, []
-        asked = [_query(predictor, obj, ground, search) for obj, ground, search in zip(objects, ground_now, search_now)]
+        asked = [_query(predictor, obj, self._grounds_now(obj), self._searches_now(obj)) for obj in objects]
         queries = [query for query, _ in asked]
         following = [i for i, query in enumerate(queries) if query is None]
         previous = [objects[i].last for i in following]
         # text + visual objects follow with their text; text objects between groundings without it
         texts = [objects[i].text if objects[i].visual is not None else "" for i in following]
         for i, query in zip(following, predictor.follow_queries(previous, texts,
-                                                                memories=previous if follow_memory else None)):
+                                                                memories=previous if self.follow_memory else None)):
             queries[i] = query
         if categories:
-            results, detections = predictor.decode_and_detect(queries, categories, threshold)
+            results, detections = predictor.decode_and_detect(queries, categories, self.detection_threshold)
         else:
             results, detections = predictor.decode(queries), []
         return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}, detections
 
 
-def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool = True, search_now: bool = False
+def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool, search_now: bool
            ) -> Tuple[Optional[ObjectQuery], str]:
     """What the object asks of this frame (None: it follows its last mask, prompted all together),
     and the mode that names it. ground_now: whether a text object is grounded by its text;
