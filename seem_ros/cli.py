@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Tracks through SOURCE (a video file, a folder of images sorted by name, or a rosbag2 folder "
                     "or .mcap/.db3 file with sensor_msgs Image or CompressedImage frames) the objects the prompts "
                     "name: each --text is one object, the --point clicks and the --box (on the first frame) one "
-                    "more; --everything tracks every instance of the vocabulary's classes, each with its own id. Writes into --out: overlay.mp4, labels/NNNNNN.png (16-bit label images), "
-                    "objects.jsonl (a line per object and frame) and bag/ (a rosbag2, MCAP, of the input frames "
+                    "more; --everything tracks every instance of the vocabulary's classes, each with its own "
+                    "id. Writes into --out: overlay.mp4, labels/NNNNNN.png (16-bit label images), objects.jsonl (a line per object and frame) and bag/ (a rosbag2, MCAP, of the input frames "
                     "and the node's outputs for them), and prints a JSON summary.")
     track.add_argument("source", help="a video file, an image folder, or a rosbag2")
     _prompt_arguments(track, " (on the first frame)", "every instance of the vocabulary's classes, each its own track")
@@ -241,11 +241,9 @@ def track(args: argparse.Namespace) -> int:
     try:
         source = FrameSource(args.source, args.topic, args.max_frames or 0)
         total = len(source)
-        first = next(iter(source), None)
+        first = source.first()
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
-    if first is None:
-        raise UsageError(f"{args.source} has no frames")
     _check_points(args.point, first.rgb.shape[1], first.rgb.shape[0])  # before anything is loaded or written
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
                         vocabulary=("object",))
@@ -254,8 +252,6 @@ def track(args: argparse.Namespace) -> int:
                                 (vocabulary or tuple(COCO_PANOPTIC_CLASSES)) if args.everything else ())
     ids = {}
     with inference_context(cfg), RecordingWriter(args.out, args.fps) as writer:
-        if writer.replaced:
-            print(f"replacing the earlier {', '.join(writer.replaced)} in {args.out}", file=sys.stderr)
         for frame in tqdm(source, total=total, unit="frame", file=sys.stderr, disable=None):
             started = time.perf_counter()
             predictor.set_image(frame.rgb)

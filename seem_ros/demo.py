@@ -86,9 +86,7 @@ def run(args) -> int:
     from .ros_out.recording import RecordingWriter
 
     source = FrameSource(args.source, args.topic, args.max_frames or 0)
-    first = next(iter(source), None)
-    if first is None:
-        raise ValueError(f"{args.source} has no frames")
+    first = source.first()
     height, width = first.rgb.shape[:2]
     click = args.click or (width / 2, height / 2)
     if not (0 <= click[0] < width and 0 <= click[1] < height):
@@ -142,8 +140,6 @@ def run(args) -> int:
         print(f"prompted: {args.text!r} and a click at ({click[0]:g}, {click[1]:g})", file=sys.stderr)
         ids = set()
         with RecordingWriter(args.out, args.fps) as writer:
-            if writer.replaced:
-                print(f"replacing the earlier {', '.join(writer.replaced)} in {args.out}", file=sys.stderr)
             for frame in source:
                 stamp = frame.stamp_ns + 10 ** 9  # after the size frame
                 msg = segmented(frame.rgb, stamp, FRAME_TIMEOUT_S)

@@ -51,6 +51,13 @@ class FrameSource:
             count = int(cv2.VideoCapture(self.path).get(cv2.CAP_PROP_FRAME_COUNT))
         return min(count, self.max_frames) if self.max_frames else count
 
+    def first(self) -> Frame:
+        """The first frame (its size is the recording's); ValueError when there is none."""
+        frame = next(iter(self), None)
+        if frame is None:
+            raise ValueError(f"{self.path} has no frames")
+        return frame
+
     def __iter__(self) -> Iterator[Frame]:
         frames = {"folder": self._folder, "video": self._video, "bag": self._bag_frames}[self.kind]()
         for frame in frames:

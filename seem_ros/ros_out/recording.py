@@ -7,6 +7,7 @@
 - bag/: a rosbag2 (MCAP) of the input frames and the node's outputs for them (bag_recording.py).
 """
 import json
+import logging
 import os
 import shutil
 from typing import Sequence
@@ -20,19 +21,25 @@ from .encoding import LabelSlots, bounding_box, label_image, overlay
 OUTPUTS = ("overlay.mp4", "labels", "objects.jsonl", "bag")
 
 
+LOG = logging.getLogger(__name__)
+
+
 class RecordingWriter:
-    """replaced: the outputs of an earlier run that were in out_dir and were removed (callers say so)."""
+    """Outputs of an earlier run in out_dir are replaced, with a warning that names them."""
 
     def __init__(self, out_dir: str, fps: float = 10.0, bag: bool = True):
         self.out_dir = out_dir
         self.fps = fps
-        self.replaced = [name for name in OUTPUTS if os.path.exists(os.path.join(out_dir, name))]
-        for name in self.replaced:
+        replaced = [name for name in OUTPUTS if os.path.exists(os.path.join(out_dir, name))]
+        if replaced:
+            LOG.warning("replacing the earlier %s in %s", ", ".join(replaced), out_dir)
+        for name in replaced:
             path = os.path.join(out_dir, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
         os.makedirs(os.path.join(out_dir, "labels"), exist_ok=True)
         self._bag = BagRecorder(os.path.join(out_dir, "bag")) if bag else None
         self._video = None
+        self._size = None  # (width, height) of the first frame: the video's
         self._objects = open(os.path.join(out_dir, "objects.jsonl"), "w")
         self._slots = LabelSlots()
         self.frames = 0
@@ -45,10 +52,10 @@ class RecordingWriter:
             self._video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._video.isOpened():
                 raise RuntimeError(f"cannot write {path} (OpenCV has no MPEG-4 encoder here)")
+            self._size = (width, height)
         elif (width, height) != self._size:
             raise ValueError(f"frame {index} is {width}x{height}, the first was {self._size[0]}x{self._size[1]}: "
                              "a recording keeps one frame size")
-        self._size = (width, height)
         drawn = overlay(rgb, objects)
         self._video.write(drawn)
         values = self._slots.update(o.id for o in objects)
