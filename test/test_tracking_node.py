@@ -3,6 +3,8 @@ but real model outputs): a camera process plays the DAVIS dog frames with a text
 rqt click, the test process reads the results and corrects the clicked object with a negative
 click; then the clicked object leaves the view (black frames) and comes back. The bookkeeping of
 loss and re-identification against exact ground truth: test_tracking_states.py."""
+import contextlib
+
 import cv2
 import numpy as np
 import pytest
@@ -30,6 +32,26 @@ def ros():
     rclpy.shutdown()
 
 
+@contextlib.contextmanager
+def _node_watching_a_camera(tmp_path, ros, params, *camera):
+    """seem_node started and ready, a camera_publisher process with `camera`'s arguments, and the
+    results as they arrive: yields (node, results); both processes are stopped afterwards."""
+    node = NodeProcess(tmp_path / "seem_node.log", params)
+    results = []
+    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 50)
+    publisher = None
+    try:
+        assert node.wait_for_log("processing /image", timeout=120), node.log()
+        publisher = run_tool("camera_publisher", *camera)
+        yield node, results
+        assert node.alive()
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait()
+        node.stop()
+
+
 def _objects(result: SegmentationResult) -> dict:
     """{id: (label, status, mode, mask)} of a result."""
     return {o.id: (o.label, o.status, o.mode,
@@ -38,16 +60,10 @@ def _objects(result: SegmentationResult) -> dict:
 
 
 def test_text_and_clicked_objects_keep_their_ids_and_a_negative_click_applies_from_the_next_frame(tmp_path, ros):
-    node = NodeProcess(tmp_path / "seem_node.log")
-    results = []
-    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 50)
     prompts = ros.create_publisher(SegmentationPrompt, "/seem_node/prompt",
                                    QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
-    camera = None
-    try:
-        assert node.wait_for_log("processing /image", timeout=120), node.log()
-        camera = run_tool("camera_publisher", *DOG, "--command", "segment the dog", "--click", "160", "100",
-                          "--rate", "5", "--duration", "120")
+    with _node_watching_a_camera(tmp_path, ros, {}, *DOG, "--command", "segment the dog", "--click", "160", "100",
+                                 "--rate", "5", "--duration", "120") as (node, results):
         with_both = lambda: [r for r in results if len(r.objects) == 2]  # noqa: E731
         assert spin_until(ros, lambda: len(with_both()) >= 30, 90), (len(results), node.log()[-3000:])
 
@@ -77,12 +93,6 @@ def test_text_and_clicked_objects_keep_their_ids_and_a_negative_click_applies_fr
         following = [_objects(r) for r in results[before + first + 1:]]
         assert all(set(f) == ids for f in following)  # the same two objects, the same ids
         assert {f[clicked][2] for f in following} == {"propagation"}  # it follows its corrected mask
-        assert node.alive()
-    finally:
-        if camera is not None:
-            camera.kill()
-            camera.wait()
-        node.stop()
 
 
 def test_an_object_that_leaves_the_view_is_lost_and_comes_back_with_its_id(tmp_path, ros):
@@ -91,14 +101,8 @@ def test_an_object_that_leaves_the_view_is_lost_and_comes_back_with_its_id(tmp_p
     black = str(tmp_path / "black.png")
     cv2.imwrite(black, np.zeros((480, 854, 3), np.uint8))
     cycle = DOG + [black] * 8
-    node = NodeProcess(tmp_path / "seem_node.log", {"track_min_score": 0.9, "track_lost_after": 2})
-    results = []
-    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 50)
-    camera = None
-    try:
-        assert node.wait_for_log("processing /image", timeout=120), node.log()
-        camera = run_tool("camera_publisher", *cycle, "--click", "160", "100", "--rate", "4", "--duration", "120")
-
+    with _node_watching_a_camera(tmp_path, ros, {"track_min_score": 0.9, "track_lost_after": 2}, *cycle,
+                                 "--click", "160", "100", "--rate", "4", "--duration", "120") as (node, results):
         def seen():  # (camera frame is black, status, mask pixels) per result of the clicked object
             return [((r.header.stamp.sec - 1000) % len(cycle) >= len(DOG), o.status,
                      int(np.count_nonzero(np.frombuffer(bytes(o.mask.data), np.uint8)))) for r in results
@@ -113,9 +117,3 @@ def test_an_object_that_leaves_the_view_is_lost_and_comes_back_with_its_id(tmp_p
         assert spin_until(ros, came_back, 90), (seen(), node.log()[-3000:])
         assert len({o.id for r in results for o in r.objects}) == 1  # one object, one id throughout
         assert all(pixels == 0 for _, status, pixels in seen() if status == "lost")  # no stale mask
-        assert node.alive()
-    finally:
-        if camera is not None:
-            camera.kill()
-            camera.wait()
-        node.stop()
