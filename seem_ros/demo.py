@@ -15,23 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_TIMEOUT_S = 120.0  # the first frame includes the model's warm-up
-
-
-@dataclass
-class ReceivedObject:
-    """A SegmentationResult object as the recording writer takes it."""
-    id: int
-    label: str
-    mask: np.ndarray
-    score: float
-    status: str
-    mode: str
 
 
 def _environment() -> dict:
@@ -63,14 +51,16 @@ def _wait_for_log(process: subprocess.Popen, log_path: str, text: str, timeout: 
 
 
 def _objects(msg) -> list:
+    """A SegmentationResult's objects back as the tracker's FrameObjects, which the recording writer takes."""
     from .ros_out.encoding import decode_rle
+    from .tracking.tracker import FrameObject
     out = []
     for o in msg.objects:
         if o.mask.height:
             mask = np.frombuffer(bytes(o.mask.data), np.uint8).reshape(o.mask.height, o.mask.step)[:, :o.mask.width] > 0
         else:
             mask = decode_rle(list(o.rle), msg.height, msg.width)
-        out.append(ReceivedObject(o.id, o.label, mask, o.score, o.status, o.mode))
+        out.append(FrameObject(o.id, o.label, mask, o.score, o.status, o.mode))
     return out
 
 
@@ -80,9 +70,10 @@ def run(args) -> int:
     from geometry_msgs.msg import Point
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-    from std_msgs.msg import String
+    from std_msgs.msg import Header, String
     from seem_ros_interfaces.msg import SegmentationResult
     from .ros_in.sources import FrameSource
+    from .ros_out.publishers import image_message
     from .ros_out.recording import RecordingWriter
 
     source = FrameSource(args.source, args.topic, args.max_frames or 0)
@@ -108,11 +99,9 @@ def run(args) -> int:
     clicks = node.create_publisher(Point, "/image_mouse_left", 10)
 
     def image(rgb, stamp_ns: int) -> Image:
-        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3)
-        msg.header.frame_id = "camera"
-        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_ns // 10 ** 9, stamp_ns % 10 ** 9
-        msg.data = rgb.tobytes()
-        return msg
+        header = Header(frame_id="camera")
+        header.stamp.sec, header.stamp.nanosec = stamp_ns // 10 ** 9, stamp_ns % 10 ** 9
+        return image_message(header, rgb, "rgb8")
 
     def segmented(rgb, stamp_ns: int, timeout: float):
         """Sends the frame (again every second, best-effort) until its result is back."""
