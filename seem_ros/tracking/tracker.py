@@ -27,7 +27,7 @@ and a mask scoring at least `reidentify_min_score` brings it back with its id, f
 re-entered the view.
 With `follow_memory`, following objects also attend their previous mask through SEEM's memory
 queries: 32 more queries per object (on a 2-core CPU, 16 followed objects cost 2.9x one object
-with it, 1.7-1.8x without). The official mask propagation prompts with the previous mask alone, as
+with it, 1.7-2.3x without). The official mask propagation prompts with the previous mask alone, as
 the default does.
 
 Text objects are grounded by their text every `ground_every` frames (1: every frame) and follow
