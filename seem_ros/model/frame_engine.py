@@ -29,6 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from .language_encoder import normalize
 from .visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
@@ -387,51 +388,36 @@ class _VisualRows(_Group):
         out.visual_logits = (chosen @ mask_features).view(-1, *size)
 
 
-def text_slots(objects: Sequence[ObjectQuery], rows: Optional[int] = None, length: Optional[int] = None) -> TextSlots:
-    """Text objects packed into rows (padded to `rows` rows of `length` tokens when given: fixed slots)."""
-    tokens = [obj.text_tokens for obj in objects]
-    dim = tokens[0].shape[1]
-    rows = rows or len(objects)
-    length = length or max(len(t) for t in tokens)
-    packed = tokens[0].new_zeros((rows, length, dim))
-    valid = torch.zeros((rows, length), dtype=torch.bool, device=packed.device)
-    sentence = tokens[0].new_zeros((rows, objects[0].sentence.shape[0]))
-    for i, obj in enumerate(objects):
-        n = len(obj.text_tokens)
-        if n > length:
-            raise ValueError(f"a text of {n} tokens does not fit slots of {length}")
-        packed[i, :n], valid[i, :n], sentence[i] = obj.text_tokens, True, obj.sentence
-    return TextSlots(packed, valid, sentence)
+def text_slots(objects: Sequence[ObjectQuery]) -> TextSlots:
+    """Text objects packed into rows, tokens padded to the longest text's."""
+    tokens = pad_sequence([obj.text_tokens for obj in objects], batch_first=True)
+    valid = pad_sequence([torch.ones(len(obj.text_tokens), dtype=torch.bool, device=tokens.device)
+                          for obj in objects], batch_first=True)
+    return TextSlots(tokens, valid, torch.stack([obj.sentence for obj in objects]).to(tokens.dtype))
 
 
-def visual_slots(objects: Sequence[ObjectQuery], query_indices: Sequence[Tensor], mask_size: Tuple[int, int],
-                 rows: Optional[int] = None, length: Optional[int] = None, memory: Optional[bool] = None) -> VisualSlots:
-    """Visual objects packed into rows (padded to `rows` rows of `length` tokens per level when
-    given: fixed slots). memory: whether the rows have memory slots (default: when one has a memory)."""
+def visual_slots(objects: Sequence[ObjectQuery], query_indices: Sequence[Tensor], mask_size: Tuple[int, int]
+                 ) -> VisualSlots:
+    """Visual objects packed into rows, each level's tokens padded to the longest prompt's. Memory
+    slots when an object has a previous mask to attend."""
     first = objects[0].spatial
-    device, dim = first.pos_query.device, first.level_tokens[0].shape[-1]
-    rows = rows or len(objects)
-    levels = len(first.level_tokens)
-    real = [[obj.spatial.level_tokens[lv][:, 0][~obj.spatial.level_padding[lv][0]] for lv in range(levels)]
-            for obj in objects]
-    length = length or max(len(tokens) for row in real for tokens in row)
-    tokens = [first.level_tokens[0].new_zeros((rows, length, dim)) for _ in range(levels)]
-    valid = [torch.zeros((rows, length), dtype=torch.bool, device=device) for _ in range(levels)]
-    index = torch.zeros((rows, len(query_indices[0])), dtype=torch.long, device=device)
-    pos_query = first.pos_query.new_zeros((rows, first.pos_query.shape[-1]))
-    if memory is None:
-        memory = any(obj.memory is not None for obj in objects)
-    logits = first.pos_query.new_zeros((rows, *mask_size)) if memory else None
-    has_memory = torch.zeros(rows, dtype=torch.bool, device=device) if memory else None
-    for i, (obj, own, drawn) in enumerate(zip(objects, real, query_indices)):
-        for lv, level_tokens in enumerate(own):
-            if len(level_tokens) > length:
-                raise ValueError(f"a visual prompt of {len(level_tokens)} tokens does not fit slots of {length}")
-            tokens[lv][i, :len(level_tokens)], valid[lv][i, :len(level_tokens)] = level_tokens, True
-        index[i], pos_query[i] = drawn, obj.spatial.pos_query[0, 0]
+    device = first.pos_query.device
+    # a prompt's tokens and padding flags are copied as they are (its padding stays padding): one
+    # copy per level for all rows, no boolean indexing (a host sync per object on a GPU)
+    tokens = [pad_sequence([obj.spatial.level_tokens[lv][:, 0] for obj in objects], batch_first=True)
+              for lv in range(len(first.level_tokens))]
+    valid = [~pad_sequence([obj.spatial.level_padding[lv][0] for obj in objects], batch_first=True, padding_value=True)
+             for lv in range(len(first.level_tokens))]
+    index = torch.stack(list(query_indices)).to(device)
+    pos_query = torch.stack([obj.spatial.pos_query[0, 0] for obj in objects]).to(first.pos_query.dtype)
+    if all(obj.memory is None for obj in objects):
+        return VisualSlots(index, pos_query, tokens, valid)
+    logits = pos_query.new_zeros((len(objects), *mask_size))
+    for i, obj in enumerate(objects):
         if obj.memory is not None:
             previous = obj.memory
             if tuple(previous.shape) != tuple(mask_size):  # a previous frame of another size
                 previous = F.interpolate(previous[None, None], mask_size, mode="bilinear", align_corners=False)[0, 0]
-            logits[i], has_memory[i] = previous, True
+            logits[i] = previous
+    has_memory = torch.tensor([obj.memory is not None for obj in objects], device=device)
     return VisualSlots(index, pos_query, tokens, valid, logits, has_memory)
