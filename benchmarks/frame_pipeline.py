@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils.flop_counter import FlopCounterMode
 
 from seem_ros.model.checkpoint import config_for
@@ -56,27 +55,10 @@ def peak_gflops(device: str) -> float:
     return 2 * 4096 ** 3 / timed(lambda: a @ a, 3, sync) / 1e6
 
 
-class _SparseProducts(TorchDispatchMode):
-    """Runs sparse x dense products (the prompt sampler's bilinear weights) past the FLOP counter,
-    which would count them as dense, and counts them by their nonzeros instead."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        sparse = [a for a in args if isinstance(a, torch.Tensor) and a.layout == torch.sparse_csr]
-        if not sparse:
-            return func(*args, **(kwargs or {}))
-        self.flops += 2 * sparse[0]._nnz() * args[-1].shape[-1]
-        with _disable_current_modes():
-            return func(*args, **(kwargs or {}))
-
-
 def flops(fn) -> float:
-    with FlopCounterMode(display=False) as counter, _SparseProducts() as sparse:
+    with FlopCounterMode(display=False) as counter:
         fn()
-    return counter.get_total_flops() + sparse.flops
+    return counter.get_total_flops()
 
 
 def main():

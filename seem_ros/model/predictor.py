@@ -123,6 +123,13 @@ def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, fl
     return pos, neg
 
 
+def _no_negatives(pos: Sequence[Tensor]) -> List[Tensor]:
+    """Empty negative masks for positive masks on one canvas: one tensor for all, so that a
+    repeatable sampler scans it once (DeterministicSampling's draws are cached per mask)."""
+    empty = torch.zeros_like(pos[0]) if pos else None
+    return [empty if m.shape == empty.shape else torch.zeros_like(m) for m in pos]
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
@@ -393,7 +400,7 @@ class SeemPredictor:
         memories: per object, a result its memory queries attend (e.g. the previous one)."""
         memories = list(memories) if memories is not None else [None] * len(previous)
         pos = self._canvas_masks(previous)
-        return self._spatial_queries(pos, [torch.zeros_like(m) for m in pos], memories, texts)
+        return self._spatial_queries(pos, _no_negatives(pos), memories, texts)
 
     @torch.no_grad()  # kept by the tracker: no autograd graph may hold the frame's features
     def appearance(self, results: Sequence[MaskResult]) -> List[SpatialPrompt]:
@@ -401,7 +408,7 @@ class SeemPredictor:
         path): what the object looks like, to find it in a later frame wherever it is then
         (reference_query)."""
         pos = self._canvas_masks(results)
-        return self.engine.spatial_prompts(self.frame, pos, [torch.zeros_like(m) for m in pos])
+        return self.engine.spatial_prompts(self.frame, pos, _no_negatives(pos))
 
     def _canvas_masks(self, results: Sequence[MaskResult]) -> List[Tensor]:
         """Each result's mask as a (1, Hp, Wp) bool prompt on the current padded input: from its
