@@ -11,8 +11,9 @@ masks, as in tracking; text objects):
 Also ONNX Runtime against PyTorch for the image encoder (CPU), and the FLOPs of each stage with the
 GFLOP/s achieved against this machine's measured matmul peak. Prints a table; the last line is JSON
 (ms unless named otherwise) with decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and
-ort_over_torch_cpu among the figures. --quick (2 minutes on a 2-core CPU) times each case once after
-a warm-up and leaves out 16 objects on the before path.
+ort_over_torch_cpu among the figures. Each engine case is the median of --repeats frames (5) in every
+mode; --quick (2 minutes on a 2-core CPU) times the before path and the image encoders once after a
+warm-up and leaves out 16 objects on the before path.
 """
 import argparse
 import json
@@ -66,12 +67,13 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--variant", default="focalt_v1")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="frames (or runs) each figure is the median of")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="image encoder and fixed-slot frame decoder replayed from CUDA graphs")
     args = parser.parse_args()
-    repeats = 1 if args.quick else args.repeats
+    repeats = args.repeats
+    once = 1 if args.quick else repeats  # the slow cases in --quick: the before path and the image encoders
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
@@ -94,10 +96,10 @@ def main():
                 tracker.add(f"thing {i}", text=("the red cup", "a person", "the table", "the dog")[i % 4] + f" {i}")
         return tracker
 
-    def decode_only(step, tracker):
-        """Times the decode of a frame whose image is encoded beforehand (not timed)."""
+    def decode_only(step, tracker, frames_timed: int = repeats):
+        """Median time of the decode of a frame whose image is encoded beforehand (not timed)."""
         samples = []
-        for i in range(repeats + 1):  # the first frame: the objects' own prompts, then they are followed
+        for i in range(frames_timed + 1):  # the first frame: the objects' own prompts, then they are followed
             with torch.inference_mode(), context:
                 predictor.set_image(frames[next(counter) % 2])
                 if sync:
@@ -110,8 +112,8 @@ def main():
         return float(np.median(samples[1:]))
 
     with torch.inference_mode(), context:
-        encoder_ms = timed(lambda: predictor.set_image(frames[0]), repeats, sync)
-        everything_ms = timed(lambda: predictor.segment_everything(), repeats, sync)
+        encoder_ms = timed(lambda: predictor.set_image(frames[0]), once, sync)
+        everything_ms = timed(lambda: predictor.segment_everything(), once, sync)
     results = {"image_encoder_ms": encoder_ms, "segment_everything_decoder_ms": everything_ms}
     engine_step = lambda p, t: t.step(p)  # noqa: E731
     for n in (1, 4, 16):
@@ -120,7 +122,7 @@ def main():
     # track_follow_memory: each followed object's row has 32 memory queries more (3 -> 35)
     results["decoder_16_clicks_ms_memory"] = decode_only(engine_step, tracker_of("clicks", 16, follow_memory=True))
     for n in ((1, 4) if args.quick else (1, 4, 16)):
-        results[f"decoder_{n}_clicks_ms_before"] = decode_only(before_step, tracker_of("clicks", n))
+        results[f"decoder_{n}_clicks_ms_before"] = decode_only(before_step, tracker_of("clicks", n), once)
     results["decoder_16_over_1"] = results["decoder_16_clicks_ms_engine"] / results["decoder_1_clicks_ms_engine"]
     results["frame_4obj_ms_before"] = encoder_ms + results["decoder_4_clicks_ms_before"]
     results["frame_4obj_ms_engine"] = encoder_ms + results["decoder_4_clicks_ms_engine"]
@@ -148,8 +150,8 @@ def main():
                                 ort_opener(["CPUExecutionProvider"], {}), tempfile.mkdtemp(prefix="seem_bench_"))
         graphs.encode_image(x)  # export and session creation, not timed
         with torch.inference_mode():
-            torch_ms = timed(lambda: model.encode_image(x), repeats)
-        ort_ms = timed(lambda: graphs.encode_image(x), repeats)
+            torch_ms = timed(lambda: model.encode_image(x), once)
+        ort_ms = timed(lambda: graphs.encode_image(x), once)
         results.update({"image_encoder_ms_torch": torch_ms, "image_encoder_ms_onnxruntime": ort_ms,
                         "ort_over_torch_cpu": torch_ms / ort_ms})
         if not args.quick:  # the exported slot decoder (4 visual slots), exported on its first frame
@@ -161,7 +163,7 @@ def main():
     name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
     graphs = ", encoder and decoder in CUDA graphs" if args.cuda_graphs else ""
     print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features['input_hw']}, {name}, "
-          f"{args.precision}{graphs}, torch {torch.__version__}, median of {repeats}")
+          f"{args.precision}{graphs}, torch {torch.__version__}, median of {repeats} (before path and encoders: {once})")
     for key, value in results.items():
         print(f"  {key:34s} {value:10.2f}")
     print(json.dumps({"device": name, "precision": args.precision, "cuda_graphs": args.cuda_graphs,

@@ -65,3 +65,31 @@ def test_deterministic_points_are_spread_and_repeatable(count):
     if count > 512:  # first and last pixel kept, evenly spread in between
         assert torch.equal(points[0], mask.nonzero()[0] / torch.tensor([1, 64, 64]))
         assert torch.equal(points[-1], mask.nonzero()[-1] / torch.tensor([1, 64, 64]))
+
+
+def _listed_points(mask: torch.Tensor, max_len: int) -> torch.Tensor:
+    """DeterministicSampling's points the plain way: every pixel listed (nonzero), each prompt's share
+    picked evenly from its own list."""
+    _, h, w = mask.shape
+    points = mask.nonzero()
+    if len(points) > max_len:
+        counts = [int(c) for c in mask.flatten(1).sum(1) if c]
+        shares = [max_len // len(counts) + (i < max_len % len(counts)) for i in range(len(counts))]
+        points = torch.cat([own[torch.linspace(0, len(own) - 1, min(share, len(own))).round().long()]
+                            for own, share in zip(points.split(counts), shares)])
+    return points / torch.tensor([1, h, w])
+
+
+def test_points_of_many_masks_found_together_equal_each_mask_listed_alone():
+    generator = torch.Generator().manual_seed(0)
+    masks = [torch.rand((1, 96, 120), generator=generator) > 0.5 - 0.1 * i for i in range(4)]  # dense: over budget
+    masks += [torch.zeros((1, 96, 120), dtype=torch.bool),  # no points
+              torch.rand((3, 96, 120), generator=generator) > 0.9995,  # three prompts, a few points, one maybe none
+              torch.rand((2, 96, 120), generator=generator) > 0.3,  # two prompts sharing the budget
+              torch.rand((1, 40, 50), generator=generator) > 0.5]  # another size
+    sampler = DeterministicSampling()
+    for max_len in (512, 7, 1):
+        together = sampler.batch_prompt_points(masks, max_len)
+        for mask, points in zip(masks, together):
+            expected = _listed_points(mask, max_len)
+            assert points.dtype == expected.dtype and torch.equal(points, expected)
