@@ -86,6 +86,7 @@ class MaskResult:
     low_res_logits: Tensor  # (h/4, w/4) logits on the padded input: pass back as memory
     label: str = ""
     input_hw: Optional[Tuple[int, int]] = None  # the image's size within the padded input
+    input_mask: Optional[Tensor] = None  # bool input_hw on the logits' device: prompts the next frame
 
 
 def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
@@ -247,13 +248,6 @@ class SeemPredictor:
             self._frame = self.engine.prepare(f["mask_features"], f["multi_scale"])
         return self._frame
 
-    def _to_original(self, logits_padded_lowres: Tensor, mode: str = "bilinear") -> Tensor:
-        f = self.features
-        x = upsample_and_crop(logits_padded_lowres, f["padded_hw"], f["input_hw"], mode)
-        if tuple(f["original_hw"]) != tuple(f["input_hw"]):
-            x = resize(x, f["original_hw"], mode=mode)
-        return x
-
     # ---------------------------------------------------------------- everything
     def _object_query_outputs(self) -> Tuple[Tensor, Tensor]:
         """Class logits (Q, K+1) and mask logits (Q, H, W) of the object queries at the input size."""
@@ -371,10 +365,14 @@ class SeemPredictor:
         scores = (logits.sigmoid() * inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1)
         if match is not None:
             scores = scores * match.to(scores.dtype)
-        masks_np = (self._to_original(logits) > 0).cpu().numpy()
+        f = self.features
+        upsampled = upsample_and_crop(logits, f["padded_hw"], f["input_hw"])
+        on_input = upsampled > 0  # kept on the device: the next frame's prompt (_canvas_masks)
+        on_original = resize(upsampled, f["original_hw"]) > 0 if f["original_hw"] != f["input_hw"] else on_input
+        masks_np = on_original.cpu().numpy()
         scores_list = scores.float().cpu().tolist()
-        return [MaskResult(mask, score, low, labels[i] if labels else "", tuple(self.features["input_hw"]))
-                for i, (mask, score, low) in enumerate(zip(masks_np, scores_list, logits))]
+        return [MaskResult(mask, score, low, labels[i] if labels else "", tuple(f["input_hw"]), input_mask)
+                for i, (mask, score, low, input_mask) in enumerate(zip(masks_np, scores_list, logits, on_input))]
 
     # ---------------------------------------------------------------- frame engine
     def text_query(self, text: str) -> ObjectQuery:
@@ -411,18 +409,16 @@ class SeemPredictor:
         return self.engine.spatial_prompts(self.frame, pos, _no_negatives(pos))
 
     def _canvas_masks(self, results: Sequence[MaskResult]) -> List[Tensor]:
-        """Each result's mask as a (1, Hp, Wp) bool prompt on the current padded input: from its
-        logits on the device, all at once, when the frames share one input geometry (else from
-        its host mask)."""
+        """Each result's mask as a (1, Hp, Wp) bool prompt on the current padded input: its mask at the
+        input size, on the device, padded, when the frames share one input geometry (else from its
+        host mask)."""
         f = self.features
-        same = [i for i, r in enumerate(results) if tuple(r.low_res_logits.shape[-2:]) == tuple(
-            f["mask_features"].shape[-2:]) and r.input_hw == tuple(f["input_hw"])]
+        (height, width), (pad_h, pad_w) = f["input_hw"], f["padded_hw"]
+        same = [i for i, r in enumerate(results) if r.input_mask is not None and tuple(r.input_mask.shape) == (
+            height, width) and tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:])]
         masks: List[Optional[Tensor]] = [None] * len(results)
         if same:
-            logits = torch.stack([results[i].low_res_logits for i in same])[:, None].float()
-            on = F.interpolate(logits, f["padded_hw"], mode="bilinear", align_corners=False) > 0
-            on[..., f["input_hw"][0]:, :] = False
-            on[..., f["input_hw"][1]:] = False
+            on = F.pad(torch.stack([results[i].input_mask for i in same])[:, None], (0, pad_w - width, 0, pad_h - height))
             for i, mask in zip(same, on):
                 masks[i] = mask
         for i, result in enumerate(results):

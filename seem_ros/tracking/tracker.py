@@ -275,11 +275,14 @@ class ObjectTracker:
                     obj.revision += 1
 
     def to(self, device) -> None:
-        """Moves the objects' tensors (previous mask logits, example-region and appearance tokens) to `device`."""
+        """Moves the objects' tensors (previous mask logits and input-size mask, example-region and
+        appearance tokens) to `device`."""
         with self._lock:
             for obj in self._objects.values():
                 if obj.last is not None:
-                    obj.last = dataclasses.replace(obj.last, low_res_logits=obj.last.low_res_logits.to(device))
+                    input_mask = obj.last.input_mask
+                    obj.last = dataclasses.replace(obj.last, low_res_logits=obj.last.low_res_logits.to(device),
+                                                   input_mask=None if input_mask is None else input_mask.to(device))
                 if obj.reference is not None:
                     obj.reference = obj.reference.to(device)
                 if obj.appearance is not None:
