@@ -3,6 +3,7 @@ itself: every single-object parity case through the engine (replaying the offici
 queries that never reach prompt outputs, objects that do not influence one another, attention masks
 predicted at each level's size, and the tracker's one pass per frame."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -183,6 +184,40 @@ def test_the_tracker_decodes_a_frame_in_one_pass(tiny_model, monkeypatch):
             tracker.refine(ids[1], VisualPrompt(points=[(120, 90, 1), (10, 10, 0)]))
         assert {o.id for o in tracker.step(predictor)} == set(ids)
     assert calls == [3, 3, 3]
+
+
+def _tensors(value):
+    """Every tensor in a value: dataclass fields, lists, tuples and dicts followed."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if dataclasses.is_dataclass(value):
+        value = [getattr(value, field.name) for field in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        value = list(value.values())
+    elif not isinstance(value, (list, tuple)):
+        return []
+    return [tensor for item in value for tensor in _tensors(item)]
+
+
+def test_moving_the_tracker_moves_every_tensor_its_objects_hold(tiny_model):
+    """What deactivate relies on to free the GPU: after tracker.to(device) no tensor a tracked
+    object holds (previous logits and input-size mask, example-region and appearance tokens) is
+    left on the old device."""
+    predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
+    tracker = ObjectTracker()
+    example = _rgb("images/zebras1.jpg")
+    region = np.zeros(example.shape[:2], bool)
+    region[60:200, 80:300] = True
+    tracker.add("zebra", text="the zebra")
+    tracker.add("object", visual=VisualPrompt(points=[(120, 90, 1)]))
+    tracker.add("example", reference=predictor.encode_reference(example, region))
+    for name in ("zebras1.jpg", "zebras2.jpg"):
+        predictor.set_image(_rgb(f"images/{name}"))
+        tracker.step(predictor)
+    held = _tensors(list(tracker._objects.values()))
+    assert any(t.dtype == torch.bool and t.dim() == 2 for t in held)  # an input-size mask is among them
+    tracker.to("meta")
+    assert [t.shape for t in _tensors(list(tracker._objects.values())) if t.device.type != "meta"] == []
 
 
 def test_follow_query_prompts_with_the_previous_mask(tiny_model):
