@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 
-
 class DecoderRandomness:
     """The random draws SEEM makes at inference, in one place so that they can be seeded or
     replayed. Defaults reproduce the official draws' distributions."""
@@ -257,7 +256,7 @@ def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tenso
         padding = points.sum(dim=-1) < 0
         points = points.masked_fill(padding[..., None], 0)
         sampled = point_sample(projected, points.flip(dims=(2,)).to(projected.dtype))  # (bs, C, T)
-        # batch-first (bs, T, C) in memory (the sparse sampler's own layout: no copy), then each
+        # batch-first (bs, T, C) in memory (the embedding bag's own layout: no copy), then each
         # token's indicator added in place as a product with its one-hot sign: a K = 2 product
         # costs a fraction of gathering an indicator per token and adding it (10x on a CPU)
         level_tokens = sampled.transpose(1, 2).to(torch.promote_types(sampled.dtype, pn_indicator.dtype)).contiguous()
