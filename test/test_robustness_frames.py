@@ -109,6 +109,10 @@ def test_images_over_the_limits_are_refused_before_anything_is_allocated(tmp_pat
     segment = ros.create_client(SegmentImage, "/seem_limits/segment_image")
     try:
         assert watch.wait(lambda: images.get_subscription_count() > 0, 30)
+        # a best-effort sample right after discovery can be lost (see publish_until): one frame
+        # through first, so that each refused frame below is sent once and reaches the node
+        assert publish_until(ros, images, rgb_image(64, 48, stamp=0),
+                             lambda: any(r.header.stamp.sec == 0 for r in watch.results))
         images.publish(rgb_image(200, 200, stamp=1))  # 40,000 pixels
         assert node.wait_for_log("image 200x200 has 40000 pixels, more than max_image_pixels = 30000", timeout=20)
         images.publish(rgb_image(1, 60, stamp=2))
