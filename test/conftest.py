@@ -1,4 +1,5 @@
 """Shared fixtures: the reference data in ../shared/seem_reference and the tiny official checkpoint."""
+import dataclasses
 import json
 import os
 import pathlib
@@ -32,7 +33,7 @@ def tiny_config():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_config):
     from seem_ros.model.checkpoint import load_seem
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("SEEM_TEST_THREADS", "2")))  # benchmarks/noise_table.py varies it
     return load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
 
 
@@ -48,3 +49,16 @@ def track_frames(tracker, predictor, count: int):
         predictor.set_image(t)
         out.append({o.id: o for o in tracker.step(predictor)})
     return out
+
+
+def held_tensors(value):
+    """Every tensor in a value: dataclass fields, lists, tuples and dicts followed."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if dataclasses.is_dataclass(value):
+        value = [getattr(value, field.name) for field in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        value = list(value.values())
+    elif not isinstance(value, (list, tuple)):
+        return []
+    return [tensor for item in value for tensor in held_tensors(item)]

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from conftest import REPO, load_case, reference_path
+from noise_model import assert_close
 from replay import ReplayedRandomness
 from seem_ros.model.predictor import MaskResult, SeemPredictor, VisualPrompt
 from seem_ros.tracking.evaluation import boundary_f_measure, read_davis, region_similarity
 from seem_ros.tracking.tracker import ObjectTracker
-
-ATOL = 1e-4
 
 
 def _square(size, top, left, side):
@@ -53,8 +52,7 @@ def test_the_mask_propagation_case_through_the_tracker(tiny_model):
         predictor.set_image(case["input/image_uint8_hwc"].astype(np.uint8))
         (frame_object,) = tracker.step(predictor)
     logits = tracker._objects[frame_object.id].last.low_res_logits
-    diff = float(np.abs(logits.numpy() - case["rec/pred_calls/0/out/prev_mask"][0, 0]).max())
-    assert diff <= ATOL, f"max |diff| {diff:.3g} from the official output"
+    assert_close(logits, case["rec/pred_calls/0/out/prev_mask"][0, 0], "mask logits")
     rng.assert_all_used()
 
 
@@ -72,8 +70,7 @@ def test_the_example_region_video_cases_through_the_tracker(tiny_model, name):
         predictor.set_image(case["input/imageB_uint8_hwc"].astype(np.uint8))
         (frame_object,) = tracker.step(predictor)
     logits = tracker._objects[frame_object.id].last.low_res_logits
-    diff = float(np.abs(logits.numpy() - case["rec/pred_calls/1/out/prev_mask"][0, 0]).max())
-    assert diff <= ATOL, f"max |diff| {diff:.3g} from the official output"
+    assert_close(logits, case["rec/pred_calls/1/out/prev_mask"][0, 0], "mask logits")
     rng.assert_all_used()
 
 
@@ -89,8 +86,7 @@ def test_an_objects_appearance_finds_it_as_the_official_example_region_does(tiny
         (appearance,) = predictor.appearance([MaskResult(mask, 1.0, torch.zeros(1), "", mask.shape)])
         predictor.set_image(case["input/imageB_uint8_hwc"].astype(np.uint8))
         (found,) = predictor.decode([predictor.reference_query(appearance)])
-    diff = float(np.abs(found.low_res_logits.numpy() - case["rec/pred_calls/1/out/prev_mask"][0, 0]).max())
-    assert diff <= ATOL, f"max |diff| {diff:.3g} from the official output"
+    assert_close(found.low_res_logits, case["rec/pred_calls/1/out/prev_mask"][0, 0], "mask logits")
     rng.assert_all_used()
     # the tracker keeps it: computed outside no_grad too, no autograd graph may hold the frame's features
     # (on an H100 one kept 6.4 MB on the GPU after deactivate)

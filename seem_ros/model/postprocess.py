@@ -36,6 +36,12 @@ def semantic_postprocess(logits: Tensor, image_hw: Sequence[int], out_hw: Sequen
     return resize(x, out_hw, mode="bicubic", antialias=True)
 
 
+def top2_gap(scores: Tensor) -> Tensor:
+    """(K, H, W) -> (H, W): how far each pixel's arg-max is from changing (best minus second best)."""
+    top = scores.topk(2, dim=0).values
+    return top[0] - top[1]
+
+
 def semantic_inference(class_logits: Tensor, mask_logits: Tensor) -> Tensor:
     """(Q, K+1), (Q, H, W) -> (K, H, W) per-class scores."""
     probs = F.softmax(class_logits, dim=-1)[..., :-1]
@@ -100,6 +106,7 @@ class InstanceResult:
     masks: Tensor  # (N, H, W) bool
     scores: Tensor  # (N,)
     classes: Tensor  # (N,)
+    queries: Tensor  # (N,) the object query each instance is
 
 
 def instance_inference(class_logits: Tensor, mask_logits: Tensor, num_things: int, top_k: int = 100,
@@ -110,10 +117,11 @@ def instance_inference(class_logits: Tensor, mask_logits: Tensor, num_things: in
     labels = torch.arange(num_classes, device=probs.device).repeat(num_queries)
     top_scores, top_index = probs.flatten().topk(min(top_k, probs.numel()), sorted=False)
     top_labels = labels[top_index]
-    masks = mask_logits[torch.div(top_index, num_classes, rounding_mode="floor")]
+    queries = torch.div(top_index, num_classes, rounding_mode="floor")
     if things_only:
         keep = top_labels < num_things
-        top_scores, top_labels, masks = top_scores[keep], top_labels[keep], masks[keep]
+        top_scores, top_labels, queries = top_scores[keep], top_labels[keep], queries[keep]
+    masks = mask_logits[queries]
     binary = (masks > 0).float()
     mask_scores = (masks.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-    return InstanceResult(binary.bool(), top_scores * mask_scores, top_labels)
+    return InstanceResult(binary.bool(), top_scores * mask_scores, top_labels, queries)
