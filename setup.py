@@ -1,6 +1,24 @@
+import glob
+import os
+import shutil
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PACKAGE = "seem_ros"
+
+
+class BuildWithMessages(build_py):
+    """Ships the top-level msg/*.msg inside the package (seem_ros/msg): `seem-ros track` registers
+    the message types in its bags from them, also where no ROS install provides them."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, PACKAGE, "msg")
+        os.makedirs(target, exist_ok=True)
+        for path in glob.glob("msg/*.msg"):
+            shutil.copy(path, target)
+
 
 setup(
     name=PACKAGE,
@@ -12,6 +30,7 @@ setup(
         (f"share/{PACKAGE}/launch", ["launch/seem.launch.py"]),
         (f"share/{PACKAGE}/config", ["config/seem.yaml", "config/fastdds_large_shm.xml"]),
     ],
+    cmdclass={"build_py": BuildWithMessages},
     entry_points={"console_scripts": ["seem_node = seem_ros.node_process:main", "seem-ros = seem_ros.cli:main"]},
     install_requires=["setuptools"],
     zip_safe=True,

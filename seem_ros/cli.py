@@ -23,6 +23,9 @@ from typing import List, Optional, Tuple
 from .model.checkpoint import cache_root
 from .tracking.evaluation import MODES
 
+OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
+                  "seem_ros run's outputs there are replaced without it")
+
 
 def _canvas(text: str) -> Tuple[int, int]:
     try:
@@ -112,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
                     "and the node's outputs for them), and prints a JSON summary.")
     track.add_argument("source", help="a video file, an image folder, or a rosbag2")
     _prompt_arguments(track, " (on the first frame)", "every instance of the vocabulary's classes, each its own track")
-    track.add_argument("--out", required=True, help="the output folder")
+    track.add_argument("--out", required=True, help="the output folder: new, empty, or an earlier run's (replaced)")
+    track.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     track.add_argument("--topic", default="", help="a rosbag2's image topic (needed when it has several)")
     track.add_argument("--max-frames", type=_positive, default=None, help="the first N frames only")
     track.add_argument("--fps", type=float, default=10.0, help="overlay.mp4's frame rate (default %(default)s)")
@@ -234,7 +238,7 @@ def track(args: argparse.Namespace) -> int:
     import json
     from tqdm import tqdm
     from .ros_in.sources import FrameSource
-    from .ros_out.recording import RecordingWriter
+    from .ros_out.recording import OutputFolderRefused, RecordingWriter, claim_output_folder
     from .runtime.backends import BackendConfig, create_predictor, inference_context
     from .model.coco_classes import COCO_PANOPTIC_CLASSES
     visual, vocabulary = _prompts(args, "track")
@@ -245,6 +249,10 @@ def track(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     _check_points(args.point, first.rgb.shape[1], first.rgb.shape[0])  # before anything is loaded or written
+    try:
+        claim_output_folder(args.out, overwrite=args.overwrite)
+    except OutputFolderRefused as exc:
+        raise UsageError(str(exc)) from exc
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
                         vocabulary=("object",))
     predictor = create_predictor(cfg)

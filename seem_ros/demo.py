@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from .cli import OVERWRITE_HELP
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_TIMEOUT_S = 120.0  # the first frame includes the model's warm-up
 
@@ -74,7 +76,7 @@ def run(args) -> int:
     from seem_ros_interfaces.msg import SegmentationResult
     from .ros_in.sources import FrameSource
     from .ros_out.publishers import image_message
-    from .ros_out.recording import RecordingWriter
+    from .ros_out.recording import OUTPUTS, RecordingWriter, claim_output_folder
 
     source = FrameSource(args.source, args.topic, args.max_frames or 0)
     first = source.first()
@@ -82,10 +84,10 @@ def run(args) -> int:
     click = args.click or (width / 2, height / 2)
     if not (0 <= click[0] < width and 0 <= click[1] < height):
         raise ValueError(f"click ({click[0]:g}, {click[1]:g}) is outside the {width}x{height} frames")
+    claim_output_folder(args.out, OUTPUTS + ("seem_node.log",), args.overwrite)  # refused before any download
     from .model.checkpoint import resolve_checkpoint, verify_known_checkpoint
     checkpoint = resolve_checkpoint(args.checkpoint)  # a released name is fetched here, with its progress bar
     verify_known_checkpoint(checkpoint)  # a released file: its size and sha256
-    os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "seem_node.log")
     node_process = _start_node(args, checkpoint, log_path)
     rclpy.init()
@@ -166,7 +168,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="seem_ros.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a video file, an image folder, or a rosbag2")
-    parser.add_argument("--out", default="demo_out", help="the output folder (default %(default)s)")
+    parser.add_argument("--out", default="demo_out",
+                        help="the output folder: new, empty, or an earlier run's, replaced (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--text", default="segment the zebra", help="the text command (default %(default)r)")
     parser.add_argument("--click", type=_click, help="an rqt click x,y on the frames (default: their centre)")
     parser.add_argument("--topic", default="", help="a rosbag2's image topic (needed when it has several)")

@@ -20,9 +20,11 @@ TOPICS = {"/image": "sensor_msgs/msg/Image",
 
 
 def interface_message_dir() -> Path:
-    """The package's msg/ folder: beside the seem_ros package in a checkout, else where a ROS
-    install put seem_ros_interfaces (share/seem_ros_interfaces/msg)."""
-    candidates = [Path(__file__).resolve().parents[2] / "msg"]
+    """The package's msg/ folder: inside an installed seem_ros (setup.py ships it), beside the
+    seem_ros package in a checkout, else where a ROS install put seem_ros_interfaces
+    (share/seem_ros_interfaces/msg)."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = [package / "msg", package.parent / "msg"]
     candidates += [Path(prefix) / "share" / INTERFACES / "msg"
                    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if prefix]
     for folder in candidates:
