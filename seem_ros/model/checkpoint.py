@@ -153,4 +153,6 @@ def load_seem(checkpoint: str, config: Union[str, dict] = "focalt_v1", device: s
     check_state_dict(model.state_dict(), state, path)
     model.load_state_dict(state, strict=True)
     LOG.info("loaded SEEM checkpoint %s (%d tensors)", path, len(state))
-    return model.to(device).eval()
+    # inference only: with parameters requiring grad every tensor computed from them carries an
+    # autograd graph that holds the features behind it (a frame's, kept by the tracker)
+    return model.requires_grad_(False).to(device).eval()

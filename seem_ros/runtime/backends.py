@@ -214,8 +214,13 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
     return f"torch {cfg.device} {cfg.precision}{graphs}", failed
 
 
+@contextlib.contextmanager
 def inference_context(cfg: BackendConfig):
-    """fp16 autocast on CUDA when asked; plain fp32 otherwise."""
-    if cfg.precision == "fp16" and cfg.device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+    """Inference mode (no autograd graph, no version counters: a frame's tensors hold no graph of
+    the features behind them), with fp16 autocast on CUDA when asked."""
+    with torch.inference_mode():
+        if cfg.precision == "fp16" and cfg.device.startswith("cuda"):
+            with torch.autocast("cuda", dtype=torch.float16):
+                yield
+        else:
+            yield
