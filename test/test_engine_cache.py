@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from seem_ros.runtime.engine_cache import EngineCache, EngineKey, GraphSpec, cached_onnx
+from seem_ros.runtime.engine_cache import EngineCache, EngineKey, GraphSpec, cached_onnx, export_code_digest
 
 KEY = EngineKey(tensorrt="10.3.0", gpu="Orin", compute_capability="8.7", onnx_sha256="a" * 64, precision="fp16",
                 shapes=(("image", (1, 3, 512, 704)),), builder_flags=("FP16",))
@@ -109,7 +109,7 @@ def test_onnx_files_are_named_by_what_they_come_from_and_exported_once(tmp_path,
 
     spec = GraphSpec("encoder", "focalt_v1", "c" * 64, (512, 704))
     path = cached_onnx(spec, export, str(tmp_path))
-    assert path.endswith("seem_encoder_focalt_v1_cccccccccccccccc_512x704_fp32.onnx")
+    assert path.endswith(f"seem_encoder_focalt_v1_cccccccccccccccc_512x704_fp32_{export_code_digest()[:8]}.onnx")
     assert cached_onnx(spec, export, str(tmp_path)) == path and len(exports) == 1
     other = cached_onnx(dataclasses.replace(spec, checkpoint_sha256="d" * 64), export, str(tmp_path))
     assert other != path and len(exports) == 2  # another checkpoint never meets this file
@@ -119,7 +119,7 @@ def test_onnx_files_are_named_by_what_they_come_from_and_exported_once(tmp_path,
         assert cached_onnx(spec, export, str(tmp_path)) == path
     assert len(exports) == 4 and "the file changed since it was exported" in caplog.text
     manifest = json.loads(open(path + ".json").read())
-    manifest["exporter"] = {"torch": "1.0", "format": 0}
+    manifest["exporter"] = {"torch": "1.0", "code": "0" * 16}  # an earlier version of the export code
     open(path + ".json", "w").write(json.dumps(manifest))
     caplog.clear()
     with caplog.at_level(logging.INFO):

@@ -11,8 +11,11 @@ outputs for every object of a frame in one call:
   queries and, per level, its prompt's spatial tokens; validity masks say which slots are real,
   so that rows never see one another and a fixed number of rows serves any mix of objects (one
   graph, one engine, one CUDA graph). The image keys and values are projected once for all rows;
-- a text + visual object is a text row: the grounding queries and text tokens never attend the
-  spatial queries (v1 attention layout), and its mask is selected by the text;
+- a text + visual object is a visual row whose mask the text chooses: in the v1 attention layout
+  the grounding queries never attend the spatial prompt (the official evaluate_grounding_sptial
+  gives the text-only mask whatever the prompt: checked against its fixture), so the composition
+  is the prompt's candidate masks (its spatial queries) chosen by the text, as text rows choose
+  among the grounding queries: the clicks say where, the text which of the masks there;
 - object queries run only when segment-everything is asked: no attention path leads from them to
   the grounding or spatial queries;
 - the intermediate attention masks are predicted at their level's size directly: bilinear resizing
@@ -50,7 +53,8 @@ class FrameFeatures:
 @dataclass
 class ObjectQuery:
     """What one object asks of a frame. Text objects select their mask by the sentence embedding,
-    visual (spatial) objects by their prompt's mean feature; text + visual objects by the text."""
+    visual (spatial) objects by their prompt's mean feature; text + visual objects are visual
+    objects whose candidate masks the text chooses (text_tokens unused)."""
     text_tokens: Optional[Tensor] = None  # (T, C) token embeddings of the text
     sentence: Optional[Tensor] = None  # (C,) sentence embedding
     spatial: Optional[SpatialPrompt] = None  # one visual prompt (n = 1, bs = 1), or an example region's
@@ -58,13 +62,14 @@ class ObjectQuery:
 
     @property
     def grounded(self) -> bool:
-        return self.text_tokens is not None
+        """A text-only object: a row of grounding queries."""
+        return self.text_tokens is not None and self.spatial is None
 
 
 @dataclass
 class Decoded:
     logits: Tensor  # (N, h4, w4) each object's selected mask logits on the padded input
-    match: Tensor  # (N,) cosine of the selected query to the text (1 for visual objects)
+    match: Tensor  # (N,) cosine of the selected query to the text (1 for objects without one)
     class_logits: Optional[Tensor] = None  # segment-everything: (Q, K+1) class logits of the object queries
     object_masks: Optional[Tensor] = None  # segment-everything: (Q, h4, w4) mask logits of the object queries
 
@@ -87,6 +92,9 @@ class VisualSlots:
     level_valid: List[Tensor]  # per level (Nv, P) bool: real tokens
     memory: Optional[Tensor] = None  # (Nv, h4, w4) previous mask logits; None: no memory slots at all
     has_memory: Optional[Tensor] = None  # (Nv,) bool: rows whose spatial queries attend their memory
+    # (Nv, C) sentence embeddings of text + visual rows, which choose their mask by it; a zero row
+    # chooses by the prompt's mean feature. None: no row has a text
+    select_text: Optional[Tensor] = None
 
 
 @dataclass
@@ -94,6 +102,7 @@ class SlotOutputs:
     text_logits: Tensor  # (Nt, h4, w4) each text row's selected mask logits
     text_match: Tensor  # (Nt,) cosine of the selected query to the sentence
     visual_logits: Tensor  # (Nv, h4, w4)
+    visual_match: Tensor  # (Nv,) cosine of the chosen query to the row's text (1 without one)
     class_logits: Optional[Tensor] = None  # segment-everything: (Q, K+1) class logits of the object queries
     object_masks: Optional[Tensor] = None  # segment-everything: (Q, h4, w4)
 
@@ -144,7 +153,7 @@ class FrameEngine:
         for _ in range(dec.num_layers * sum(obj.spatial is not None and obj.memory is not None for obj in objects)):
             self.rng.memory_indices(1, dec.cfg.num_spatial_memories)
         text_rows = [i for i, obj in enumerate(objects) if obj.grounded]
-        visual_rows = [i for i, obj in enumerate(objects) if not obj.grounded]
+        visual_rows = [i for i, obj in enumerate(objects) if obj.spatial is not None]
         text = text_slots([objects[i] for i in text_rows]) if text_rows else None
         visual = visual_slots([objects[i] for i in visual_rows], [indices[i] for i in visual_rows],
                               (h4, w4)) if visual_rows else None
@@ -160,6 +169,7 @@ class FrameEngine:
             match[text_rows] = out.text_match[:len(text_rows)].to(match.dtype)
         if visual_rows:
             logits[visual_rows] = out.visual_logits[:len(visual_rows)].to(logits.dtype)
+            match[visual_rows] = out.visual_match[:len(visual_rows)].to(match.dtype)
         return Decoded(logits=logits, match=match, class_logits=out.class_logits, object_masks=out.object_masks)
 
     def decode_slots(self, frame: FrameFeatures, text: Optional[TextSlots], visual: Optional[VisualSlots],
@@ -193,7 +203,8 @@ class FrameEngine:
         mask_features = frame.mask_features[0].flatten(1)  # (D, h4*w4)
         size = tuple(frame.mask_features.shape[-2:])
         empty = mask_features.new_zeros((0, *size))
-        out = SlotOutputs(text_logits=empty, text_match=empty.new_zeros((0,)), visual_logits=empty)
+        out = SlotOutputs(text_logits=empty, text_match=empty.new_zeros((0,)), visual_logits=empty,
+                          visual_match=empty.new_zeros((0,)))
         for group, states in zip(groups, queries):
             group.select(dec, dec.decoder_norm(states), mask_features, size, class_embeddings, out)
         return out
@@ -312,6 +323,7 @@ class _VisualRows(_Group):
         self.queries = dec.query_feat.weight[visual.query_index]
         self.query_pos = dec.query_embed.weight[visual.query_index]
         self.pos_query = visual.pos_query
+        self.select_text = visual.select_text
         self.level_tokens, self.level_valid = visual.level_tokens, visual.level_valid
         self.memory_blocked = None
         kinds = torch.zeros(spatial, dtype=torch.bool, device=self.queries.device)  # True = memory query
@@ -382,10 +394,19 @@ class _VisualRows(_Group):
         return attn.out_proj(out.transpose(1, 2).reshape(nv, length, dim))
 
     def select(self, dec, decoded, mask_features, size, class_embeddings, out):
-        embeds = dec.mask_embed(decoded[:, :self.spatial])  # (Nv, S, D)
-        best = (embeds @ self.pos_query[:, :, None])[..., 0].argmax(1)
+        spatial = decoded[:, :self.spatial]
+        embeds = dec.mask_embed(spatial)  # (Nv, S, D)
+        scores = (embeds @ self.pos_query[:, :, None])[..., 0]  # (Nv, S): by the prompt's mean feature
+        match = scores.new_ones(scores.shape[0])
+        if self.select_text is not None:  # text + visual rows: by the text, as text rows choose
+            by_text = (normalize(spatial @ dec.class_embed) @ normalize(self.select_text)[:, :, None])[..., 0]
+            texted = self.select_text.abs().sum(-1) > 0
+            scores = torch.where(texted[:, None], by_text, scores)
+            match = torch.where(texted, by_text.max(1).values, match)
+        best = scores.argmax(1)
         chosen = embeds.gather(1, best[:, None, None].expand(-1, 1, embeds.shape[-1]))[:, 0]
         out.visual_logits = (chosen @ mask_features).view(-1, *size)
+        out.visual_match = match
 
 
 def text_slots(objects: Sequence[ObjectQuery]) -> TextSlots:
@@ -410,8 +431,14 @@ def visual_slots(objects: Sequence[ObjectQuery], query_indices: Sequence[Tensor]
              for lv in range(len(first.level_tokens))]
     index = torch.stack(list(query_indices)).to(device)
     pos_query = torch.stack([obj.spatial.pos_query[0, 0] for obj in objects]).to(first.pos_query.dtype)
+    sentences = [obj.sentence for obj in objects]
+    select_text = None
+    if any(sentence is not None for sentence in sentences):
+        dim = next(sentence for sentence in sentences if sentence is not None).shape[-1]
+        select_text = torch.stack([sentence.to(pos_query.dtype) if sentence is not None else pos_query.new_zeros(dim)
+                                   for sentence in sentences])
     if all(obj.memory is None for obj in objects):
-        return VisualSlots(index, pos_query, tokens, valid)
+        return VisualSlots(index, pos_query, tokens, valid, select_text=select_text)
     logits = pos_query.new_zeros((len(objects), *mask_size))
     for i, obj in enumerate(objects):
         if obj.memory is not None:
@@ -420,4 +447,4 @@ def visual_slots(objects: Sequence[ObjectQuery], query_indices: Sequence[Tensor]
                 previous = F.interpolate(previous[None, None], mask_size, mode="bilinear", align_corners=False)[0, 0]
             logits[i] = previous
     has_memory = torch.tensor([obj.memory is not None for obj in objects], device=device)
-    return VisualSlots(index, pos_query, tokens, valid, logits, has_memory)
+    return VisualSlots(index, pos_query, tokens, valid, logits, has_memory, select_text)

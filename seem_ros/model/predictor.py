@@ -381,8 +381,9 @@ class SeemPredictor:
 
     def visual_query(self, prompt: VisualPrompt, memory: Optional[MaskResult] = None, text: str = "") -> ObjectQuery:
         """Clicks, box, scribbles or mask; memory: this object's previous result (its logits are
-        attended by the memory queries); text: text + visual (the official composition: the
-        positive mask is dilated by one pixel and the text selects the mask)."""
+        attended by the memory queries); text: text + visual, the text choosing among the prompt's
+        candidate masks (frame_engine.py; the positive mask dilated by one pixel, as the official
+        composition does)."""
         if not prompt.has_positive():
             raise ValueError("a visual prompt needs a positive point, a box, a scribble or a mask")
         (pos,), (neg,) = self.prompt_masks([prompt])

@@ -9,9 +9,12 @@ and the reason is logged (a JetPack upgrade, another GPU, a corrupt file). A mat
 rebuilds. Files are written to a temporary name and renamed, so that a crash mid-write never
 leaves a half file under the real name.
 """
+import functools
+import hashlib
 import json
 import logging
 import os
+import pathlib
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -21,7 +24,18 @@ import torch
 from ..model.checkpoint import cache_root, remembered_sha256, sha256_of
 
 LOG = logging.getLogger(__name__)
-FORMAT = 1  # bumped when the exported graphs change meaning (their inputs, outputs or layout)
+
+
+@functools.lru_cache(maxsize=1)
+def export_code_digest() -> str:
+    """The sha256 (16 hex digits) of the source the graphs are traced from (the model package and
+    onnx_graphs.py): a change to any of it exports anew. A hand-bumped format number was forgotten
+    twice while the exported decoder changed."""
+    package = pathlib.Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted((package / "model").glob("*.py")) + [package / "runtime" / "onnx_graphs.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def default_cache_dir() -> str:
@@ -60,13 +74,14 @@ class GraphSpec:
     canvas: Tuple[int, int]  # padded input (height, width)
     slots: str = ""  # decoder slot layout (DecoderSlots.describe())
     precision: str = "fp32"  # exported in fp32; TensorRT builds fp16 from it where asked
-    exporter: Dict[str, Any] = field(default_factory=lambda: {"torch": torch.__version__, "format": FORMAT},
-                                     compare=False)
+    exporter: Dict[str, Any] = field(default_factory=lambda: {"torch": torch.__version__,
+                                                              "code": export_code_digest()}, compare=False)
 
     def file_name(self) -> str:
+        """Two installs of different code sharing one cache keep a file each."""
         slots = f"_{self.slots}" if self.slots else ""
         return (f"seem_{self.graph}_{self.variant}_{self.checkpoint_sha256[:16]}_{self.canvas[0]}x{self.canvas[1]}"
-                f"{slots}_{self.precision}.onnx")
+                f"{slots}_{self.precision}_{self.exporter['code'][:8]}.onnx")
 
     def manifest(self) -> dict:
         return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}

@@ -108,14 +108,15 @@ def decode_in_fixed_slots(graph_for: Callable[[Callable[[], Dict[str, Tensor]]],
               for text_rows, visual_rows, used_text, used_visual in pad_slots(
                   text, visual, slots, model, tuple(frame.mask_features.shape[-2:]), device)]
     run = graph_for(lambda: passes[0][0])
-    text_logits, text_match, visual_logits = [], [], []
+    text_logits, text_match, visual_logits, visual_match = [], [], [], []
     for inputs, used_text, used_visual in passes:
-        t_logits, t_match, v_logits = run(inputs)
+        t_logits, t_match, v_logits, v_match = run(inputs)
         text_logits.append(t_logits[:used_text])
         text_match.append(t_match[:used_text])
         visual_logits.append(v_logits[:used_visual])
+        visual_match.append(v_match[:used_visual])
     return SlotOutputs(text_logits=torch.cat(text_logits), text_match=torch.cat(text_match),
-                       visual_logits=torch.cat(visual_logits))
+                       visual_logits=torch.cat(visual_logits), visual_match=torch.cat(visual_match))
 
 
 def ort_opener(providers: List[str], in_use: Dict[str, List[str]]

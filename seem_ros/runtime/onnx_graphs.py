@@ -25,8 +25,8 @@ ENCODER_OUTPUTS = ["mask_features", "level0", "level1", "level2"]
 DECODER_INPUTS = ENCODER_OUTPUTS + [
     "text_tokens", "text_valid", "sentence",
     "query_index", "pos_query", "tokens0", "tokens1", "tokens2", "valid0", "valid1", "valid2",
-    "memory", "has_memory"]
-DECODER_OUTPUTS = ["text_logits", "text_match", "visual_logits"]
+    "memory", "has_memory", "select_text"]
+DECODER_OUTPUTS = ["text_logits", "text_match", "visual_logits", "visual_match"]
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,13 @@ class SlotDecoderGraph(nn.Module):
         self.engine = FrameEngine(model, DeterministicSampling())
 
     def forward(self, mask_features, level0, level1, level2, text_tokens, text_valid, sentence, query_index,
-                pos_query, tokens0, tokens1, tokens2, valid0, valid1, valid2, memory, has_memory):
+                pos_query, tokens0, tokens1, tokens2, valid0, valid1, valid2, memory, has_memory, select_text):
         frame = self.engine.prepare(mask_features, [level0, level1, level2])
         out = self.engine.decode_slots(
             frame, TextSlots(text_tokens, text_valid, sentence),
             VisualSlots(query_index, pos_query, [tokens0, tokens1, tokens2], [valid0, valid1, valid2], memory,
-                        has_memory))
-        return out.text_logits, out.text_match, out.visual_logits
+                        has_memory, select_text))
+        return out.text_logits, out.text_match, out.visual_logits, out.visual_match
 
 
 def encoder_example(model: SEEM, canvas: Tuple[int, int]) -> Tuple[Tensor]:
@@ -104,13 +104,14 @@ def empty_visual_slots(model: SEEM, slots: DecoderSlots, mask_size: Tuple[int, i
     return VisualSlots(zeros(slots.visual, cfg.queries_per_prompt, dtype=torch.long), zeros(slots.visual, cfg.mask_dim),
                        [zeros(slots.visual, slots.token_length, cfg.hidden_dim) for _ in range(3)],
                        [zeros(slots.visual, slots.token_length, dtype=torch.bool) for _ in range(3)],
-                       zeros(slots.visual, *mask_size), zeros(slots.visual, dtype=torch.bool))
+                       zeros(slots.visual, *mask_size), zeros(slots.visual, dtype=torch.bool),
+                       zeros(slots.visual, cfg.dim_proj))  # zero rows: chosen by the prompt, no text
 
 
 def slot_inputs(text: TextSlots, visual: VisualSlots) -> List[Tensor]:
     """The slot tensors in DECODER_INPUTS order (after the encoder's outputs)."""
     return [text.tokens, text.valid, text.sentence, visual.query_index, visual.pos_query, *visual.level_tokens,
-            *visual.level_valid, visual.memory, visual.has_memory]
+            *visual.level_valid, visual.memory, visual.has_memory, visual.select_text]
 
 
 def export_image_encoder(model: SEEM, canvas: Tuple[int, int], path: str) -> None:
@@ -155,5 +156,7 @@ def pad_slots(text: Optional[TextSlots], visual: Optional[VisualSlots], slots: D
             if visual.memory is not None:
                 fixed_visual.memory[:n] = visual.memory[rows]
                 fixed_visual.has_memory[:n] = visual.has_memory[rows]
+            if visual.select_text is not None:
+                fixed_visual.select_text[:n] = visual.select_text[rows]
         out.append((fixed_text, fixed_visual, len(t_rows), len(v_rows)))
     return out

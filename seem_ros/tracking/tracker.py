@@ -6,9 +6,12 @@ Following frames, as the official SEEM video demos do:
 - visual objects use their previous mask as the spatial prompt (mask propagation, from the mask
   logits on the device);
 - reference objects re-use the example region's tokens;
-- text + visual objects combine the text with the previous mask.
+- text + visual objects follow their previous mask, the text choosing among its candidate masks
+  (frame_engine.py: how SEEM v1 composes a text with a visual prompt).
 A refinement (clicks on a tracked object) uses the object's previous mask as memory; refining an
-example-region object turns it into a visual object that follows its own mask from then on.
+example-region object turns it into a visual object that follows its own mask from then on, and
+refining a text object turns it into a text + visual object: the correction holds in the frames
+after it (it is no longer grounded by its text alone, which would undo it).
 All objects of a frame are decoded in one frame-engine pass, each in its own row: adding or
 removing one object does not change the others' masks.
 
@@ -220,10 +223,7 @@ class ObjectTracker:
             merged = merge_prompts(base, visual)
             if not merged.has_positive():
                 raise ValueError(f"object {object_id} has no mask yet: negative clicks alone cannot prompt it")
-            if obj.text:  # text objects take the clicks as the visual half of text + visual
-                obj.visual, obj.following = merged, False
-            else:
-                obj.visual, obj.refinement, obj.reference = merged, merged, None
+            obj.visual, obj.refinement, obj.reference = merged, merged, None
             obj.revision += 1
 
     def lost_object_at(self, x: float, y: float, image_hw: Optional[Tuple[int, int]] = None) -> Optional[int]:
@@ -454,7 +454,7 @@ def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool, searc
     if obj.reference is not None:
         return predictor.reference_query(obj.reference), "reference"
     if obj.refinement is not None:
-        return predictor.visual_query(obj.refinement, memory=obj.last), "refinement"
+        return predictor.visual_query(obj.refinement, memory=obj.last, text=obj.text), "refinement"
     if search_now:
         return predictor.reference_query(obj.appearance), "reidentification"
     if obj.following:
