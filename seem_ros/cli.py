@@ -21,6 +21,7 @@ import time
 from typing import List, Optional, Tuple
 
 from .model.checkpoint import cache_root
+from .parameters import parse_canvas
 from .tracking.evaluation import MODES
 
 OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
@@ -29,12 +30,12 @@ OVERWRITE_HELP = ("write into a folder that holds other files (none of them is d
 
 def _canvas(text: str) -> Tuple[int, int]:
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 512x704, got {text!r}") from None
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise argparse.ArgumentTypeError(f"canvas {text} must be positive multiples of 32 (e.g. 512x704)")
-    return height, width
+        canvas = parse_canvas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not canvas:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 512x704, got {text!r}")
+    return canvas
 
 
 def _positive(text: str) -> int:
@@ -324,7 +325,7 @@ def eval_tracking(args: argparse.Namespace) -> int:
     import os
     from .model.checkpoint import KNOWN_CHECKPOINTS, remembered_sha256, resolve_checkpoint
     from .runtime.backends import BackendConfig, create_predictor, inference_context
-    from .tracking.evaluation import evaluate, read_davis, table
+    from .tracking.evaluation import evaluate, overall, read_davis, table
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -345,9 +346,8 @@ def eval_tracking(args: argparse.Namespace) -> int:
         print("note: not a released SEEM checkpoint (its sha256 is not one of the released files'): if its weights "
               "are untrained, like the tiny reference checkpoint's, these numbers mean nothing")
     print(table(results))
-    print(json.dumps({mode: {"J": round(sum(r.j for r in rows) / len(rows), 4),
-                             "F": round(sum(r.f for r in rows) / len(rows), 4),
-                             "JF": round(sum(r.jf for r in rows) / len(rows), 4),
+    print(json.dumps({mode: {**{k: round(v, 4) for k, v in overall(rows).items() if k != "objects"},
+                             "objects": overall(rows)["objects"],
                              "id_switches": sum(r.id_switches for r in rows),
                              "fps": round(sum(r.fps for r in rows) / len(rows), 3),
                              "sequences": {r.sequence: round(r.jf, 4) for r in rows}}

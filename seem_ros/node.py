@@ -9,7 +9,6 @@ runtime (frame worker) -> tracking -> ros_out (publishers, diagnostics).
 import contextlib
 import functools
 import os
-import re
 import sys
 import threading
 import time
@@ -37,58 +36,17 @@ from .ros_in.latest_frame import LatestFrame
 from .ros_in.prompt_messages import PromptError, parse_prompt
 from .ros_out.diagnostics import NodeCounts, diagnostic_status
 from .ros_out.publishers import FramePublishers, result_message
+from .parameters import PARAMETERS, parameter_errors, parse_canvas
 from .runtime.backends import BackendConfig, create_predictor, describe_backend, inference_context, move_predictor
 from .runtime.frame_worker import FrameCounts, FrameWorker
 from .runtime.one_shot import segment_once
 from .throttled_log import ThrottledLog, failed_response, guarded
 from .tracking.tracker import ObjectTracker
 
-PARAMETERS = {
-    # name: (default, description)
-    "checkpoint": ("seem_focalt_v1.pt", "checkpoint path, or a released file name fetched from the hub"),
-    "model_config": ("focalt_v1", "variant (focalt_v1, focall_v1, samvitb_v1, samvitl_v1, davitd3_v1) or official YAML"),
-    "backend": ("torch", "torch, onnxruntime or tensorrt"),
-    "device": ("cpu", "cpu or cuda[:N]"),
-    "precision": ("fp32", "fp32 or fp16 (CUDA autocast)"),
-    "cuda_graphs": (True, "torch on CUDA: replay the image encoder and the fixed-slot frame decoder from CUDA graphs"),
-    "input_short_side": (512, "model input short side in pixels"),
-    "input_canvas": ("auto", "padded input size: auto (the first frame's, kept for the stream), HxW, or off"),
-    "vocabulary": ([""], "class names for segment-everything; empty = COCO panoptic"),
-    "engine_cache_dir": ("", "exported ONNX graphs and TensorRT engines; empty = ~/.cache/seem_ros/engines"),
-    "decoder_text_slots": (4, "fixed-slot decoder (onnxruntime, tensorrt, CUDA graphs): text objects per pass"),
-    "decoder_visual_slots": (16, "fixed-slot decoder (onnxruntime, tensorrt, CUDA graphs): visual objects per pass"),
-    "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
-    "image_topic": ("image", "camera image topic"),
-    "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),
-    "camera_info_topic": ("camera_info", "CameraInfo, used to project RViz clicked points"),
-    "clicked_point_topic": ("/clicked_point", "RViz Publish Point topic"),
-    "image_qos_reliability": ("best_effort", "best_effort (sensor data) or reliable"),
-    "image_qos_depth": (5, "image subscription queue depth (ROS sensor-data default)"),
-    "max_image_pixels": (7680 * 4320, "camera, prompt and service images with more pixels are refused"),
-    "max_image_aspect_ratio": (8.0, "images more elongated than this (long side / short side) are refused"),
-    "prompt_queue_size": (1000, "prompts waiting to be applied; a full queue refuses (and counts) new ones"),
-    "score_threshold": (0.0, "objects scoring below are not published"),
-    "max_objects": (16, "most objects tracked at once"),
-    "track_lost_after": (3, "frames without a confident mask before an object is reported lost"),
-    "track_remove_after": (150, "frames without a confident mask before an object is removed; 0 = never"),
-    "track_min_score": (0.0, "a mask scoring below this counts as not found (the object may become lost)"),
-    "track_follow_memory": (False, "followed objects also attend their previous mask through SEEM's memory "
-                                   "queries (costs more per object)"),
-    "track_reidentify_every": (10, "lost objects that follow their mask are searched by their appearance (reference "
-                                   "tokens of a confident frame of their own) every N frames; 0 = never"),
-    "track_reidentify_score": (0.8, "least score of a mask found by appearance for the object to count as found"),
-    "ground_every": (1, "text objects: frames between groundings by their text (1 = every frame); they follow "
-                        "their last mask in between, which costs less"),
-    "reground_below": (0.0, "text objects: grounded again at once when their last score fell below this"),
-    "detection_threshold": (0.5, "category commands: instances with a lower class probability are not tracked"),
-    "track_match_iou": (0.3, "category commands: least mask IoU for an instance to continue a track"),
-    "track_merge_iou": (0.8, "category commands: tracks overlapping more are one object (merged into the older id)"),
-    "mask_encoding": ("image", "image (mono8 mask per object) or rle"),
-    "publish_overlay": (True, "publish the debug overlay (only while subscribed)"),
-    "stats_period": (10.0, "seconds between diagnostics/log summaries"),
-}
-CHOICES = {"image_transport": ("raw", "compressed"), "mask_encoding": ("image", "rle"),
-           "image_qos_reliability": ("best_effort", "reliable")}
+EXECUTOR_THREADS = 8
+# callbacks that must always find a thread: camera intake, prompt topics, lifecycle and parameter
+# services, segment_image, diagnostics; prompt service callers wait on the others
+PROMPT_SERVICE_THREADS = EXECUTOR_THREADS - 5
 SHUTDOWN_GRACE_S = 1.0  # on SIGINT/SIGTERM the threads get this long to stop; then the process exits anyway
 SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
                            TransitionCallbackReturn.ERROR)
@@ -154,33 +112,15 @@ class SeemNode(LifecycleNode):
     @_transition("configure")
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         p = self._param
-        for name, allowed in CHOICES.items():
-            if p(name) not in allowed:
-                self.get_logger().error(f"parameter {name} must be one of {allowed}, got {p(name)!r}")
-                return FAILURE
-        for name, low, high in (("max_objects", 1, 65535), ("prompt_queue_size", 1, 1_000_000),
-                                ("track_lost_after", 1, 1_000_000), ("track_remove_after", 0, 1_000_000_000),
-                                ("ground_every", 1, 1_000_000), ("track_reidentify_every", 0, 1_000_000),
-                                ("image_qos_depth", 1, 10_000), ("max_image_pixels", 1, 2**40)):
-            if not low <= p(name) <= high:
-                self.get_logger().error(f"parameter {name} must be in {low}..{high}, got {p(name)}")
-                return FAILURE
-        for name in ("detection_threshold", "track_match_iou", "track_merge_iou"):
-            if not 0.0 <= p(name) <= 1.0:
-                self.get_logger().error(f"parameter {name} must be in 0..1, got {p(name)}")
-                return FAILURE
-        if not p("max_image_aspect_ratio") >= 1.0 or not p("stats_period") > 0:
-            self.get_logger().error("parameters max_image_aspect_ratio (>= 1) and stats_period (> 0) are out of range")
+        errors = parameter_errors(p)
+        for error in errors:
+            self.get_logger().error(error)
+        if errors:
             return FAILURE
         self.get_logger().info(f"configuring: loading {p('checkpoint')} ({p('model_config')}, {p('backend')}, "
-                               f"{p('device')})")
-        canvas = _canvas(p("input_canvas"))
-        if canvas is False:
-            self.get_logger().error(f"parameter input_canvas must be auto, off or HxW (multiples of 32), "
-                                    f"got {p('input_canvas')!r}")
-            return FAILURE
+                               f"{p('device')}, {p('precision')})")
         cfg = BackendConfig(
-            canvas=canvas or None,
+            canvas=parse_canvas(p("input_canvas")) or None,
             checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
             precision=p("precision"), cuda_graphs=bool(p("cuda_graphs")), short_side=int(p("input_short_side")),
             vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=os.path.expanduser(p("engine_cache_dir")),
@@ -208,7 +148,9 @@ class SeemNode(LifecycleNode):
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self._encode_reference,
                                      self.log, self.image_limits)
         self.applier.start()
-        self.prompt_services = PromptServices(self, self.prompt_queue, self.image_size, self.log, p("image_topic"))
+        self._listen_to_tf()
+        self.prompt_services = PromptServices(self, self.prompt_queue, self.image_size, self.log, p("image_topic"),
+                                              max_waiting=PROMPT_SERVICE_THREADS)
         self._segment_service = self.create_service(
             SegmentImage, "~/segment_image", guarded(self.log, "segment_image", self._on_segment_image, failed_response),
             callback_group=MutuallyExclusiveCallbackGroup())
@@ -372,18 +314,24 @@ class SeemNode(LifecycleNode):
             self.predictor.canvas = saved
 
     # ------------------------------------------------------------------ RViz points
-    def _transform(self, msg: PointStamped, target: str):
+    def _listen_to_tf(self) -> None:
+        """At configure: a listener created at the first click would have no transforms yet for it."""
+        if self._tf_buffer is not None:
+            return
         try:
             import tf2_geometry_msgs  # noqa: F401 - registers PointStamped with tf2
             import tf2_ros
         except ImportError:
+            return  # said when a point needs a transform
+        self._tf_buffer = tf2_ros.Buffer()
+        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+    def _transform(self, msg: PointStamped, target: str):
+        if self._tf_buffer is None:
             self.log.warning(
                 f"clicked point in {msg.header.frame_id!r} needs a transform to the camera frame {target!r}, "
                 "but tf2_ros is not installed; publish points in the camera optical frame")
             return None
-        if self._tf_buffer is None:
-            self._tf_buffer = tf2_ros.Buffer()
-            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
         try:
             p = self._tf_buffer.transform(msg, target).point
             return p.x, p.y, p.z
@@ -433,16 +381,6 @@ def _descriptor(description: str):
     return ParameterDescriptor(description=description)
 
 
-def _canvas(text: str):
-    """input_canvas -> (height, width); () for auto / off; False when it cannot be read."""
-    if text in ("auto", "off"):
-        return ()
-    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not match or int(match.group(1)) % 32 or int(match.group(2)) % 32 or not int(match.group(1)):
-        return False
-    return int(match.group(1)), int(match.group(2))
-
-
 def _has_prompt(msg) -> bool:
     return bool(msg.text.strip() or msg.positive_points or msg.negative_points or len(msg.boxes) or msg.scribbles
                 or msg.mask.width or msg.reference_image.width)
@@ -454,7 +392,7 @@ def run(stop: threading.Event, args=None) -> None:
     # rclpy's own signal handlers would shut the context down under the running threads
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = SeemNode()
-    executor = MultiThreadedExecutor(num_threads=8)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     starter = threading.Thread(target=node.autostart, args=(stop,), name="seem_autostart", daemon=True)
     starter.start()

@@ -91,10 +91,17 @@ def verify_known_checkpoint(path: str) -> None:
 
 
 def resolve_checkpoint(name_or_path: str, cache_dir: Optional[str] = None) -> str:
-    """A local path, or a released file name fetched from the hub into its cache."""
+    """A local path, or a released file name (a bare name, no folder) fetched from the hub into its
+    cache. A path with a folder that does not exist is an error naming it: a typo in
+    /data/models/seem_focalt_v1.pt must not start a 0.7-1.7 GB download."""
     if os.path.isfile(name_or_path):
         return name_or_path
     name = os.path.basename(name_or_path)
+    if name != name_or_path or name_or_path.startswith("~"):
+        raise CheckpointError(f"checkpoint {name_or_path} does not exist (a path is never downloaded; a released "
+                              f"checkpoint is named without a folder, e.g. {next(iter(KNOWN_CHECKPOINTS))})")
+    LOG.info("checkpoint %s is not a file here: fetching the released one from huggingface.co/%s into %s",
+             name, HUB_REPO, cache_dir or "the Hugging Face cache")
     try:
         from huggingface_hub import hf_hub_download
         return hf_hub_download(HUB_REPO, name, cache_dir=cache_dir)
