@@ -37,6 +37,18 @@ def tiny_model(tiny_config):
     return load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
 
 
+@pytest.fixture
+def ros():
+    """rclpy and a client node for one test (its module calls ros_harness.apply_ros_environment()
+    before rclpy is imported)."""
+    import rclpy
+    rclpy.init()
+    node = rclpy.create_node("test_client")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()
+
+
 def load_case(name: str):
     return np.load(reference_path("cases", f"{name}.npz"))
 

@@ -1,10 +1,13 @@
 """Running seem_node and helper processes on loopback, isolated by a per-run ROS_DOMAIN_ID."""
+import contextlib
 import os
 import pathlib
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
+
+import numpy as np
 
 from conftest import REPO, reference_path
 
@@ -33,12 +36,17 @@ def apply_ros_environment() -> None:
 class NodeProcess:
     """seem_node in its own process, its log in a file."""
 
-    def __init__(self, log_path: pathlib.Path, params: Optional[dict] = None, name: Optional[str] = None):
-        defaults = {"checkpoint": str(reference_path("tiny", "tiny_seem.pt")),
-                    "model_config": str(reference_path("tiny", "tiny_config.yaml")),
-                    "image_topic": "/image", "stats_period": 2.0}
+    def __init__(self, log_path: pathlib.Path, params: Optional[dict] = None, name: Optional[str] = None,
+                 params_files: Sequence[pathlib.Path] = ()):
+        """params_files: YAML parameter files, in order, as launch_ros passes them; given, they say
+        everything (the test defaults below are not added: -p would override the files)."""
+        defaults = {} if params_files else {"checkpoint": str(reference_path("tiny", "tiny_seem.pt")),
+                                            "model_config": str(reference_path("tiny", "tiny_config.yaml")),
+                                            "image_topic": "/image", "stats_period": 2.0}
         defaults.update(params or {})
         args: List[str] = [sys.executable, "-m", "seem_ros.node_process", "--ros-args"]
+        for path in params_files:
+            args += ["--params-file", str(path)]
         for key, value in defaults.items():
             args += ["-p", f"{key}:={value if value != '' else repr('')}"]
         if name:
@@ -100,6 +108,34 @@ def run_tool(name: str, *args: str, env: Optional[dict] = None) -> subprocess.Po
 # ---------------------------------------------------------------- a client node in the test process
 # (call apply_ros_environment() before rclpy is imported)
 
+@contextlib.contextmanager
+def node_watching_a_camera(tmp_path, ros, params, *camera):
+    """seem_node started and ready, a camera_publisher process with `camera`'s arguments, and the
+    results as they arrive: yields (node, results); both processes are stopped afterwards."""
+    from seem_ros_interfaces.msg import SegmentationResult
+    node = NodeProcess(tmp_path / "seem_node.log", params)
+    results = []
+    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 50)
+    publisher = None
+    try:
+        assert node.wait_for_log("processing /image", timeout=120), node.log()
+        publisher = run_tool("camera_publisher", *camera)
+        yield node, results
+        assert node.alive()
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait()
+        node.stop()
+
+
+def result_objects(result) -> dict:
+    """{id: (label, status, mode, mask)} of a result."""
+    return {o.id: (o.label, o.status, o.mode,
+                   np.frombuffer(bytes(o.mask.data), np.uint8).reshape(o.mask.height, o.mask.width) > 0)
+            for o in result.objects}
+
+
 def spin_until(node, condition, timeout: float) -> bool:
     import rclpy
     deadline = time.monotonic() + timeout
@@ -133,6 +169,38 @@ def call(node, client, request, timeout=60.0, resend_after=10.0):
             return future.result()
         client.remove_pending_request(future)
     raise AssertionError(f"{client.srv_name} did not answer")
+
+
+def answers_while_the_model_runs(ros, node_name: str) -> dict:
+    """Calls get_state, set_prompt (a text) and clear_prompts over and over while one segment_image
+    call keeps the model busy (seconds at a large input_short_side): {service: [seconds of each
+    answer that arrived while segment_image was still running]}. Every answer must be a success."""
+    from lifecycle_msgs.srv import GetState
+    from seem_ros_interfaces.msg import SegmentationPrompt
+    from seem_ros_interfaces.srv import SegmentImage, SetPrompt
+    from std_srvs.srv import Trigger
+    get_state = ros.create_client(GetState, f"/{node_name}/get_state")
+    set_prompt = ros.create_client(SetPrompt, f"/{node_name}/set_prompt")
+    clear = ros.create_client(Trigger, f"/{node_name}/clear_prompts")
+    segment = ros.create_client(SegmentImage, f"/{node_name}/segment_image")
+    for client in (get_state, set_prompt, clear, segment):
+        assert client.wait_for_service(timeout_sec=30)
+    call(ros, get_state, GetState.Request())  # warm the connections
+    busy = segment.call_async(SegmentImage.Request(image=rgb_image(640, 480, stamp=5)))
+    spin_until(ros, lambda: False, 0.5)  # the model is running now
+    answers = {"get_state": [], "set_prompt": [], "clear_prompts": []}
+    while not busy.done():
+        for name, client, request in (("get_state", get_state, GetState.Request()),
+                                      ("set_prompt", set_prompt, SetPrompt.Request(
+                                          prompt=SegmentationPrompt(text="the zebra"))),
+                                      ("clear_prompts", clear, Trigger.Request())):
+            start = time.monotonic()
+            answer = call(ros, client, request, timeout=60)
+            if not busy.done():
+                answers[name].append(time.monotonic() - start)
+            assert getattr(answer, "success", True), answer
+    assert busy.result().success, busy.result().message
+    return answers
 
 
 def rgb_image(width=64, height=48, stamp=1):

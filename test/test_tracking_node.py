@@ -3,71 +3,31 @@ but real model outputs): a camera process plays the DAVIS dog frames with a text
 rqt click, the test process reads the results and corrects the clicked object with a negative
 click; then the clicked object leaves the view (black frames) and comes back. The bookkeeping of
 loss and re-identification against exact ground truth: test_tracking_states.py."""
-import contextlib
-
 import cv2
 import numpy as np
-import pytest
 
 from conftest import reference_path
-from ros_harness import NodeProcess, apply_ros_environment, run_tool, spin_until
+from ros_harness import apply_ros_environment, node_watching_a_camera, result_objects, spin_until
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
-import rclpy  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from seem_ros_interfaces.msg import SegmentationPrompt, SegmentationResult  # noqa: E402
+from seem_ros_interfaces.msg import SegmentationPrompt  # noqa: E402
 
 DOG = sorted(str(p) for p in reference_path("davis", "JPEGImages", "480p", "dog").glob("*.jpg"))
-
-
-@pytest.fixture
-def ros():
-    rclpy.init()
-    node = rclpy.create_node("test_tracking_client")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-@contextlib.contextmanager
-def _node_watching_a_camera(tmp_path, ros, params, *camera):
-    """seem_node started and ready, a camera_publisher process with `camera`'s arguments, and the
-    results as they arrive: yields (node, results); both processes are stopped afterwards."""
-    node = NodeProcess(tmp_path / "seem_node.log", params)
-    results = []
-    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 50)
-    publisher = None
-    try:
-        assert node.wait_for_log("processing /image", timeout=120), node.log()
-        publisher = run_tool("camera_publisher", *camera)
-        yield node, results
-        assert node.alive()
-    finally:
-        if publisher is not None:
-            publisher.kill()
-            publisher.wait()
-        node.stop()
-
-
-def _objects(result: SegmentationResult) -> dict:
-    """{id: (label, status, mode, mask)} of a result."""
-    return {o.id: (o.label, o.status, o.mode,
-                   np.frombuffer(bytes(o.mask.data), np.uint8).reshape(o.mask.height, o.mask.width) > 0)
-            for o in result.objects}
 
 
 def test_text_and_clicked_objects_keep_their_ids_and_a_negative_click_applies_from_the_next_frame(tmp_path, ros):
     prompts = ros.create_publisher(SegmentationPrompt, "/seem_node/prompt",
                                    QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE))
-    with _node_watching_a_camera(tmp_path, ros, {}, *DOG, "--command", "segment the dog", "--click", "160", "100",
+    with node_watching_a_camera(tmp_path, ros, {}, *DOG, "--command", "segment the dog", "--click", "160", "100",
                                  "--rate", "5", "--duration", "120") as (node, results):
         with_both = lambda: [r for r in results if len(r.objects) == 2]  # noqa: E731
         assert spin_until(ros, lambda: len(with_both()) >= 30, 90), (len(results), node.log()[-3000:])
 
-        frames = [_objects(r) for r in with_both()[:30]]
+        frames = [result_objects(r) for r in with_both()[:30]]
         ids = set(frames[0])
         assert all(set(f) == ids for f in frames), "ids changed between frames"
         labels = {i: frames[0][i][0] for i in ids}
@@ -78,19 +38,19 @@ def test_text_and_clicked_objects_keep_their_ids_and_a_negative_click_applies_fr
         assert {f[i][1] for f in frames for i in ids} <= {"tracked", "lost"}
 
         # a negative click inside the clicked object's latest mask: a refinement from the next frame on
-        latest = _objects(results[-1])[clicked][3]
+        latest = result_objects(results[-1])[clicked][3]
         assert latest.any(), "the clicked object has an empty mask"
         y, x = np.argwhere(latest)[len(np.argwhere(latest)) // 2]
         before = len(results)
         prompts.publish(SegmentationPrompt(object_id=clicked, negative_points=[Point(x=float(x), y=float(y))]))
-        assert spin_until(ros, lambda: any(_objects(r).get(clicked, ("",) * 3)[2] == "refinement"
+        assert spin_until(ros, lambda: any(result_objects(r).get(clicked, ("",) * 3)[2] == "refinement"
                                            for r in results[before:]), 30), node.log()[-3000:]
-        after = [_objects(r) for r in results[before:]]
+        after = [result_objects(r) for r in results[before:]]
         first = next(i for i, f in enumerate(after) if f[clicked][2] == "refinement")
         previous = after[first - 1][clicked][3] if first else latest
         assert not np.array_equal(after[first][clicked][3], previous), "the negative click changed nothing"
         assert spin_until(ros, lambda: len(results) >= before + first + 3, 30)
-        following = [_objects(r) for r in results[before + first + 1:]]
+        following = [result_objects(r) for r in results[before + first + 1:]]
         assert all(set(f) == ids for f in following)  # the same two objects, the same ids
         assert {f[clicked][2] for f in following} == {"propagation"}  # it follows its corrected mask
 
@@ -101,7 +61,7 @@ def test_an_object_that_leaves_the_view_is_lost_and_comes_back_with_its_id(tmp_p
     black = str(tmp_path / "black.png")
     cv2.imwrite(black, np.zeros((480, 854, 3), np.uint8))
     cycle = DOG + [black] * 8
-    with _node_watching_a_camera(tmp_path, ros, {"track_min_score": 0.9, "track_lost_after": 2}, *cycle,
+    with node_watching_a_camera(tmp_path, ros, {"track_min_score": 0.9, "track_lost_after": 2}, *cycle,
                                  "--click", "160", "100", "--rate", "4", "--duration", "120") as (node, results):
         def seen():  # (camera frame is black, status, mask pixels) per result of the clicked object
             return [((r.header.stamp.sec - 1000) % len(cycle) >= len(DOG), o.status,

@@ -7,6 +7,7 @@ counted: frames the middleware lost (QoS message-lost events, gaps in the publis
 numbers), prompts refused because the queue was full (prompt topics are reliable and keep-all, so
 the middleware loses none).
 """
+import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, Optional
@@ -30,6 +31,7 @@ from .prompt_messages import PromptError, needs_image_size, project_to_pixel
 from .sequence_gaps import SequenceGaps, publisher_key
 
 SERVICE_WAIT_S = 30.0  # longest a prompt service waits for its request to be applied
+APPLYING_WAIT_S = 10.0  # then, if the applier has just taken it, longest it waits for the outcome
 
 
 def _reception_ns(info) -> int:
@@ -150,15 +152,23 @@ class PromptIntake:
 
 class PromptServices:
     """~/set_prompt, ~/clear_prompts, ~/reset_tracking: requests go through the same queue as every
-    other prompt and the answer says how it was applied (object ids) or why it was refused."""
+    other prompt and the answer says how it was applied (object ids) or why it was refused.
 
-    def __init__(self, node, queue: PromptQueue, image_size: ImageSize, log: ThrottledLog, image_topic: str):
+    A caller waits for its outcome on an executor thread. At most max_waiting calls wait at once:
+    more are refused at once (nothing changed), so that waiting callers never take the threads the
+    camera intake, the lifecycle and parameter services and the diagnostics need (8 calls waiting
+    behind a long model step once starved them all)."""
+
+    def __init__(self, node, queue: PromptQueue, image_size: ImageSize, log: ThrottledLog, image_topic: str,
+                 max_waiting: int):
         self.node = node
         self.queue = queue
         self.image_size = image_size
         self.log = log
         self.image_topic = image_topic
-        group = ReentrantCallbackGroup()  # waiting callers do not hold up one another
+        self.max_waiting = max_waiting
+        self._waiting = threading.BoundedSemaphore(max_waiting)
+        group = ReentrantCallbackGroup()  # waiting callers do not hold up one another (up to max_waiting)
         self._services = [
             node.create_service(srv_type, name, guarded(log, name, callback, failed_response), callback_group=group)
             for srv_type, name, callback in ((SetPrompt, "~/set_prompt", self._on_set_prompt),
@@ -171,6 +181,18 @@ class PromptServices:
 
     def submit(self, request: PromptRequest) -> Outcome:
         """Queues the request and waits until it is applied or refused."""
+        if not self._waiting.acquire(blocking=False):
+            self.queue.count_refused()
+            message = (f"{self.max_waiting} prompt service calls are already waiting to be applied (the model is "
+                       "busy); nothing changed: call again once one is answered")
+            self.log.warning(f"{request.kind} service call refused: {message}")
+            return Outcome(False, message)
+        try:
+            return self._wait_for(request)
+        finally:
+            self._waiting.release()
+
+    def _wait_for(self, request: PromptRequest) -> Outcome:
         request.reply = Future()
         request.stamp_ns = time.time_ns()
         if not self.queue.put(request):
@@ -182,7 +204,11 @@ class PromptServices:
             if request.reply.cancel():
                 self.queue.finished(False)
                 return Outcome(False, f"not applied within {SERVICE_WAIT_S:g} s (the model is busy); nothing changed")
-            return request.reply.result()  # being applied right now
+        try:  # the applier took it just now: its outcome follows (an example region waits for the model)
+            return request.reply.result(APPLYING_WAIT_S)
+        except FutureTimeout:
+            return Outcome(False, f"still being applied after {SERVICE_WAIT_S + APPLYING_WAIT_S:g} s (the model is "
+                                  "busy): it takes effect when it is applied, and the log says how it ended")
 
     def _on_set_prompt(self, request, response):
         pixels = needs_image_size(request.prompt)
