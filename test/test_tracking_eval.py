@@ -99,7 +99,8 @@ def test_an_objects_appearance_finds_it_as_the_official_example_region_does(tiny
 def test_davis_sequences_are_read_with_their_ground_truth():
     sequences = read_davis(str(reference_path("davis")), max_frames=4)
     assert [s.name for s in sequences] == ["blackswan", "car-roundabout", "cows", "dog"]
-    assert all(len(s.frames) == len(s.truths) == 4 and s.truths[0].dtype == bool and s.truths[0].any()
+    # DAVIS 2016: one object marked 255 in every frame
+    assert all(len(s.frames) == len(s.labels) == 4 and s.objects == [255] and s.truth(0, 255).any()
                for s in sequences)
     with pytest.raises(FileNotFoundError, match="not a DAVIS-layout folder"):
         read_davis(str(reference_path("images")))

@@ -1,17 +1,24 @@
 """Video object segmentation metrics and runs on DAVIS-layout sequences (no ROS).
 
 A DAVIS-layout folder holds `JPEGImages/480p/<sequence>/<frame>.jpg` and
-`Annotations/480p/<sequence>/<frame>.png` (non-zero = the object). Each sequence is prompted by
-its first frame's ground-truth mask and segmented in three ways:
-- `referring`: the official SEEM video demo's way: the first frame and its mask are an example
-  region, and every later frame is segmented against that one reference on its own;
+`Annotations/480p/<sequence>/<frame>.png`. An annotation is a label image: DAVIS 2017 gives each
+object its own value (1, 2, ...; 255 = void, left out of the scores), DAVIS 2016 marks its one
+object with 255 (any other annotation with a single non-zero value is one object too). A frame
+without an annotation is segmented but not scored. As in the DAVIS toolkit, every object of the
+first frame is prompted by its own ground-truth mask there and scored on its own, and segmented
+in three ways:
+- `referring`: the official SEEM video demo's way: the first frame and the object's mask are an
+  example region, and every later frame is segmented against that one reference on its own;
 - `propagation`: the official mask propagation (the `g_video_maskprop` reference cases): frame
   t's mask prompts frame t + 1;
-- `tracker`: the ObjectTracker as the node runs it (its object defined by the same mask).
+- `tracker`: the ObjectTracker as the node runs it (an object per ground-truth object, all
+  tracked together).
 Metrics follow the DAVIS benchmark: J is the region IoU, F the boundary F-measure with a
-tolerance of 0.008 of the image diagonal, J&F their mean, each averaged over the frames after the
-first (the prompt) and before the last, as the DAVIS evaluation does; id switches count frames
-where the object best covering the ground truth has another id than before.
+tolerance of 0.008 of the image diagonal, J&F their mean, each averaged per object over its
+annotated frames after the first (the prompt) and before the last, then over objects (a sequence's
+figure: its objects'; the overall mean: every object's, as the DAVIS toolkit averages); id
+switches count frames where the tracked object best covering an object's ground truth has another
+id than before.
 """
 import math
 import os
@@ -30,8 +37,10 @@ from .tracker import ObjectTracker
 MODES = ("referring", "propagation", "tracker")
 
 
-def region_similarity(mask: np.ndarray, truth: np.ndarray) -> float:
-    """J: intersection over union (1 when both are empty)."""
+def region_similarity(mask: np.ndarray, truth: np.ndarray, void: Optional[np.ndarray] = None) -> float:
+    """J: intersection over union (1 when both are empty), void pixels left out."""
+    if void is not None:
+        mask, truth = mask & ~void, truth & ~void
     union = np.logical_or(mask, truth).sum()
     return 1.0 if union == 0 else float(np.logical_and(mask, truth).sum() / union)
 
@@ -66,11 +75,31 @@ def boundary_f_measure(mask: np.ndarray, truth: np.ndarray, tolerance: float = 0
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
+VOID = 255  # DAVIS 2017: pixels left out of the scores
+
+
 @dataclass
 class VideoSequence:
     name: str
     frames: List[str]  # image paths, in order
-    truths: List[np.ndarray]  # bool (H, W) per frame
+    labels: List[Optional[np.ndarray]]  # per frame a (H, W) label image (0 = background), None: not annotated
+    objects: List[int]  # the label values of the first frame's objects
+
+    def truth(self, frame: int, obj: int) -> Optional[np.ndarray]:
+        """Object obj's bool mask in a frame (None: the frame is not annotated)."""
+        labels = self.labels[frame]
+        return None if labels is None else labels == obj
+
+    def void(self, frame: int) -> Optional[np.ndarray]:
+        labels = self.labels[frame]
+        return None if labels is None or VOID in self.objects else labels == VOID
+
+
+def read_labels(path: str) -> np.ndarray:
+    """An annotation as a label image: palette indices or grey values; colour annotations (one
+    object drawn in any colour) become 0/1."""
+    labels = np.asarray(Image.open(path))
+    return labels.any(-1).astype(np.uint8) if labels.ndim == 3 else labels
 
 
 def read_davis(root: str, sequences: Optional[Sequence[str]] = None, resolution: str = "480p",
@@ -86,26 +115,48 @@ def read_davis(root: str, sequences: Optional[Sequence[str]] = None, resolution:
         frames = sorted(f for f in os.listdir(os.path.join(images, name)) if f.lower().endswith((".jpg", ".png")))
         if max_frames:
             frames = frames[:max_frames]
-        truths = [np.asarray(Image.open(os.path.join(annotations, name, os.path.splitext(f)[0] + ".png"))) > 0
-                  for f in frames]
-        out.append(VideoSequence(name, [os.path.join(images, name, f) for f in frames],
-                             [t if t.ndim == 2 else t.any(-1) for t in truths]))
+        paths = [os.path.join(annotations, name, os.path.splitext(f)[0] + ".png") for f in frames]
+        labels = [read_labels(p) if os.path.isfile(p) else None for p in paths]
+        if labels[0] is None:
+            raise FileNotFoundError(f"{name}: the first frame has no annotation ({paths[0]}): it prompts the objects")
+        values = [int(v) for v in np.unique(labels[0]) if v]
+        objects = values if values == [VOID] else [v for v in values if v != VOID]  # DAVIS 2016: 255 is the object
+        if not objects:
+            raise ValueError(f"{name}: the first frame's annotation {paths[0]} marks no object")
+        out.append(VideoSequence(name, [os.path.join(images, name, f) for f in frames], labels, objects))
     return out
+
+
+@dataclass
+class ObjectScores:
+    j: float
+    f: float
+    id_switches: int
+    per_frame_j: List[float] = field(default_factory=list)
 
 
 @dataclass
 class ModeResult:
     mode: str
     sequence: str
-    j: float
-    f: float
-    id_switches: int
+    objects: List[ObjectScores]
     fps: float
-    per_frame_j: List[float] = field(default_factory=list)
+
+    @property
+    def j(self) -> float:
+        return float(np.mean([o.j for o in self.objects]))
+
+    @property
+    def f(self) -> float:
+        return float(np.mean([o.f for o in self.objects]))
 
     @property
     def jf(self) -> float:
         return (self.j + self.f) / 2
+
+    @property
+    def id_switches(self) -> int:
+        return sum(o.id_switches for o in self.objects)
 
 
 def _rgb(path: str) -> np.ndarray:
@@ -114,46 +165,59 @@ def _rgb(path: str) -> np.ndarray:
 
 def run_sequence(predictor: SeemPredictor, sequence: VideoSequence, mode: str,
                  tracker_factory: Callable[[], ObjectTracker] = ObjectTracker) -> ModeResult:
-    """Segments frames 1.. of the sequence prompted by frame 0's ground truth; metrics over the
-    frames between the first and the last (all after the first when there are two)."""
-    first, truth0 = _rgb(sequence.frames[0]), sequence.truths[0]
-    masks: List[np.ndarray] = []
-    ids: List[Optional[int]] = []
+    """Segments frames 1.. of the sequence, every object prompted by its frame-0 ground truth;
+    each object scored on its annotated frames between the first and the last (all after the
+    first when there are two)."""
+    first = _rgb(sequence.frames[0])
+    firsts = [sequence.truth(0, obj) for obj in sequence.objects]
+    masks: List[List[np.ndarray]] = []  # per frame after the first: a mask per object
+    ids: List[List[Optional[int]]] = []  # per frame after the first: the id that found each object
     started = time.perf_counter()
     with torch.inference_mode():
         if mode == "referring":
-            reference = predictor.encode_reference(first, truth0)
+            references = [predictor.encode_reference(first, truth) for truth in firsts]
             for path in sequence.frames[1:]:
                 predictor.set_image(_rgb(path))
-                masks.append(predictor.decode([predictor.reference_query(reference)])[0].mask)
-                ids.append(1)
+                masks.append([r.mask for r in predictor.decode([predictor.reference_query(r) for r in references])])
+                ids.append(list(sequence.objects))
         elif mode == "propagation":
-            previous = VisualPrompt(mask=truth0)
+            previous = [VisualPrompt(mask=truth) for truth in firsts]
             for path in sequence.frames[1:]:
                 predictor.set_image(_rgb(path))
-                result = predictor.decode([predictor.visual_query(previous)])[0]
-                masks.append(result.mask)
-                ids.append(1)
-                if result.mask.any():  # an empty mask cannot prompt: keep the last one
-                    previous = VisualPrompt(mask=result.mask)
+                results = predictor.decode([predictor.visual_query(p) for p in previous])
+                masks.append([r.mask for r in results])
+                ids.append(list(sequence.objects))
+                # an empty mask cannot prompt: the object keeps its last one
+                previous = [VisualPrompt(mask=r.mask) if r.mask.any() else p for r, p in zip(results, previous)]
         elif mode == "tracker":
             tracker = tracker_factory()
-            tracker.add("object", visual=VisualPrompt(mask=truth0))
-            for path, truth in zip(sequence.frames[1:], sequence.truths[1:]):
+            for truth in firsts:
+                tracker.add("object", visual=VisualPrompt(mask=truth))
+            for t, path in enumerate(sequence.frames[1:], start=1):
                 predictor.set_image(_rgb(path))
                 objects = tracker.step(predictor)
-                best = max(objects, key=lambda o: region_similarity(o.mask, truth), default=None)
-                masks.append(best.mask if best is not None else np.zeros_like(truth))
-                ids.append(best.id if best is not None else None)
+                found, frame_ids = [], []
+                for obj in sequence.objects:  # the tracked object best covering each ground-truth object
+                    truth = sequence.truth(t, obj)
+                    best = (max(objects, key=lambda o: region_similarity(o.mask, truth), default=None)
+                            if truth is not None else None)
+                    found.append(best.mask if best is not None else np.zeros(first.shape[:2], bool))
+                    frame_ids.append(best.id if best is not None else None)
+                masks.append(found)
+                ids.append(frame_ids)
         else:
             raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     elapsed = time.perf_counter() - started
-    scored = list(range(len(masks) - 1)) if len(masks) > 1 else list(range(len(masks)))  # not the last frame
-    js = [region_similarity(masks[i], sequence.truths[i + 1]) for i in scored]
-    fs = [boundary_f_measure(masks[i], sequence.truths[i + 1]) for i in scored]
-    switches = sum(1 for a, b in zip(ids, ids[1:]) if a != b)
-    return ModeResult(mode, sequence.name, float(np.mean(js)) if js else 0.0, float(np.mean(fs)) if fs else 0.0,
-                      switches, len(masks) / elapsed if elapsed > 0 else 0.0, js)
+    scored = range(1, len(sequence.frames) - 1) if len(sequence.frames) > 2 else range(1, len(sequence.frames))
+    scores = []
+    for k, obj in enumerate(sequence.objects):
+        annotated = [t for t in scored if sequence.labels[t] is not None]
+        js = [region_similarity(masks[t - 1][k], sequence.truth(t, obj), sequence.void(t)) for t in annotated]
+        fs = [boundary_f_measure(masks[t - 1][k], sequence.truth(t, obj)) for t in annotated]
+        seen = [frame_ids[k] for frame_ids in ids if frame_ids[k] is not None]
+        scores.append(ObjectScores(float(np.mean(js)) if js else 0.0, float(np.mean(fs)) if fs else 0.0,
+                                   sum(1 for a, b in zip(seen, seen[1:]) if a != b), js))
+    return ModeResult(mode, sequence.name, scores, len(masks) / elapsed if elapsed > 0 else 0.0)
 
 
 def evaluate(predictor: SeemPredictor, sequences: Sequence[VideoSequence], modes: Sequence[str] = MODES,
@@ -168,16 +232,24 @@ def evaluate(predictor: SeemPredictor, sequences: Sequence[VideoSequence], modes
     return results
 
 
+def overall(rows: Sequence[ModeResult]) -> Dict[str, float]:
+    """J, F, J&F averaged over every object of every sequence (the DAVIS toolkit's mean)."""
+    objects = [o for r in rows for o in r.objects]
+    j, f = float(np.mean([o.j for o in objects])), float(np.mean([o.f for o in objects]))
+    return {"J": j, "F": f, "JF": (j + f) / 2, "objects": len(objects)}
+
+
 def table(results: Dict[str, List[ModeResult]]) -> str:
-    """Per sequence and mode, and the mean over sequences per mode."""
-    lines = [f"{'sequence':16s} {'mode':12s} {'J':>6s} {'F':>6s} {'J&F':>6s} {'id sw':>6s} {'fps':>7s}"]
+    """Per sequence and mode (its objects' mean), and per mode the mean over all objects."""
+    lines = [f"{'sequence':16s} {'mode':12s} {'J':>6s} {'F':>6s} {'J&F':>6s} {'id sw':>6s} {'fps':>7s} {'objects':>7s}"]
     for mode, rows in results.items():
         for r in rows:
             lines.append(f"{r.sequence:16s} {mode:12s} {r.j:6.3f} {r.f:6.3f} {r.jf:6.3f} {r.id_switches:6d} "
-                         f"{r.fps:7.2f}")
+                         f"{r.fps:7.2f} {len(r.objects):7d}")
     for mode, rows in results.items():
         if rows:
-            lines.append(f"{'mean':16s} {mode:12s} {np.mean([r.j for r in rows]):6.3f} "
-                         f"{np.mean([r.f for r in rows]):6.3f} {np.mean([r.jf for r in rows]):6.3f} "
-                         f"{sum(r.id_switches for r in rows):6d} {np.mean([r.fps for r in rows]):7.2f}")
+            mean = overall(rows)
+            lines.append(f"{'mean':16s} {mode:12s} {mean['J']:6.3f} {mean['F']:6.3f} {mean['JF']:6.3f} "
+                         f"{sum(r.id_switches for r in rows):6d} {np.mean([r.fps for r in rows]):7.2f} "
+                         f"{mean['objects']:7d}")
     return "\n".join(lines)
