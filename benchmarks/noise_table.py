@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -31,12 +32,13 @@ CONFIGURATIONS = [  # (name, environment)
 ]
 
 
-def run_tests(files, env) -> list:
+def run_tests(files, env) -> Tuple[list, bool]:
+    """-> (the comparisons' records, whether every test passed)."""
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as report:
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
-                       env={**os.environ, **env, "SEEM_NOISE_REPORT": report.name}, cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL)
-        return [json.loads(line) for line in report]
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+                             env={**os.environ, **env, "SEEM_NOISE_REPORT": report.name}, cwd=REPO,
+                             stdout=subprocess.DEVNULL)
+        return [json.loads(line) for line in report], run.returncode == 0
 
 
 def float64_records() -> list:
@@ -74,11 +76,11 @@ def float64_records() -> list:
     return records
 
 
-def summary(records: list) -> dict:
+def summary(records: list, passed: bool = True) -> dict:
     floats = [r for r in records if r["kind"] == "float"]
     decisions = [r for r in records if r["kind"] == "decision"]
     worst = max(floats, key=lambda r: r["max_ratio"])
-    return {"comparisons": len(records), "max_abs_diff": max(r["max_diff"] for r in floats),
+    return {"tests_passed": passed, "comparisons": len(records), "max_abs_diff": max(r["max_diff"] for r in floats),
             "max_ratio_to_bar": round(worst["max_ratio"], 3), "worst": worst["name"],
             "pixels_differing": sum(r["differing"] for r in decisions),
             "of_them_near_ties": sum(r["near_ties_differing"] for r in decisions),
@@ -90,15 +92,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=["test/test_model_parity.py", "test/test_engine.py"])
     args = parser.parse_args()
-    rows = [(name, summary(run_tests(args.cases, env))) for name, env in CONFIGURATIONS]
+    rows = [(name, summary(*run_tests(args.cases, env))) for name, env in CONFIGURATIONS]
     rows.append(("our model in float64 (panoptic case)", summary(float64_records())))
     print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.backends.cpu.get_cpu_capability()} native")
-    print("| configuration | comparisons | largest abs diff | largest diff / bar | where | pixels differing "
+    print("| configuration | tests pass | comparisons | largest abs diff | largest diff / bar | where | pixels differing "
           "(near-ties) | near-ties excluded | decided pixels differing |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, s in rows:
-        print(f"| {name} | {s['comparisons']} | {s['max_abs_diff']:.3g} | {s['max_ratio_to_bar']} | {s['worst']} | "
+        print(f"| {name} | {'yes' if s['tests_passed'] else 'NO'} | {s['comparisons']} | {s['max_abs_diff']:.3g} | {s['max_ratio_to_bar']} | {s['worst']} | "
               f"{s['pixels_differing']} ({s['of_them_near_ties']}) | {s['near_ties_excluded']} | "
               f"{s['decided_pixels_differing']} |")
     print(json.dumps({name: s for name, s in rows}))

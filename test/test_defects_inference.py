@@ -2,7 +2,6 @@
 frame path (the node's frame worker and `seem-ros track` run under backends.inference_context)
 produces no tensor with an autograd graph, whatever kinds of objects are tracked."""
 import numpy as np
-import torch
 from PIL import Image
 
 from conftest import held_tensors, reference_path
