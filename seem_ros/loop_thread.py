@@ -33,6 +33,14 @@ class LoopThread:
             self._thread = None
         return True
 
+    def resume(self) -> None:
+        """Undoes a stop() that timed out: the step still running finishes and the loop goes on (a
+        thread that ended meanwhile is started anew)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._running.set()
+        else:
+            self.start()
+
     def _run(self) -> None:
         while self._running.is_set():
             try:

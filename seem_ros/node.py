@@ -90,6 +90,7 @@ class SeemNode(LifecycleNode):
         self._reset_configured()
         self._reset_active()
         self._tf_buffer = None
+        self.stop_timeout_s = 10.0  # how long deactivate and cleanup wait for the worker and the applier
 
     def _reset_configured(self) -> None:
         self.cfg: Optional[BackendConfig] = None
@@ -189,13 +190,13 @@ class SeemNode(LifecycleNode):
 
     @_transition("deactivate")
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        if not self._stop_active(timeout=10.0):
-            return FAILURE
+        if not self._stop_active(timeout=self.stop_timeout_s, stay_active_on_failure=True):
+            return FAILURE  # still fully active: the lifecycle returns to active
         return super().on_deactivate(state)
 
     @_transition("cleanup")
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        return SUCCESS if self._release_configured(timeout=10.0) else FAILURE
+        return SUCCESS if self._release_configured(timeout=self.stop_timeout_s) else FAILURE
 
     @_transition("shutdown")
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -213,16 +214,23 @@ class SeemNode(LifecycleNode):
         stopped = self._stop_active(timeout=10.0)
         return SUCCESS if self._release_configured(timeout=10.0) and stopped else FAILURE
 
-    def _stop_active(self, timeout: float) -> bool:
-        """Stops frame and prompt intake and the frame worker; frees the GPU."""
+    def _stop_active(self, timeout: float, stay_active_on_failure: bool = False) -> bool:
+        """Stops the frame worker, then frame and prompt intake; frees the GPU. When the worker does
+        not stop in time (inference still running) and stay_active_on_failure, it goes on and
+        nothing is torn down: the node stays fully active rather than half torn."""
         stopped = True
-        for intake in (self.frame_intake, self.prompt_intake):
-            if intake is not None:
-                intake.destroy()
         if self.worker is not None:
             stopped = self.worker.stop(timeout)
             if not stopped:
-                self.get_logger().error(f"the frame worker did not stop within {timeout:g} s (inference still running)")
+                self.get_logger().error(f"the frame worker did not stop within {timeout:g} s (inference still running)"
+                                        + ("; staying active" if stay_active_on_failure else ""))
+                if stay_active_on_failure:
+                    self.worker.resume()
+                    return False
+        for intake in (self.frame_intake, self.prompt_intake):
+            if intake is not None:
+                intake.destroy()
+        self.frame_counts.add("abandoned", self.mailbox.clear())  # arrived while the worker stopped
         self._reset_active()
         if stopped and self.cfg is not None and self.cfg.device.startswith("cuda"):
             with self.model_lock:
@@ -276,7 +284,14 @@ class SeemNode(LifecycleNode):
     def _publish(self, header, rgb, objects, elapsed) -> None:
         self.frame_publishers.publish(header, rgb, objects, elapsed, list(self.tracker.labels()))
 
+    def _needs_engines_on_the_gpu(self) -> None:
+        """TensorRT engines run on the GPU only, where the model is only while the node is active."""
+        if self.worker is None and self.cfg.backend == "tensorrt":
+            raise PromptError("the node is inactive: its TensorRT engines run only while it is active (the model "
+                              "is off the GPU); activate it first")
+
     def _encode_reference(self, rgb, mask):
+        self._needs_engines_on_the_gpu()
         with self.model_lock, inference_context(self.cfg):
             return self.predictor.encode_reference(rgb, mask)
 
@@ -284,6 +299,7 @@ class SeemNode(LifecycleNode):
     def _on_segment_image(self, request, response):
         self._segment_calls += 1
         try:
+            self._needs_engines_on_the_gpu()
             rgb = image_to_rgb(request.image, self.image_limits)
             prompt = request.prompt
             parsed = parse_prompt(prompt, rgb.shape[:2], self.image_limits) if _has_prompt(prompt) else None

@@ -85,6 +85,11 @@ class FrameWorker:
         self.counts.add("abandoned", self.mailbox.clear())
         return True
 
+    def resume(self) -> None:
+        """After a stop() that timed out: the worker goes on as if never asked to stop (the frame it
+        was inside is counted abandoned; later ones are processed)."""
+        self._loop.resume()
+
     def _take_frame(self) -> None:
         msg = self.mailbox.take(timeout=0.1)
         if msg is None:
