@@ -36,6 +36,9 @@ class CudaGraphRunner:
         self._stream: Optional[torch.cuda.Stream] = None  # one capture stream: one cuBLAS workspace
 
     def __call__(self, inputs: Dict[str, Tensor]):
+        if any(t.device.type != "cuda" for t in inputs.values()):
+            # the model is on the CPU (an inactive node answering a service): nothing to capture
+            return self.fn(inputs)
         autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
         key = (tuple((name, tuple(t.shape), t.dtype) for name, t in inputs.items()), autocast)
         if key not in self.graphs:
@@ -73,6 +76,7 @@ class CudaGraphRunner:
         """Drops the graphs and their memory pools (and the capture stream's cuBLAS workspace)."""
         self.graphs.clear()
         self._stream = None
+        self.failed = ""  # the next device (or a fixed driver) gets a fresh try
         if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):
             torch._C._cuda_clearCublasWorkspaces()
 

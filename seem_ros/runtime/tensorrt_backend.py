@@ -129,6 +129,7 @@ class TensorRTGraph:
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int64: torch.int64,
                   trt.int32: torch.int32, trt.bool: torch.bool}
         self.engine = engine
+        self.device = torch.device(device)
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = {n: dtypes[engine.get_tensor_dtype(n)] for n in names
@@ -141,6 +142,9 @@ class TensorRTGraph:
     def __call__(self, inputs: Dict[str, Tensor]) -> List[Tensor]:
         bound = []  # kept alive until the run is enqueued
         for name, dtype in self.inputs.items():
+            if inputs[name].device != self.device:  # TensorRT reads device memory: a host pointer is garbage
+                raise ValueError(f"TensorRT engine input {name} is on {inputs[name].device}, the engine on "
+                                 f"{self.device}")
             tensor = inputs[name].to(dtype).contiguous()
             bound.append(tensor)
             self.context.set_tensor_address(name, tensor.data_ptr())
