@@ -11,6 +11,7 @@ of the recording is segmented (a camera runs on and the node drops what it canno
 """
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def run(args) -> int:
     node_process = _start_node(args, checkpoint, log_path)
     rclpy.init()
     node = rclpy.create_node("seem_demo_player")
-    results = {}
+    results = {}  # stamp -> result; only the frame being waited for is kept
     node.create_subscription(SegmentationResult, "/seem_node/result",
                              lambda msg: results.__setitem__(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec,
                                                              msg), 10)
@@ -105,19 +106,36 @@ def run(args) -> int:
         header.stamp.sec, header.stamp.nanosec = stamp_ns // 10 ** 9, stamp_ns % 10 ** 9
         return image_message(header, rgb, "rgb8")
 
-    def segmented(rgb, stamp_ns: int, timeout: float):
-        """Sends the frame (again every second, best-effort) until its result is back."""
+    def segmented(rgb, stamp_ns: int, timeout: float, resend_every: float = 0.0):
+        """Sends the frame once (resend_every: again at that period, for the first frame, which
+        can be lost while discovery completes) and waits for its result."""
+        results.clear()
         deadline = time.monotonic() + timeout
+        sent = 0.0
         while time.monotonic() < deadline:
-            camera.publish(image(rgb, stamp_ns))
-            until = time.monotonic() + 1.0
-            while time.monotonic() < until:
-                rclpy.spin_once(node, timeout_sec=0.05)
-                if stamp_ns in results:
-                    return results.pop(stamp_ns)
+            if not sent or (resend_every and time.monotonic() - sent >= resend_every):
+                camera.publish(image(rgb, stamp_ns))
+                sent = time.monotonic()
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if stamp_ns in results:
+                return results.pop(stamp_ns)
             if node_process.poll() is not None:
                 raise RuntimeError(f"seem_node exited with code {node_process.returncode}; see {log_path}")
         raise RuntimeError(f"no result for the frame at {stamp_ns} ns within {timeout:g} s; see {log_path}")
+
+    def applied(kind: str) -> None:
+        """Waits until the node's log says how a prompt of this kind ended."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(log_path) as log:
+                text = log.read()
+            if f"{kind} applied" in text:
+                return
+            refused = re.search(rf"{kind} refused: (.*)", text)
+            if refused:
+                raise RuntimeError(f"seem_node refused the {kind}: {refused.group(1)}")
+            rclpy.spin_once(node, timeout_sec=0.05)
+        raise RuntimeError(f"seem_node did not apply the {kind} within 60 s; see {log_path}")
 
     code = 1
     try:
@@ -125,9 +143,11 @@ def run(args) -> int:
         if not _wait_for_log(node_process, log_path, "processing /image", 600):
             raise RuntimeError(f"seem_node did not start; see {log_path}")
         # a first frame tells the node the image size, which clicks are checked against
-        segmented(first.rgb, 1, FRAME_TIMEOUT_S)
+        segmented(first.rgb, 1, FRAME_TIMEOUT_S, resend_every=2.0)
         commands.publish(String(data=args.text))
         clicks.publish(Point(x=float(click[0]), y=float(click[1]), z=0.0))
+        applied("command")
+        applied("click")  # both before frame 0
         print(f"prompted: {args.text!r} and a click at ({click[0]:g}, {click[1]:g})", file=sys.stderr)
         ids = set()
         with RecordingWriter(args.out, args.fps) as writer:

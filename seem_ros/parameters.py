@@ -79,7 +79,7 @@ def parse_canvas(text: str) -> Canvas:
         return ()
     match = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
     if not match:
-        raise ValueError(f"expected auto, off or HxW (e.g. 512x704), got {text!r}")
+        raise ValueError(f"expected HxW (e.g. 512x704), auto or off, got {text!r}")
     height, width = int(match.group(1)), int(match.group(2))
     if height <= 0 or width <= 0 or height % 32 or width % 32:
         raise ValueError(f"{text!r}: height and width must be positive multiples of 32 (e.g. 512x704)")

@@ -1,12 +1,16 @@
 """Issue 15's defects where the behaviour is the node's, checked across processes (seem_node with
 the tiny reference checkpoint in its own process, prompts and results over DDS)."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import yaml
 
 from conftest import REPO, reference_path
 from launch_stand_ins import launched_node
 from ros_harness import (NodeProcess, answers_while_the_model_runs, apply_ros_environment, call, node_watching_a_camera,
-                         result_objects, rgb_image, spin_until)
+                         result_objects, rgb_image, ros_environment, spin_until)
 from seem_ros.parameters import from_launch_text
 from test_defects_parameters import readme_launch_lines
 
@@ -160,3 +164,31 @@ def test_lifecycle_and_prompt_services_answer_while_the_model_runs(tmp_path, ros
         assert all(answers.values()), f"a service answered only after the model finished: {answers}"
     finally:
         node.stop()
+
+
+# ---------------------------------------------------------------- the demo (item 11)
+def test_the_demo_sends_each_frame_once_and_prompts_before_the_first(tmp_path, ros):
+    """Listening beside the demo: every recorded frame is segmented exactly once (it resent each
+    frame every second, so a frame slower than that was segmented twice and the tracker counted it
+    twice) and both prompts are applied before the first recorded frame."""
+    from seem_ros_interfaces.msg import SegmentationResult
+
+    stamps = []
+    ros.create_subscription(SegmentationResult, "/seem_node/result",
+                            lambda msg: stamps.append(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec), 50)
+    tiny = reference_path("tiny")
+    demo = subprocess.Popen([sys.executable, "-m", "seem_ros.demo", str(REPO / "demo" / "zebras_pan"), "--max-frames",
+                             "4", "--checkpoint", str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml"),
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=ros_environment(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        spin_until(ros, lambda: demo.poll() is not None, 600)
+        spin_until(ros, lambda: False, 1.0)  # results still on their way
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, demo.stderr.read()[-3000:]
+    recorded = [s for s in stamps if s >= 10 ** 9]  # the size frame is stamped 1 ns
+    assert len(recorded) == 4 and len(set(recorded)) == 4, f"frames segmented more than once: {recorded}"
+    lines = [json.loads(line) for line in (tmp_path / "out" / "objects.jsonl").read_text().splitlines()]
+    assert {line["label"] for line in lines if line["frame"] == 0} == {"the zebra", "object"}

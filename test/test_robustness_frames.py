@@ -178,7 +178,7 @@ def test_a_failing_transition_logs_why_and_the_node_can_be_configured_again(tmp_
             assert call(ros, change, ChangeState.Request(transition=Transition(id=transition))).success
         assert not call(ros, change, ChangeState.Request(transition=Transition(
             id=Transition.TRANSITION_CONFIGURE))).success
-        assert node.wait_for_log("parameter mask_encoding must be one of ('image', 'rle'), got 'jpeg'", timeout=10)
+        assert node.wait_for_log("parameter mask_encoding must be one of image, rle, got 'jpeg'", timeout=10)
         assert node.wait_for_log("configure failed: the reason is logged above", timeout=10)
     finally:
         node.stop()
