@@ -22,7 +22,7 @@ y down). Masks come back at that image's size.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -136,6 +136,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+CATEGORY_CACHE_SIZE = 64  # category nouns whose class embeddings are kept
+
+
 class SeemPredictor:
     def __init__(self, model: SEEM, class_names: Sequence[str] = COCO_PANOPTIC_CLASSES,
                  num_thing_classes: int = NUM_THING_CLASSES, short_side: int = 512,
@@ -162,7 +165,9 @@ class SeemPredictor:
         self._frame: Optional[FrameFeatures] = None
         self._text_cache: "OrderedDict[str, Tuple[Tensor, Tensor]]" = OrderedDict()
         self._text_cache_size = text_cache_size
-        self._category_embeddings: Dict[Tuple[str, ...], Tensor] = {}  # decode_and_detect's vocabulary
+        # decode_and_detect's vocabulary, a row per noun (each row is computed on its own: 81
+        # templates), kept for the newest CATEGORY_CACHE_SIZE nouns
+        self._category_embeddings: "OrderedDict[str, Tensor]" = OrderedDict()
         self.set_vocabulary(class_names, num_thing_classes, class_embeddings)
         self._features = None
 
@@ -173,7 +178,7 @@ class SeemPredictor:
         self.class_embeddings = self.class_embeddings.to(device)
         self._text_cache = OrderedDict((text, tuple(t.to(device) for t in value))
                                        for text, value in self._text_cache.items())
-        self._category_embeddings = {key: e.to(device) for key, e in self._category_embeddings.items()}
+        self._category_embeddings = OrderedDict((noun, e.to(device)) for noun, e in self._category_embeddings.items())
         self._features = self._frame = None
         return self
 
@@ -453,10 +458,16 @@ class SeemPredictor:
         object queries with the categories as vocabulary: -> (a result per query, [(category
         index, result)]), instances whose class probability reaches threshold, best first;
         an instance found by two object queries (mask IoU above 0.8) is kept once."""
-        key = tuple(categories)
-        if key not in self._category_embeddings:
-            self._category_embeddings = {key: self.model.language.class_embeddings(list(key) + ["background"])}
-        decoded = self.engine.decode(self.frame, queries, class_embeddings=self._category_embeddings[key])
+        vocabulary = list(categories) + ["background"]
+        missing = [noun for noun in dict.fromkeys(vocabulary) if noun not in self._category_embeddings]
+        if missing:  # only a new noun's templates are encoded, not the whole vocabulary again
+            self._category_embeddings.update(zip(missing, self.model.language.class_embeddings(missing)))
+        for noun in vocabulary:
+            self._category_embeddings.move_to_end(noun)
+        while len(self._category_embeddings) > max(CATEGORY_CACHE_SIZE, len(vocabulary)):
+            self._category_embeddings.popitem(last=False)
+        embeddings = torch.stack([self._category_embeddings[noun] for noun in vocabulary])
+        decoded = self.engine.decode(self.frame, queries, class_embeddings=embeddings)
         results = self._results(decoded.logits, decoded.match.clamp(min=0), labels)
         best = decoded.class_logits.softmax(-1)[:, :-1].max(-1)
         order = best.values.argsort(descending=True)

@@ -128,6 +128,7 @@ class PromptApplier:
             return Outcome(True, f"{text!r}: removed {sorted(i for ids in removed.values() for i in ids)}{note}; "
                                  f"{self._objects_now()}", [i for ids in removed.values() for i in ids])
         readings = [(phrase, read_phrase(phrase)) for phrase in command.phrases]
+        self.tracker.check_category_room([reading.noun for _, reading in readings if reading.category])  # all or none
         singles = [phrase for phrase, reading in readings if not reading.category]
         added = self.tracker.add_texts(singles) if singles else []
         categories = [(phrase, self.tracker.add_category(reading.noun, phrase))

@@ -56,6 +56,7 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from ..model.frame_engine import ObjectQuery
@@ -96,6 +97,7 @@ class TrackedObject:
 
 
 TRACKED, LOST, REMOVED = "tracked", "lost", "removed"
+MAX_CATEGORIES = 16  # category commands tracked at once: each is a row of every frame's vocabulary
 
 
 @dataclass
@@ -113,10 +115,35 @@ class Added(NamedTuple):
     existing: bool  # the text already names a tracked object: its id is returned, nothing is added
 
 
+def _image_hw(prompt: VisualPrompt) -> Optional[Tuple[int, int]]:
+    """The size of the image a prompt's pixels are on, where it says (image_hw, else its mask's)."""
+    if prompt.image_hw is not None:
+        return tuple(prompt.image_hw)
+    return tuple(np.asarray(prompt.mask).shape[:2]) if prompt.mask is not None else None
+
+
+def on_image(prompt: VisualPrompt, hw: Optional[Tuple[int, int]]) -> VisualPrompt:
+    """prompt's marks in pixels of an image of size hw (a camera that changed resolution)."""
+    own = _image_hw(prompt)
+    if own is None or hw is None or own == tuple(hw):
+        return prompt
+    sy, sx = hw[0] / own[0], hw[1] / own[1]
+    mask = None if prompt.mask is None else cv2.resize(
+        (np.asarray(prompt.mask) > 0).astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return VisualPrompt(points=[(x * sx, y * sy, label) for x, y, label in prompt.points],
+                        box=None if prompt.box is None else (prompt.box[0] * sx, prompt.box[1] * sy,
+                                                             prompt.box[2] * sx, prompt.box[3] * sy),
+                        scribbles=[[(x * sx, y * sy) for x, y in line] for line in prompt.scribbles],
+                        negative_scribbles=[[(x * sx, y * sy) for x, y in line] for line in prompt.negative_scribbles],
+                        mask=mask, image_hw=tuple(hw))
+
+
 def merge_prompts(base: Optional[VisualPrompt], correction: VisualPrompt) -> VisualPrompt:
-    """base's marks plus correction's (new clicks and strokes added, masks united, the newer box)."""
+    """base's marks plus correction's (new clicks and strokes added, masks united, the newer box),
+    base's brought to the correction's image size first."""
     if base is None:
         return correction
+    base = on_image(base, _image_hw(correction))
     points = list(base.points) + [p for p in correction.points if p not in base.points]
     mask = base.mask if correction.mask is None else correction.mask if base.mask is None else (
         (np.asarray(base.mask) > 0) | (np.asarray(correction.mask) > 0))
@@ -186,8 +213,20 @@ class ObjectTracker:
         with self._lock:
             if noun.lower() in (n.lower() for n in self._categories):
                 return False
+            self._check_category_room([noun])
             self._categories[noun] = label
             return True
+
+    def check_category_room(self, nouns: Sequence[str]) -> None:
+        """Raises ValueError when tracking these nouns too would exceed MAX_CATEGORIES."""
+        with self._lock:
+            self._check_category_room(nouns)
+
+    def _check_category_room(self, nouns: Sequence[str]) -> None:
+        new = {n.lower() for n in nouns} - {n.lower() for n in self._categories}
+        if len(self._categories) + len(new) > MAX_CATEGORIES:
+            raise ValueError(f"{len(self._categories)} categories are tracked, {len(new)} more would exceed "
+                             f"{MAX_CATEGORIES} (each is searched in every frame): stop tracking one first")
 
     def categories(self) -> Dict[str, str]:
         with self._lock:
@@ -315,22 +354,24 @@ class ObjectTracker:
                     continue
                 if obj.id in merged:  # the same instance as an older track: one object, the older id
                     del self._objects[obj.id]
+                    frame_objects.append(FrameObject(obj.id, obj.label, np.zeros_like(res[0].mask), 0.0, REMOVED,
+                                                     "merged"))
                     continue
                 res, mode = res
                 obj.since_grounding = 0 if mode == "grounding" else obj.since_grounding + 1
                 found = self._found(res, reidentifying=mode == "reidentification")
-                if obj.id in appearances:
-                    obj.appearance = appearances[obj.id]
                 status = self._count(obj, found)
                 if obj.revision == snapshot.revision:
+                    if obj.id in appearances:  # not after an edit meanwhile (a reset forgets it)
+                        obj.appearance = appearances[obj.id]
                     if found:
                         obj.last = res
                         if obj.visual is not None or obj.refinement is not None:
                             obj.following, obj.refinement = True, None  # its mask prompts the next frame
                     if not obj.track or status == REMOVED:
                         del self._objects[obj.id]
-                elif found:  # edited meanwhile: the edit stands, the newest mask is its memory
-                    obj.last = res
+                elif found and obj.last is not None:  # edited meanwhile: the edit stands, the newest mask
+                    obj.last = res  # is its memory (not after a reset, which forgot what was seen)
                 mask = res.mask if found else np.zeros_like(res.mask)
                 frame_objects.append(FrameObject(obj.id, obj.label, mask, res.score, status, mode))
             for noun, detection in new_tracks:
