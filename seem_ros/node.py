@@ -304,7 +304,7 @@ class SeemNode(LifecycleNode):
             prompt = request.prompt
             parsed = parse_prompt(prompt, rgb.shape[:2], self.image_limits) if _has_prompt(prompt) else None
             start = time.perf_counter()
-            with self.model_lock, inference_context(self.cfg), self._own_canvas():
+            with self.model_lock, inference_context(self.cfg), self._one_shot_path():
                 objects = segment_once(self.predictor, rgb, parsed)
             response.result = result_message(request.image.header, rgb.shape[0], rgb.shape[1], objects,
                                              time.perf_counter() - start, self._param("mask_encoding") == "rle")
@@ -321,13 +321,21 @@ class SeemNode(LifecycleNode):
         return response
 
     @contextlib.contextmanager
-    def _own_canvas(self):
-        """An image on demand is not a camera frame: padded on its own, not into the stream's canvas."""
-        saved, self.predictor.canvas = self.predictor.canvas, None
+    def _one_shot_path(self):
+        """An image on demand never exports, builds or captures a graph inside this callback (camera
+        frames and prompt services would wait minutes on a Jetson, and every new size would stay
+        cached): with the stream's canvas set, it is letterboxed into it and the stream's graphs or
+        engines serve it; before one is set, it runs on the torch path, padded on its own."""
+        predictor = self.predictor
+        if predictor.canvas is not None:
+            yield
+            return
+        saved = predictor.image_encoder, predictor.engine.run_slots
+        predictor.image_encoder, predictor.engine.run_slots = predictor.model.encode_image, predictor.engine.decode_slots
         try:
             yield
         finally:
-            self.predictor.canvas = saved
+            predictor.image_encoder, predictor.engine.run_slots = saved
 
     # ------------------------------------------------------------------ RViz points
     def _listen_to_tf(self) -> None:

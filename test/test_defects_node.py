@@ -192,3 +192,27 @@ def test_the_demo_sends_each_frame_once_and_prompts_before_the_first(tmp_path, r
     assert len(recorded) == 4 and len(set(recorded)) == 4, f"frames segmented more than once: {recorded}"
     lines = [json.loads(line) for line in (tmp_path / "out" / "objects.jsonl").read_text().splitlines()]
     assert {line["label"] for line in lines if line["frame"] == 0} == {"the zebra", "object"}
+
+
+# ---------------------------------------------------------------- segment_image and the graphs (item 7)
+def test_segment_image_of_another_size_exports_nothing_inside_the_service(tmp_path, ros):
+    """ONNX Runtime with a fixed canvas: both graphs are exported at configure; an image of another
+    size and shape on demand is letterboxed into the canvas, so no graph is exported for it (it was
+    exported, under the model lock, inside the service callback, and kept for good)."""
+    from seem_ros_interfaces.srv import SegmentImage
+    cache = tmp_path / "engines"
+    node = NodeProcess(tmp_path / "seem_node.log", {"backend": "onnxruntime", "input_canvas": "128x160",
+                                                    "input_short_side": 128, "engine_cache_dir": str(cache)})
+    segment = ros.create_client(SegmentImage, "/seem_node/segment_image")
+    try:
+        assert node.wait_for_log("processing /image", timeout=300), node.log()
+        exported = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.onnx")}
+        assert len(exported) == 2
+        for width, height in ((300, 100), (64, 48)):
+            answer = call(ros, segment, SegmentImage.Request(image=rgb_image(width, height, stamp=3)), timeout=120)
+            assert answer.success, answer.message
+            assert all((o.mask.width, o.mask.height) == (width, height) for o in answer.result.objects)
+        assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.onnx")} == exported
+        assert node.alive()
+    finally:
+        node.stop()

@@ -64,7 +64,9 @@ class ExportedGraphs:
             path = cached_onnx(spec, export, self.cache_dir)
             self.graphs[key] = self.open_graph(path, spec, example())
             while len(self.graphs) > 2 * self.max_canvases:  # frames of ever new sizes: keep the newest
-                self.graphs.popitem(last=False)
+                (graph_name, size), _ = self.graphs.popitem(last=False)
+                LOG.info("closed the %s for %dx%d (the least recently used of more than %d canvases)",
+                         graph_name, size[0], size[1], self.max_canvases)
         self.graphs.move_to_end(key)
         return self.graphs[key]
 
