@@ -50,9 +50,7 @@ def test_a_matching_key_never_rebuilds(cache):
     assert manifest["key"] == KEY.as_dict() and len(manifest["engine_sha256"]) == 64
 
 
-@pytest.mark.parametrize("change, said", [
-    (dict(tensorrt="10.7.0"), "tensorrt: '10.3.0' -> '10.7.0'"),  # a JetPack upgrade
-    (dict(gpu="NVIDIA H100", compute_capability="9.0"), "gpu: 'Orin' -> 'NVIDIA H100'"),
+@pytest.mark.parametrize("change, said", [  # another TensorRT or GPU: test_defects_engine_cache.py
     (dict(onnx_sha256="b" * 64), "onnx_sha256"),
     (dict(shapes=(("image", (1, 3, 512, 960)),)), "shapes"),
 ])

@@ -10,6 +10,7 @@ Text encoding, prompt sampling and segment-everything stay in torch.
 """
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -21,12 +22,13 @@ from torch import Tensor
 
 from ..model.checkpoint import load_seem, remembered_sha256, resolve_checkpoint
 from ..model.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
+from ..model.prompt_templates import PROMPT_TEMPLATES
 from ..model.predictor import SeemPredictor
 from ..model.seem import SEEM
 from ..model.variants import VARIANTS
 from ..model.visual_sampler import DeterministicSampling
 from .cuda_graphs import CudaGraphEncoder, CudaGraphRunner, CudaGraphSlotDecoder
-from .engine_cache import default_cache_dir
+from .engine_cache import default_cache_dir, export_code_digest, write_atomically
 from .exported import ExportedGraphs, ort_opener
 from .onnx_graphs import DecoderSlots, default_slots
 from .tensorrt_backend import import_tensorrt, tensorrt_opener
@@ -160,11 +162,13 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
 
 def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[str], cache_dir: str) -> Tensor:
     """Class embeddings of vocabulary + background, read from / written to cache_dir ("" = no cache).
-    The key covers the checkpoint file (path, size, modification time) and the vocabulary."""
+    The key covers the checkpoint file (path, size, modification time), the vocabulary, the prompt
+    templates and the code that computes them (the model package's source digest)."""
     if not cache_dir:
         return model.language.class_embeddings(vocabulary + ["background"])
     stat = os.stat(checkpoint_path)
-    key = json.dumps([os.path.abspath(checkpoint_path), stat.st_size, stat.st_mtime_ns, vocabulary])
+    key = json.dumps([os.path.abspath(checkpoint_path), stat.st_size, stat.st_mtime_ns, vocabulary,
+                      list(PROMPT_TEMPLATES), export_code_digest()])
     path = os.path.join(cache_dir, f"class_embeddings_{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt")
     if os.path.isfile(path):
         try:
@@ -175,8 +179,9 @@ def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[
             LOG.warning("ignoring unreadable class-embedding cache %s: %s", path, exc)
     embeddings = model.language.class_embeddings(vocabulary + ["background"]).cpu()
     try:
-        os.makedirs(cache_dir, exist_ok=True)
-        torch.save(embeddings, path)
+        buffer = io.BytesIO()
+        torch.save(embeddings, buffer)
+        write_atomically(path, buffer.getvalue())  # two nodes starting together never read a half file
     except OSError as exc:
         LOG.warning("cannot cache class embeddings in %s: %s", cache_dir, exc)
     return embeddings

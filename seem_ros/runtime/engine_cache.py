@@ -9,12 +9,15 @@ and the reason is logged (a JetPack upgrade, another GPU, a corrupt file). A mat
 rebuilds. Files are written to a temporary name and renamed, so that a crash mid-write never
 leaves a half file under the real name.
 """
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
 import pathlib
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -43,12 +46,40 @@ def default_cache_dir() -> str:
 
 
 def write_atomically(path: str, data: bytes) -> None:
+    """Written to a temporary file beside path, synced to disk, then renamed over path: a crash or a
+    power cut leaves the old file or the new one, never a half one; a failed write leaves nothing."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(partial, 0o644)  # readable by a service running as another user, like a file written in place
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _sync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """An exclusive lock on path + ".lock" for as long as the block runs: two processes that would
+    export or build the same file (two nodes starting together) do it one after the other, the
+    second then finding the first one's file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=os.path.dirname(path) or ".", delete=False,
-                                     prefix=os.path.basename(path) + ".") as f:
-        f.write(data)
-    os.chmod(f.name, 0o644)  # readable by a service running as another user, like a file written in place
-    os.replace(f.name, path)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def _read_manifest(path: str) -> Optional[dict]:
@@ -91,27 +122,28 @@ def cached_onnx(spec: GraphSpec, export: Callable[[str], None], cache_dir: str =
     """The path of spec's ONNX file in cache_dir (default: default_cache_dir()), exported by
     export(path) when missing, exported by another exporter version, or changed since."""
     path = os.path.join(cache_dir or default_cache_dir(), spec.file_name())
-    reason = _stale_onnx(path, spec)
-    if reason is None:
-        return path
-    log.info("exporting the %s to %s (%s)", spec.graph, path, reason)
     folder = os.path.dirname(path)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise NotADirectoryError(f"the engine cache {folder} is not a folder")
-    os.makedirs(folder, exist_ok=True)
-    handle, partial = tempfile.mkstemp(suffix=".onnx", dir=os.path.dirname(path), prefix=spec.graph + ".")
-    os.close(handle)
-    try:
-        export(partial)
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    manifest = spec.manifest()
-    manifest["onnx_sha256"] = sha256_of(path)
-    write_atomically(path + ".json", json.dumps(manifest, indent=1).encode())
-    return path
+    with locked(path):
+        reason = _stale_onnx(path, spec)
+        if reason is None:
+            return path
+        log.info("exporting the %s to %s (%s)", spec.graph, path, reason)
+        handle, partial = tempfile.mkstemp(suffix=".onnx", dir=folder, prefix=spec.graph + ".")
+        os.close(handle)
+        try:
+            export(partial)
+            _sync(partial)
+            os.chmod(partial, 0o644)
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+        manifest = spec.manifest()
+        manifest["onnx_sha256"] = sha256_of(path)
+        write_atomically(path + ".json", json.dumps(manifest, indent=1).encode())
+        return path
 
 
 def _stale_onnx(path: str, spec: GraphSpec) -> Optional[str]:
@@ -171,11 +203,18 @@ class EngineCache:
         self.log = log
 
     def engine_path(self, onnx_path: str, key: EngineKey) -> str:
+        """Named by its GPU and TensorRT version too: two GPUs or TensorRT versions sharing a cache
+        keep an engine each instead of rebuilding over each other at every start."""
         stem = os.path.splitext(os.path.basename(onnx_path))[0]
-        return os.path.join(self.cache_dir, f"{stem}_{key.precision}.engine")
+        gpu = re.sub(r"[^A-Za-z0-9.]+", "-", f"{key.gpu}-sm{key.compute_capability}").strip("-")
+        return os.path.join(self.cache_dir, f"{stem}_{key.precision}_{gpu}_trt{key.tensorrt}.engine")
 
     def get(self, onnx_path: str, key: EngineKey) -> CachedEngine:
         path = self.engine_path(onnx_path, key)
+        with locked(path):  # another process building the same engine: wait, then use its engine
+            return self._get(onnx_path, key, path)
+
+    def _get(self, onnx_path: str, key: EngineKey, path: str) -> CachedEngine:
         reason = self.why_rebuild(path, key)
         if reason is None:
             with open(path, "rb") as f:
