@@ -1,7 +1,7 @@
-"""A failed transition leaves seem_node whole (issue 15, item 6): a deactivate that times out while a
-frame is inside the model leaves the node fully active (intake, worker, state), and it processes
-frames as before; the next deactivate, once the model is free, tears everything down. The node runs
-in this process (the tiny checkpoint), with its tracker made to block inside a frame."""
+"""seem_node's transitions, in this process (the tiny checkpoint), for issue 15. Item 6: a deactivate
+that times out while a frame is inside the model (its tracker made to block) leaves the node fully
+active (intake, worker, state) and processing frames as before; the next deactivate, once the
+model is free, tears everything down. Item 10: the tf2 listener starts at configure."""
 import threading
 import time
 
@@ -74,3 +74,19 @@ def test_a_deactivate_that_times_out_leaves_the_node_fully_active(node):
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert _state(node) == "inactive"
     assert node.frame_intake is None and node.prompt_intake is None and node.worker is None
+
+
+def test_the_tf_listener_starts_at_configure_not_at_the_first_click(node, monkeypatch):
+    """A listener made in the first RViz click's callback has heard no transform yet, so the first
+    click in another frame was always refused. tf2_ros is not installable here: a recording
+    stand-in shows when the node creates its buffer and listener."""
+    import sys
+    import types
+    created = []
+    tf2_ros = types.ModuleType("tf2_ros")
+    tf2_ros.Buffer = lambda: created.append("buffer") or object()
+    tf2_ros.TransformListener = lambda buffer, owner: created.append(("listener", owner is node))
+    monkeypatch.setitem(sys.modules, "tf2_ros", tf2_ros)
+    monkeypatch.setitem(sys.modules, "tf2_geometry_msgs", types.ModuleType("tf2_geometry_msgs"))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert created == ["buffer", ("listener", True)]
