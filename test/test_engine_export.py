@@ -106,9 +106,9 @@ def test_every_kind_of_object_in_fixed_slots_equals_torch(tiny_model, graphs):
     assert float((in_torch.match - exported.match).abs().max()) <= 1e-5
 
 
-def test_the_fixed_slot_decoder_in_torch_equals_the_engine_and_a_failed_capture_says_so(tiny_model, caplog):
-    """What a CUDA graph replays (SlotDecoderGraph over fixed slots) run eagerly: on this machine the
-    capture fails (no CUDA), which is logged and reported, and the decoder runs eagerly."""
+def test_the_fixed_slot_decoder_in_torch_equals_the_engine(tiny_model, caplog):
+    """What a CUDA graph replays (SlotDecoderGraph over fixed slots) run eagerly: host tensors (no
+    CUDA here, or an inactive node's model on the CPU) are run eagerly without trying a capture."""
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
     with torch.no_grad():
         predictor.set_image(_rgb("images/zebras2.jpg"))
@@ -122,7 +122,7 @@ def test_the_fixed_slot_decoder_in_torch_equals_the_engine_and_a_failed_capture_
     assert_close(slots.logits, engine.logits, "fixed slots vs engine")  # rounding of longer padded rows
     assert_masks_from_logits(slots.logits, engine.logits, "fixed slots vs engine")
     if not torch.cuda.is_available():
-        assert decoder.failed and "frame decoder" in caplog.text and "runs eagerly" in caplog.text
+        assert not decoder.failed and not decoder.graphs and "runs eagerly" not in caplog.text
 
 
 def test_exported_image_encoder_equals_torch(tiny_model, graphs):

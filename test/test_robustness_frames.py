@@ -145,9 +145,10 @@ def test_failing_frames_show_as_error_with_the_reason_and_a_traceback(tmp_path, 
         assert "frames failed: NotADirectoryError" in error.message
         log = node.log()
         assert "frame failed: NotADirectoryError" in log and "Traceback (most recent call last)" in log
+        # no canvas yet (every frame failed before it was set): an image on demand runs on the torch
+        # path, exporting nothing, so the broken cache does not stop it
         answer = call(ros, segment, SegmentImage.Request(image=rgb_image(64, 48, stamp=9)))
-        assert not answer.success and answer.message.startswith("internal error: NotADirectoryError")
-        assert node.wait_for_log("segment_image failed: NotADirectoryError", timeout=10)
+        assert answer.success, answer.message
         assert call(ros, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_ACTIVE
         assert node.alive()
     finally:

@@ -370,8 +370,8 @@ class ObjectTracker:
                             obj.following, obj.refinement = True, None  # its mask prompts the next frame
                     if not obj.track or status == REMOVED:
                         del self._objects[obj.id]
-                elif found and obj.last is not None:  # edited meanwhile: the edit stands, the newest mask
-                    obj.last = res  # is its memory (not after a reset, which forgot what was seen)
+                elif found and obj.refinement is not None:  # refined meanwhile: the edit stands, the newest
+                    obj.last = res  # mask is its memory (a reset, which forgot what was seen, stays forgotten)
                 mask = res.mask if found else np.zeros_like(res.mask)
                 frame_objects.append(FrameObject(obj.id, obj.label, mask, res.score, status, mode))
             for noun, detection in new_tracks:
