@@ -84,7 +84,7 @@ def main():
         predictor.engine.run_slots = CudaGraphSlotDecoder(model, default_slots(model)).decode_slots
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
-    context = inference_context(BackendConfig("", device=args.device, precision=args.precision))
+    cfg = BackendConfig("", device=args.device, precision=args.precision)
     counter = iter(range(10 ** 9))
 
     def tracker_of(kind: str, n: int, follow_memory: bool = False) -> ObjectTracker:
@@ -100,7 +100,7 @@ def main():
         """Median time of the decode of a frame whose image is encoded beforehand (not timed)."""
         samples = []
         for i in range(frames_timed + 1):  # the first frame: the objects' own prompts, then they are followed
-            with torch.inference_mode(), context:
+            with inference_context(cfg):
                 predictor.set_image(frames[next(counter) % 2])
                 if sync:
                     sync()
@@ -111,7 +111,7 @@ def main():
             samples.append((time.perf_counter() - start) * 1000)
         return float(np.median(samples[1:]))
 
-    with torch.inference_mode(), context:
+    with inference_context(cfg):
         encoder_ms = timed(lambda: predictor.set_image(frames[0]), once, sync)
         everything_ms = timed(lambda: predictor.segment_everything(), once, sync)
     results = {"image_encoder_ms": encoder_ms, "segment_everything_decoder_ms": everything_ms}
@@ -133,7 +133,7 @@ def main():
     peak = peak_gflops(args.device)
     replayed = predictor.image_encoder, predictor.engine.run_slots
     predictor.image_encoder, predictor.engine.run_slots = model.encode_image, predictor.engine.decode_slots
-    with torch.inference_mode(), context:
+    with inference_context(cfg):
         encoder_flops = flops(lambda: predictor.set_image(frames[0]))
         four = tracker_of("clicks", 4)
         four.step(predictor)
