@@ -49,5 +49,7 @@ TRT = types.SimpleNamespace(float32="float32", float16="float16", int64="int64",
 
 def test_a_tensorrt_engine_refuses_inputs_off_its_device():
     graph = TensorRTGraph(TRT, _Engine(), ["y"], "meta")  # an engine "on" another device than the input
+    assert graph.device == graph.outputs[0].device  # the buffers' own device ("cuda" -> cuda:<current>)
     with pytest.raises(ValueError, match="input x is on cpu, the engine on meta"):
         graph({"x": torch.ones(2)})
+

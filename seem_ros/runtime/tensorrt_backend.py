@@ -129,7 +129,6 @@ class TensorRTGraph:
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int64: torch.int64,
                   trt.int32: torch.int32, trt.bool: torch.bool}
         self.engine = engine
-        self.device = torch.device(device)
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = {n: dtypes[engine.get_tensor_dtype(n)] for n in names
@@ -138,6 +137,8 @@ class TensorRTGraph:
                                     device=device) for n in output_names]
         for name, buffer in zip(output_names, self.outputs):
             self.context.set_tensor_address(name, buffer.data_ptr())
+        # where the buffers really are: "cuda" names no index, its tensors are on cuda:<current>
+        self.device = self.outputs[0].device if self.outputs else torch.device(device)
 
     def __call__(self, inputs: Dict[str, Tensor]) -> List[Tensor]:
         bound = []  # kept alive until the run is enqueued
