@@ -45,16 +45,18 @@ def default_cache_dir() -> str:
     return os.path.join(cache_root(), "engines")
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Written to a temporary file beside path, synced to disk, then renamed over path: a crash or a
-    power cut leaves the old file or the new one, never a half one; a failed write leaves nothing."""
+@contextlib.contextmanager
+def replacing(path: str, prefix: Optional[str] = None, suffix: str = ""):
+    """A temporary path beside `path` for the block to write; once written it is synced to disk and
+    renamed over `path` (a crash or a power cut leaves the old file or the new one, never a half
+    one); a block that fails leaves nothing behind."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".")
+    handle, partial = tempfile.mkstemp(dir=folder, prefix=prefix or os.path.basename(path) + ".", suffix=suffix)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield partial
+        with open(partial, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(partial, 0o644)  # readable by a service running as another user, like a file written in place
         os.replace(partial, path)
@@ -63,9 +65,9 @@ def write_atomically(path: str, data: bytes) -> None:
             os.remove(partial)
 
 
-def _sync(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+def write_atomically(path: str, data: bytes) -> None:
+    with replacing(path) as partial, open(partial, "wb") as f:
+        f.write(data)
 
 
 @contextlib.contextmanager
@@ -130,16 +132,8 @@ def cached_onnx(spec: GraphSpec, export: Callable[[str], None], cache_dir: str =
         if reason is None:
             return path
         log.info("exporting the %s to %s (%s)", spec.graph, path, reason)
-        handle, partial = tempfile.mkstemp(suffix=".onnx", dir=folder, prefix=spec.graph + ".")
-        os.close(handle)
-        try:
+        with replacing(path, prefix=spec.graph + ".", suffix=".onnx") as partial:
             export(partial)
-            _sync(partial)
-            os.chmod(partial, 0o644)
-            os.replace(partial, path)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
         manifest = spec.manifest()
         manifest["onnx_sha256"] = sha256_of(path)
         write_atomically(path + ".json", json.dumps(manifest, indent=1).encode())
