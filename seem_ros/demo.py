@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -41,16 +42,19 @@ def _start_node(args, checkpoint: str, log_path: str) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=_environment())
 
 
-def _wait_for_log(process: subprocess.Popen, log_path: str, text: str, timeout: float) -> bool:
+def _wait_for_log(process: subprocess.Popen, log_path: str, pattern: str, timeout: float) -> Optional[re.Match]:
+    """The first match of the regular expression in the node's log, waiting for it; None when the
+    node exited or the time ran out first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(log_path) as log:
-            if text in log.read():
-                return True
+            found = re.search(pattern, log.read())
+        if found:
+            return found
         if process.poll() is not None:
-            return False
+            return None
         time.sleep(0.2)
-    return False
+    return None
 
 
 def _objects(msg) -> list:
@@ -125,17 +129,11 @@ def run(args) -> int:
 
     def applied(kind: str) -> None:
         """Waits until the node's log says how a prompt of this kind ended."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open(log_path) as log:
-                text = log.read()
-            if f"{kind} applied" in text:
-                return
-            refused = re.search(rf"{kind} refused: (.*)", text)
-            if refused:
-                raise RuntimeError(f"seem_node refused the {kind}: {refused.group(1)}")
-            rclpy.spin_once(node, timeout_sec=0.05)
-        raise RuntimeError(f"seem_node did not apply the {kind} within 60 s; see {log_path}")
+        outcome = _wait_for_log(node_process, log_path, rf"{kind} (applied|refused): (.*)", 60)
+        if outcome is None:
+            raise RuntimeError(f"seem_node did not apply the {kind} within 60 s; see {log_path}")
+        if outcome.group(1) == "refused":
+            raise RuntimeError(f"seem_node refused the {kind}: {outcome.group(2)}")
 
     code = 1
     try:
