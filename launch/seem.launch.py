@@ -25,15 +25,15 @@ from launch_ros.actions import Node
 from seem_ros.parameters import PARAMETERS, from_launch_text
 
 NOT_GIVEN = "(params_file)"  # the default of a parameter's launch argument: params_file's value stands
-CAMERA_ARGUMENTS = {"camera_topic": "image_topic", "camera_info_topic": "camera_info_topic"}
+CAMERA_ARGUMENTS = {"camera_topic": "image_topic", "camera_info_topic": "camera_info_topic"}  # argument: parameter
+ARGUMENT_OF = {parameter: argument for argument, parameter in CAMERA_ARGUMENTS.items()}
 
 
 def parameter_overrides(configurations: dict) -> dict:
     """The node parameters given as launch arguments (name:=value), typed as the parameters are."""
     overrides = {}
     for name in PARAMETERS:
-        argument = next((a for a, p in CAMERA_ARGUMENTS.items() if p == name), name)
-        text = configurations.get(argument, NOT_GIVEN)
+        text = configurations.get(ARGUMENT_OF.get(name, name), NOT_GIVEN)
         if text != NOT_GIVEN:
             overrides[name] = from_launch_text(name, text)
     return overrides

@@ -346,8 +346,9 @@ def eval_tracking(args: argparse.Namespace) -> int:
         print("note: not a released SEEM checkpoint (its sha256 is not one of the released files'): if its weights "
               "are untrained, like the tiny reference checkpoint's, these numbers mean nothing")
     print(table(results))
-    print(json.dumps({mode: {**{k: round(v, 4) for k, v in overall(rows).items() if k != "objects"},
-                             "objects": overall(rows)["objects"],
+    means = {mode: overall(rows) for mode, rows in results.items()}
+    print(json.dumps({mode: {"J": round(means[mode]["J"], 4), "F": round(means[mode]["F"], 4),
+                             "JF": round(means[mode]["JF"], 4), "objects": means[mode]["objects"],
                              "id_switches": sum(r.id_switches for r in rows),
                              "fps": round(sum(r.fps for r in rows) / len(rows), 3),
                              "sequences": {r.sequence: round(r.jf, 4) for r in rows}}

@@ -90,7 +90,7 @@ class SeemNode(LifecycleNode):
         self._reset_configured()
         self._reset_active()
         self._tf_buffer = None
-        self.stop_timeout_s = 10.0  # how long deactivate and cleanup wait for the worker and the applier
+        self.stop_timeout_s = 10.0  # how long deactivate, cleanup and error processing wait for the threads
 
     def _reset_configured(self) -> None:
         self.cfg: Optional[BackendConfig] = None
@@ -211,8 +211,8 @@ class SeemNode(LifecycleNode):
     @_transition("error processing")
     def on_error(self, state: State) -> TransitionCallbackReturn:
         self.get_logger().error("error processing: stopping and releasing everything; configure again to restart")
-        stopped = self._stop_active(timeout=10.0)
-        return SUCCESS if self._release_configured(timeout=10.0) and stopped else FAILURE
+        stopped = self._stop_active(timeout=self.stop_timeout_s)
+        return SUCCESS if self._release_configured(timeout=self.stop_timeout_s) and stopped else FAILURE
 
     def _stop_active(self, timeout: float, stay_active_on_failure: bool = False) -> bool:
         """Stops the frame worker, then frame and prompt intake; frees the GPU. When the worker does

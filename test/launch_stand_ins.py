@@ -36,7 +36,7 @@ def _stand_in_modules():
             "ament_index_python.packages": ament}
 
 
-def _load_module(monkeypatch):
+def launch_module(monkeypatch):
     for name, module in _stand_in_modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location("seem_launch", LAUNCH_FILE)
@@ -47,7 +47,7 @@ def _load_module(monkeypatch):
 
 def launch_entities(monkeypatch) -> list:
     """What generate_launch_description() returns, as recorded stand-ins."""
-    return _load_module(monkeypatch).generate_launch_description().args[0]
+    return launch_module(monkeypatch).generate_launch_description().args[0]
 
 
 def declared_arguments(monkeypatch) -> dict:
