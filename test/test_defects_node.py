@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 
 from conftest import REPO, reference_path
-from launch_stand_ins import launched_node
+from launch_stand_ins import launch_module, launched_node
 from ros_harness import (NodeProcess, answers_while_the_model_runs, apply_ros_environment, call, node_watching_a_camera,
                          result_objects, rgb_image, ros_environment, spin_until)
 from seem_ros.parameters import from_launch_text
@@ -21,7 +21,6 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from seem_ros_interfaces.msg import SegmentationPrompt  # noqa: E402
 
-PARAMETER_OF = {"camera_topic": "image_topic"}  # launch arguments named otherwise than their parameter
 RELIABLE_KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 def test_a_click_on_a_text_object_changes_its_mask_in_the_node_from_the_next_frame_and_the_change_holds(
@@ -79,7 +78,8 @@ def test_each_readme_launch_line_reaches_the_nodes_parameters(tmp_path, ros, mon
             seen = _parameters(ros, list(overrides))
         finally:
             node.stop()
-        expected = {PARAMETER_OF.get(name, name): from_launch_text(PARAMETER_OF.get(name, name), value)
+        parameter_of = launch_module(monkeypatch).CAMERA_ARGUMENTS  # arguments named otherwise than their parameter
+        expected = {parameter_of.get(name, name): from_launch_text(parameter_of.get(name, name), value)
                     for name, value in {**arguments, **tiny}.items() if name != "fastdds_profile"}
         assert {name: seen[name] for name in expected} == expected, line
         assert f"({tiny['model_config']}, {overrides.get('backend', 'torch')}, {overrides.get('device', 'cpu')}" \
@@ -112,7 +112,8 @@ def test_a_checkpoint_path_with_a_typo_is_named_and_never_downloaded(tmp_path):
 
 # ---------------------------------------------------------------- executor threads (item 13)
 def test_prompt_callers_waiting_on_a_busy_model_leave_threads_for_the_lifecycle_services(tmp_path, ros):
-    """segment_image holds the model for seconds (input_short_side 1536); an example-region prompt
+    """segment_image holds the model for seconds (input_short_side 2048: ~15 s on a 2-core CPU,
+    several on a fast one, against ~1 s of set-up before the check); an example-region prompt
     needs the model too, so the applier waits behind it and every later prompt behind that. Eight
     more set_prompt calls then wait; the lifecycle services must still answer while the model is
     busy, and the calls beyond the waiting limit are refused at once, changing nothing."""
@@ -120,7 +121,7 @@ def test_prompt_callers_waiting_on_a_busy_model_leave_threads_for_the_lifecycle_
     from seem_ros_interfaces.srv import SegmentImage, SetPrompt
     from sensor_msgs.msg import Image
 
-    node = NodeProcess(tmp_path / "seem_node.log", {"input_short_side": 1536})
+    node = NodeProcess(tmp_path / "seem_node.log", {"input_short_side": 2048})
     segment = ros.create_client(SegmentImage, "/seem_node/segment_image")
     set_prompt = ros.create_client(SetPrompt, "/seem_node/set_prompt")
     get_state = ros.create_client(GetState, "/seem_node/get_state")
@@ -129,11 +130,11 @@ def test_prompt_callers_waiting_on_a_busy_model_leave_threads_for_the_lifecycle_
         call(ros, get_state, GetState.Request())  # discovery done, connections warm
         assert set_prompt.wait_for_service(timeout_sec=30) and segment.wait_for_service(timeout_sec=30)
         busy = segment.call_async(SegmentImage.Request(image=rgb_image(640, 480, stamp=5)))
-        spin_until(ros, lambda: False, 1.0)
+        spin_until(ros, lambda: False, 0.3)
         region = Image(height=240, width=320, encoding="mono8", step=320, data=bytes([255]) * (320 * 240))
         example = set_prompt.call_async(SetPrompt.Request(prompt=SegmentationPrompt(
             reference_image=rgb_image(320, 240, stamp=6), reference_mask=region, label="example")))
-        spin_until(ros, lambda: False, 0.5)
+        spin_until(ros, lambda: False, 0.2)
         texts = [set_prompt.call_async(SetPrompt.Request(prompt=SegmentationPrompt(text=f"thing {i}")))
                  for i in range(8)]
         refused_at_once = lambda: [f for f in texts if f.done() and "already waiting" in f.result().message]  # noqa: E731

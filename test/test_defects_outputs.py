@@ -99,3 +99,13 @@ def test_a_wheel_carries_the_message_files_its_bags_register(tmp_path):
     assert run.returncode == 0, run.stderr
     module, folder = run.stdout.split()
     assert module.startswith(str(site)) and folder == str(site / "seem_ros" / "msg")
+
+
+def test_the_demo_refuses_a_users_folder_before_starting_anything(tmp_path):
+    before = _users_folder(tmp_path)
+    tiny = reference_path("tiny")
+    run = subprocess.run([sys.executable, "-m", "seem_ros.demo", str(DOG), "--out", str(tmp_path), "--checkpoint",
+                          str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "did not write" in run.stderr and "--overwrite" in run.stderr, run.stderr
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
