@@ -31,7 +31,7 @@ setup(
         (f"share/{PACKAGE}/config", ["config/seem.yaml", "config/fastdds_large_shm.xml"]),
     ],
     cmdclass={"build_py": BuildWithMessages},
-    entry_points={"console_scripts": ["seem_node = seem_ros.node_process:main", "seem-ros = seem_ros.cli:main"]},
+    entry_points={"console_scripts": ["seem_node = seem_ros.node.process:main", "seem-ros = seem_ros.tools.cli:main"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="seem_ros developers",

@@ -7,7 +7,7 @@ Two decode paths in the same run, on the same frames and objects (clicked object
 masks, as in tracking; text objects):
 - before: the research API the tracker used before the frame engine (predict_visual with the image
   features repeated per prompt, predict_text, all 101 object queries at every layer);
-- engine: the frame engine (one pass for all objects, see seem_ros/model/frame_engine.py).
+- engine: the frame engine (one pass for all objects, see seem_ros/inference/frame_engine.py).
 Also ONNX Runtime against PyTorch for the image encoder (CPU), and the FLOPs of each stage with the
 GFLOP/s achieved against this machine's measured matmul peak. Prints a table; the last line is JSON
 (ms unless named otherwise) with decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and
@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from seem_ros.model.checkpoint import config_for
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendConfig, inference_context
@@ -33,6 +32,7 @@ from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
 from seem_ros.tracking.tracker import ObjectTracker
+from seem_ros.weights import config_for
 from timing import timed
 
 

@@ -13,11 +13,11 @@ import tempfile
 import numpy as np
 import torch
 
-from seem_ros.model.checkpoint import config_for
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
+from seem_ros.weights import config_for
 from timing import timed
 
 

@@ -46,8 +46,8 @@ def float64_records() -> list:
     official float32 outputs are from (nearly) exact arithmetic."""
     import noise_model
     from conftest import load_case, reference_path
-    from seem_ros.model.checkpoint import load_seem
-    from seem_ros.model.predictor import SeemPredictor
+    from seem_ros.inference.predictor import SeemPredictor
+    from seem_ros.weights import load_seem
 
     records = []
     os.environ["SEEM_NOISE_REPORT"] = path = tempfile.mktemp(suffix=".jsonl")

@@ -137,7 +137,7 @@ class Soak:
         corrupt.write_bytes(b"\x80\x04 not a checkpoint")
         params = {"checkpoint": str(corrupt), "model_config": self.args.config, "image_topic": "/image",
                   "stats_period": 1.0}
-        cmd = [sys.executable, "-m", "seem_ros.node_process", "--ros-args"]
+        cmd = [sys.executable, "-m", "seem_ros.node.process", "--ros-args"]
         for key, value in params.items():
             cmd += ["-p", f"{key}:={value}"]
         self.log = open(self.log_path, "w")

@@ -22,7 +22,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
-from seem_ros.parameters import PARAMETERS, from_launch_text
+from seem_ros.node.parameters import PARAMETERS, from_launch_text
 
 NOT_GIVEN = "(params_file)"  # the default of a parameter's launch argument: params_file's value stands
 CAMERA_ARGUMENTS = {"camera_topic": "image_topic", "camera_info_topic": "camera_info_topic"}  # argument: parameter

@@ -17,4 +17,4 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
   SOURCE="$1"
   shift
 fi
-exec "$ROOT/.venv/bin/python" -m seem_ros.demo "$SOURCE" "$@"
+exec "$ROOT/.venv/bin/python" -m seem_ros.tools.demo "$SOURCE" "$@"

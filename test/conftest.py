@@ -32,7 +32,7 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_config):
-    from seem_ros.model.checkpoint import load_seem
+    from seem_ros.weights import load_seem
     torch.set_num_threads(int(os.environ.get("SEEM_TEST_THREADS", "2")))  # benchmarks/noise_table.py varies it
     return load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
 

@@ -44,7 +44,7 @@ class NodeProcess:
                                             "model_config": str(reference_path("tiny", "tiny_config.yaml")),
                                             "image_topic": "/image", "stats_period": 2.0}
         defaults.update(params or {})
-        args: List[str] = [sys.executable, "-m", "seem_ros.node_process", "--ros-args"]
+        args: List[str] = [sys.executable, "-m", "seem_ros.node.process", "--ros-args"]
         for path in params_files:
             args += ["--params-file", str(path)]
         for key, value in defaults.items():

@@ -13,7 +13,7 @@ from conftest import REPO, reference_path
 
 def _segment(*args, cwd=REPO):
     tiny = reference_path("tiny")
-    return subprocess.run([sys.executable, "-m", "seem_ros.cli", "segment", *args, "--checkpoint",
+    return subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "segment", *args, "--checkpoint",
                            str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml")],
                           cwd=cwd, capture_output=True, text=True, timeout=300)
 
@@ -71,7 +71,7 @@ def test_info_lists_versions_and_the_engine_cache(tmp_path):
     cache = tmp_path / "cache"
     (cache / "engines").mkdir(parents=True)
     (cache / "engines" / "seem_encoder_focalt_v1_x_512x704_fp32.onnx").write_bytes(b"x" * 1000)
-    done = subprocess.run([sys.executable, "-m", "seem_ros.cli", "info"], cwd=REPO, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "info"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={"SEEM_ROS_CACHE_DIR": str(cache), "HF_HUB_CACHE": str(tmp_path / "hub"),
                                             "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
@@ -84,12 +84,12 @@ def test_info_lists_versions_and_the_engine_cache(tmp_path):
 def test_download_offline_says_which_file_its_sha256_and_where_to_put_it(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "PATH": "/usr/bin:/bin",
            "SEEM_ROS_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "seem_ros.cli", "download"], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "download"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "seem_focalt_v1.pt" in done.stderr
     assert "675e86a033a3cc4bc6fa906e4c7e1878dd11728ef8858a457a4a45cf3f2987b2" in done.stderr
     assert f"place it at {tmp_path / 'seem_focalt_v1.pt'}" in done.stderr
-    unknown = subprocess.run([sys.executable, "-m", "seem_ros.cli", "download", "seem_unknown.pt"], cwd=REPO,
+    unknown = subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "download", "seem_unknown.pt"], cwd=REPO,
                              capture_output=True, text=True, timeout=120, env=env)
     assert unknown.returncode == 2 and "released: seem_focall_v1.pt" in unknown.stderr

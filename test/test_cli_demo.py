@@ -36,7 +36,7 @@ def test_demo_runs_the_node_on_a_sequence_and_writes_video_objects_labels_and_a_
 
 
 def test_demo_explains_a_bad_source_or_click_with_exit_code_2(tmp_path):
-    demo = [sys.executable, "-m", "seem_ros.demo"]
+    demo = [sys.executable, "-m", "seem_ros.tools.demo"]
     dog = str(reference_path("davis", "JPEGImages", "480p", "dog"))
     for args, says in (([str(tmp_path / "missing.mp4")], "does not exist"),
                        ([dog, "--click", "5000,1"], "outside the 854x480 frames")):

@@ -17,7 +17,7 @@ FRAMES = 4
 
 def _track(*args):
     tiny = reference_path("tiny")
-    return subprocess.run([sys.executable, "-m", "seem_ros.cli", "track", *map(str, args), "--checkpoint",
+    return subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "track", *map(str, args), "--checkpoint",
                            str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml")],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
 
@@ -62,8 +62,8 @@ def test_track_writes_the_overlay_video_label_images_and_objects(tracked):
 
 def test_the_bag_holds_the_input_frames_and_the_outputs_with_the_packages_types(tracked):
     from rosbags.highlevel import AnyReader
-    from seem_ros.ros_in.sources import FrameSource
-    from seem_ros.ros_out.bag_recording import typestore
+    from seem_ros.tools.bag_recording import typestore
+    from seem_ros.tools.sources import FrameSource
     out, _ = tracked
     frames = list(FrameSource(str(out / "bag"), topic="/image"))
     assert [f.index for f in frames] == list(range(FRAMES))
@@ -132,8 +132,8 @@ def test_a_bag_with_several_image_topics_needs_one_chosen(tracked, tmp_path):
 
 def test_a_sqlite3_bag_with_compressed_images_is_read_by_the_chosen_topic(tmp_path):
     from rosbags.rosbag2 import Writer
-    from seem_ros.ros_in.sources import FrameSource
-    from seem_ros.ros_out.bag_recording import typestore
+    from seem_ros.tools.bag_recording import typestore
+    from seem_ros.tools.sources import FrameSource
     store = typestore()
     compressed, image, header, time = (store.types[t] for t in (
         "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO, reference_path
-from seem_ros.model.predictor import MaskResult
-from seem_ros.tracking.evaluation import overall, read_davis, run_sequence
+from seem_ros.inference.predictor import MaskResult
+from seem_ros.tools.evaluation import overall, read_davis, run_sequence
 
 DOG = reference_path("davis", "JPEGImages", "480p", "dog")
 H, W = 480, 854
@@ -75,14 +75,14 @@ def test_each_object_of_a_multi_object_annotation_is_prompted_and_scored_on_its_
 def test_void_pixels_are_left_out_of_j(tmp_path):
     (sequence,) = read_davis(str(_davis_2017(tmp_path, frames=3, unannotated=())))
     assert sequence.void(1).sum() == 5 * 150
-    from seem_ros.tracking.evaluation import region_similarity
+    from seem_ros.tools.evaluation import region_similarity
     with_void_band = sequence.truth(1, 2) | sequence.void(1)
     assert region_similarity(with_void_band, sequence.truth(1, 2), sequence.void(1)) == 1.0
 
 
 def test_eval_tracking_runs_the_model_on_a_multi_object_sequence_with_unannotated_frames(tmp_path):
     tiny = reference_path("tiny")
-    done = subprocess.run([sys.executable, "-m", "seem_ros.cli", "eval-tracking", "--checkpoint",
+    done = subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "eval-tracking", "--checkpoint",
                            str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml"), "--davis",
                            str(_davis_2017(tmp_path)), "--modes", "propagation,tracker"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -16,7 +16,7 @@ import rclpy  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from seem_ros.node import SeemNode  # noqa: E402
+from seem_ros.node.node import SeemNode  # noqa: E402
 
 
 @pytest.fixture

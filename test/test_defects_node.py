@@ -11,7 +11,7 @@ from conftest import REPO, reference_path
 from launch_stand_ins import launch_module, launched_node
 from ros_harness import (NodeProcess, answers_while_the_model_runs, apply_ros_environment, call, node_watching_a_camera,
                          result_objects, rgb_image, ros_environment, spin_until)
-from seem_ros.parameters import from_launch_text
+from seem_ros.node.parameters import from_launch_text
 from test_defects_parameters import readme_launch_lines
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
@@ -178,7 +178,7 @@ def test_the_demo_sends_each_frame_once_and_prompts_before_the_first(tmp_path, r
     ros.create_subscription(SegmentationResult, "/seem_node/result",
                             lambda msg: stamps.append(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec), 50)
     tiny = reference_path("tiny")
-    demo = subprocess.Popen([sys.executable, "-m", "seem_ros.demo", str(REPO / "demo" / "zebras_pan"), "--max-frames",
+    demo = subprocess.Popen([sys.executable, "-m", "seem_ros.tools.demo", str(REPO / "demo" / "zebras_pan"), "--max-frames",
                              "4", "--checkpoint", str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml"),
                              "--out", str(tmp_path / "out")], cwd=REPO, env=ros_environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,14 +11,14 @@ import zipfile
 import pytest
 
 from conftest import REPO, reference_path
-from seem_ros.ros_out.recording import MARKER, OutputFolderRefused, claim_output_folder
+from seem_ros.tools.recording import MARKER, OutputFolderRefused, claim_output_folder
 
 DOG = reference_path("davis", "JPEGImages", "480p", "dog")
 
 
 def _track(out, *extra):
     tiny = reference_path("tiny")
-    return subprocess.run([sys.executable, "-m", "seem_ros.cli", "track", str(DOG), "--text", "the dog",
+    return subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "track", str(DOG), "--text", "the dog",
                            "--max-frames", "1", "--out", str(out), *extra, "--checkpoint", str(tiny / "tiny_seem.pt"),
                            "--config", str(tiny / "tiny_config.yaml")],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -92,7 +92,7 @@ def test_a_wheel_carries_the_message_files_its_bags_register(tmp_path):
     assert {f"seem_ros/msg/{p.name}" for p in (REPO / "msg").glob("*.msg")} <= set(names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("import seem_ros, sys; from seem_ros.ros_out.bag_recording import interface_message_dir, typestore; "
+    probe = ("import seem_ros, sys; from seem_ros.tools.bag_recording import interface_message_dir, typestore; "
              "typestore(); print(seem_ros.__file__); print(interface_message_dir())")
     run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(site), "AMENT_PREFIX_PATH": ""})
@@ -104,7 +104,7 @@ def test_a_wheel_carries_the_message_files_its_bags_register(tmp_path):
 def test_the_demo_refuses_a_users_folder_before_starting_anything(tmp_path):
     before = _users_folder(tmp_path)
     tiny = reference_path("tiny")
-    run = subprocess.run([sys.executable, "-m", "seem_ros.demo", str(DOG), "--out", str(tmp_path), "--checkpoint",
+    run = subprocess.run([sys.executable, "-m", "seem_ros.tools.demo", str(DOG), "--out", str(tmp_path), "--checkpoint",
                           str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "did not write" in run.stderr and "--overwrite" in run.stderr, run.stderr

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import REPO
 from launch_stand_ins import declared_arguments, launched_node
-from seem_ros.model.checkpoint import CheckpointError, resolve_checkpoint
-from seem_ros.parameters import PARAMETERS, from_launch_text, parameter_errors
+from seem_ros.node.parameters import PARAMETERS, from_launch_text, parameter_errors
+from seem_ros.weights import CheckpointError, resolve_checkpoint
 
 
 def readme_launch_lines():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import track_frames
-from seem_ros.model.predictor import MaskResult, VisualPrompt
+from seem_ros.inference.predictor import MaskResult, VisualPrompt
 from seem_ros.tracking.association import mask_iou
 from seem_ros.tracking.tracker import MAX_CATEGORIES, REMOVED, ObjectTracker, merge_prompts
 from test_tracking_categories import DetectingPredictor, _box
@@ -63,7 +63,7 @@ def test_a_merged_category_track_ends_with_a_removed_report():
 
 
 def test_categories_are_bounded_and_a_refused_command_changes_nothing():
-    from seem_ros.prompts.applier import PromptApplier
+    from seem_ros.node.applier import PromptApplier
     from seem_ros.prompts.queue import PromptQueue
     from seem_ros.ros_in.image_conversion import ImageLimits
 
@@ -86,7 +86,7 @@ def test_categories_are_bounded_and_a_refused_command_changes_nothing():
 
 def test_a_new_category_encodes_only_its_own_embedding(tiny_model, monkeypatch):
     import copy
-    from seem_ros.model.predictor import SeemPredictor
+    from seem_ros.inference.predictor import SeemPredictor
     predictor = SeemPredictor(copy.deepcopy(tiny_model))
     encoded = []
     language = predictor.model.language

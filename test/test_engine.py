@@ -1,4 +1,4 @@
-"""The frame engine (seem_ros/model/frame_engine.py) against the official outputs and against
+"""The frame engine (seem_ros/inference/frame_engine.py) against the official outputs and against
 itself: every single-object parity case through the engine (replaying the official draws), object
 queries that never reach prompt outputs, objects that do not influence one another, attention masks
 predicted at each level's size, and the tracker's one pass per frame."""
@@ -14,9 +14,9 @@ from conftest import held_tensors, load_case, reference_path
 from noise_model import assert_close, assert_masks_from_logits
 from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt, every_kind_of_object
 from replay import ReplayedRandomness
-from seem_ros.model.frame_engine import ObjectQuery
-from seem_ros.model.postprocess import upsample_and_crop
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.frame_engine import ObjectQuery
+from seem_ros.inference.postprocess import upsample_and_crop
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.tracking.tracker import ObjectTracker
 
@@ -225,9 +225,8 @@ def test_the_frame_worker_locks_the_canvas_on_the_first_frame(tiny_model):
     import threading
     import time
     from types import SimpleNamespace
-    from seem_ros.prompts.applier import ImageSize
-    from seem_ros.ros_in.latest_frame import LatestFrame
-    from seem_ros.runtime.frame_worker import FrameCounts, FrameWorker
+    from seem_ros.node.frame_worker import FrameCounts, FrameWorker
+    from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
     from seem_ros.throttled_log import ThrottledLog
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
     mailbox, padded = LatestFrame(), []

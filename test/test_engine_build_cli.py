@@ -12,7 +12,7 @@ from seem_ros.runtime.backends import BackendConfig, create_predictor
 
 
 def _run(*args, cache):
-    return subprocess.run([sys.executable, "-m", "seem_ros.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={"SEEM_ROS_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"})
 
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 from conftest import load_case, reference_path
 from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt
-from seem_ros.model.postprocess import upsample_and_crop
-from seem_ros.model.predictor import SeemPredictor
+from seem_ros.inference.postprocess import upsample_and_crop
+from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.model.visual_sampler import DecoderRandomness, DeterministicSampling
 
 CASES = {**DEMO_PROMPTS, **{name: eval_prompt for name in EVAL_CASES}}

@@ -5,7 +5,7 @@ import yaml
 
 from conftest import REPO
 from launch_stand_ins import declared_arguments, launch_entities, launched_node
-from seem_ros.parameters import PARAMETERS
+from seem_ros.node.parameters import PARAMETERS
 
 
 def test_launch_declares_arguments_node_and_params(monkeypatch):

@@ -2,10 +2,10 @@
 import numpy as np
 import torch
 
-from seem_ros.model.checkpoint import config_for
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.pixel_decoder_deform import deformable_attention
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
 from seem_ros.model.seem import SEEM
+from seem_ros.weights import config_for
 
 
 def bilinear_zero_padded(feature, x, y):

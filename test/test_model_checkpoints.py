@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import reference_path
-from seem_ros.model.checkpoint import CheckpointError, config_for, load_seem, verify_known_checkpoint
 from seem_ros.model.seem import SEEM
+from seem_ros.weights import CheckpointError, config_for, load_seem, verify_known_checkpoint
 
 MANIFESTS = {
     "focalt_v1": "focalt_unicl_lang_v1",
@@ -108,7 +108,7 @@ def test_unreachable_hub_says_where_to_put_the_file(tmp_path, monkeypatch):
 
 
 def test_v0_checkpoints_are_not_run_as_v1():
-    from seem_ros.model.predictor import SeemPredictor
+    from seem_ros.inference.predictor import SeemPredictor
     with torch.device("meta"):
         model = SEEM(config_for("focalt_v0"))
     with pytest.raises(NotImplementedError, match="only SEEM v1"):
@@ -116,7 +116,7 @@ def test_v0_checkpoints_are_not_run_as_v1():
 
 
 def test_a_released_file_is_hashed_once_per_identity(tmp_path, monkeypatch):
-    import seem_ros.model.checkpoint as checkpoint
+    import seem_ros.weights as checkpoint
     monkeypatch.setenv("SEEM_ROS_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "released.pt"
     path.write_bytes(b"weights" * 1000)

@@ -11,10 +11,10 @@ from torch.nn import functional as F
 from conftest import load_case, reference_path
 from noise_model import NEAR_TIE_PROBABILITY, assert_close, assert_decided_equal
 from replay import ReplayedRandomness
-from seem_ros.model.coco_classes import COCO_PANOPTIC_CLASSES
-from seem_ros.model.postprocess import (resize, semantic_inference, semantic_postprocess, top2_gap,
+from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
+from seem_ros.inference.postprocess import (resize, semantic_inference, semantic_postprocess, top2_gap,
                                         upsample_and_crop)
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 
 
 def image(case, key="input/image_uint8_hwc"):

@@ -6,7 +6,7 @@ import pytest
 from geometry_msgs.msg import Point
 
 from conftest import load_case
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 from seem_ros.prompts.text_commands import CommandError, parse_command
 from seem_ros.ros_in.latest_frame import LatestFrame
 from seem_ros.ros_in.prompt_messages import PromptError, parse_prompt, project_to_pixel

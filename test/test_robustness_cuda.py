@@ -13,14 +13,13 @@ import torch
 from PIL import Image
 
 from conftest import load_case, reference_path
-from seem_ros.model.coco_classes import COCO_PANOPTIC_CLASSES
-from seem_ros.model.predictor import SeemPredictor, VisualPrompt
-from seem_ros.prompts.applier import ImageSize
-from seem_ros.ros_in.latest_frame import LatestFrame
+from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.node.frame_worker import FrameCounts, FrameWorker
+from seem_ros.node.segment_image import segment_once
+from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.prompt_messages import ParsedPrompt
 from seem_ros.runtime.backends import BackendConfig, inference_context, move_predictor
-from seem_ros.runtime.frame_worker import FrameCounts, FrameWorker
-from seem_ros.runtime.one_shot import segment_once
 from seem_ros.throttled_log import ThrottledLog
 from seem_ros.tracking.tracker import ObjectTracker
 

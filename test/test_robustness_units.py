@@ -14,16 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from seem_ros.model.predictor import MaskResult, VisualPrompt
-from seem_ros.prompts.applier import ImageSize, PromptApplier
+from seem_ros.inference.predictor import MaskResult, VisualPrompt
+from seem_ros.node.applier import PromptApplier
+from seem_ros.node.frame_worker import FrameCounts, FrameWorker
 from seem_ros.prompts.queue import PromptQueue, PromptRequest
 from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, compressed_to_rgb, image_to_rgb
-from seem_ros.ros_in.latest_frame import LatestFrame
+from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.sequence_gaps import SequenceGaps
 from seem_ros.ros_out.diagnostics import NodeCounts, assess
 from seem_ros.ros_out.encoding import LabelSlots
 from seem_ros.runtime import backends
-from seem_ros.runtime.frame_worker import FrameCounts, FrameWorker
 from seem_ros.throttled_log import ThrottledLog, message_kind
 from seem_ros.tracking.tracker import ObjectTracker
 from seem_ros_interfaces.msg import SegmentationPrompt

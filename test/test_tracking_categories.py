@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import track_frames
-from seem_ros.model.predictor import MaskResult
+from seem_ros.inference.predictor import MaskResult
 from seem_ros.prompts.text_commands import read_phrase
 from seem_ros.tracking.association import match_by_iou, optimal_assignment
 from seem_ros.tracking.tracker import ObjectTracker
@@ -162,7 +162,7 @@ def test_the_real_model_detects_categories_in_the_same_decoder_pass(tiny_model, 
     import copy
     from PIL import Image
     from conftest import reference_path
-    from seem_ros.model.predictor import SeemPredictor
+    from seem_ros.inference.predictor import SeemPredictor
     from seem_ros.model.visual_sampler import DeterministicSampling
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
     passes = []

@@ -1,4 +1,4 @@
-"""Tracking evaluation (seem_ros/tracking/evaluation.py, `seem-ros eval-tracking`): the DAVIS
+"""Tracking evaluation (seem_ros/tools/evaluation.py, `seem-ros eval-tracking`): the DAVIS
 metrics against hand-computed values, the official video cases through the tracker's own code
 path (draws replayed), and the command run as a user runs it on the shared DAVIS frames."""
 import json
@@ -12,8 +12,8 @@ import torch
 from conftest import REPO, load_case, reference_path
 from noise_model import assert_close
 from replay import ReplayedRandomness
-from seem_ros.model.predictor import MaskResult, SeemPredictor, VisualPrompt
-from seem_ros.tracking.evaluation import boundary_f_measure, read_davis, region_similarity
+from seem_ros.inference.predictor import MaskResult, SeemPredictor, VisualPrompt
+from seem_ros.tools.evaluation import boundary_f_measure, read_davis, region_similarity
 from seem_ros.tracking.tracker import ObjectTracker
 
 
@@ -108,7 +108,7 @@ def test_davis_sequences_are_read_with_their_ground_truth():
 
 def _eval(*args):
     tiny = reference_path("tiny")
-    return subprocess.run([sys.executable, "-m", "seem_ros.cli", "eval-tracking", "--checkpoint",
+    return subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "eval-tracking", "--checkpoint",
                            str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml"), *args],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
 

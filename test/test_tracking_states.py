@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import track_frames
-from seem_ros.model.predictor import MaskResult, VisualPrompt
+from seem_ros.inference.predictor import MaskResult, VisualPrompt
 from seem_ros.tracking.tracker import LOST, REMOVED, TRACKED, ObjectTracker
 
 H, W = 40, 60
@@ -165,7 +165,7 @@ def test_a_negative_click_changes_a_tracked_objects_mask_from_the_next_frame(tin
     import copy
     from PIL import Image
     from conftest import reference_path
-    from seem_ros.model.predictor import SeemPredictor
+    from seem_ros.inference.predictor import SeemPredictor
     from seem_ros.model.visual_sampler import DeterministicSampling
     rgb = np.asarray(Image.open(reference_path("images", "zebras1.jpg")).convert("RGB"))
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
@@ -199,8 +199,9 @@ def test_a_refinement_message_may_hold_only_negative_clicks():
 
 
 def test_a_click_where_a_lost_object_was_last_seen_revives_it_and_elsewhere_adds_one():
-    from seem_ros.prompts.applier import ImageSize, PromptApplier
+    from seem_ros.node.applier import PromptApplier
     from seem_ros.prompts.queue import PromptQueue
+    from seem_ros.ros_in.latest_frame import ImageSize
     from seem_ros.throttled_log import ThrottledLog
     frames = [{"cup": (_box(5, 5), 0.9)}] + [{}] * 3 + [{"cup": (_box(5, 5), 0.9)}]
     predictor = ScriptedPredictor(frames, {(8, 8): "cup", (50.0, 30.0): "plate"})

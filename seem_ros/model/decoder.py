@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .language_encoder import LanguageEncoder
-from .layers import MLP, ConvNorm, MultiheadAttention, PositionEmbeddingSine
-from .visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
+from seem_ros.model.language_encoder import LanguageEncoder
+from seem_ros.model.layers import MLP, ConvNorm, MultiheadAttention, PositionEmbeddingSine
+from seem_ros.model.visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
 
 
 @dataclass

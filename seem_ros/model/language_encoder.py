@@ -6,9 +6,9 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import MultiheadAttention
-from .prompt_templates import PROMPT_TEMPLATES
-from .tokenizer import ClipTokenizer
+from seem_ros.model.layers import MultiheadAttention
+from seem_ros.model.prompt_templates import PROMPT_TEMPLATES
+from seem_ros.model.tokenizer import ClipTokenizer
 
 
 class TFLayerNorm(nn.Module):

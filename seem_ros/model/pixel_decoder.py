@@ -5,7 +5,7 @@ from typing import Dict, List, Tuple
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .layers import ConvNorm, PositionEmbeddingSine, TransformerEncoderLayer, group_norm
+from seem_ros.model.layers import ConvNorm, PositionEmbeddingSine, TransformerEncoderLayer, group_norm
 
 
 class TransformerEncoder(nn.Module):

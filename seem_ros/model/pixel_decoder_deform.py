@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .layers import ConvNorm, PositionEmbeddingSine, group_norm
+from seem_ros.model.layers import ConvNorm, PositionEmbeddingSine, group_norm
 
 DEFORM_FFN_DIM = 1024  # the official decoder hard-codes 1024 for its deformable encoder
 N_POINTS = 4

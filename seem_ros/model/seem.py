@@ -7,14 +7,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .backbone_davit import DaViT
-from .backbone_focal import FocalConfig, FocalNet
-from .backbone_sam import SamViT
-from .decoder import DecoderConfig, SEEMDecoder
-from .language_encoder import LanguageEncoder
-from .pixel_decoder import TransformerEncoderPixelDecoder
-from .pixel_decoder_deform import MSDeformAttnPixelDecoder
-from .tokenizer import ClipTokenizer
+from seem_ros.model.backbone_davit import DaViT
+from seem_ros.model.backbone_focal import FocalConfig, FocalNet
+from seem_ros.model.backbone_sam import SamViT
+from seem_ros.model.decoder import DecoderConfig, SEEMDecoder
+from seem_ros.model.language_encoder import LanguageEncoder
+from seem_ros.model.pixel_decoder import TransformerEncoderPixelDecoder
+from seem_ros.model.pixel_decoder_deform import MSDeformAttnPixelDecoder
+from seem_ros.model.tokenizer import ClipTokenizer
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)

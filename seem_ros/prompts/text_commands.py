@@ -61,12 +61,6 @@ def parse_command(text: str) -> TextCommand:
     return TextCommand("add", phrases)
 
 
-def same_object(label: str, phrase: str) -> bool:
-    """Whether `phrase` (from "stop tracking X") names the object labelled `label`."""
-    strip = lambda s: re.sub(r"^(the|a|an)\s+", "", s.strip().lower())  # noqa: E731
-    return strip(label) == strip(phrase)
-
-
 _QUANTIFIED = re.compile(r"^(all|every|each|all of the|all the)\s+(?P<noun>.+)$", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
 _IRREGULAR_PLURALS = {"people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",

@@ -1,7 +1,8 @@
-"""A one-slot mailbox for camera frames: the newest frame replaces an unprocessed one, so inference
-always works on the latest image and never builds a queue. Replaced frames are counted."""
+"""The newest camera frame: a one-slot mailbox (the newest frame replaces an unprocessed one, so
+inference always works on the latest image and never builds a queue; replaced frames are counted),
+and the newest frame's size, which prompts in pixels are checked against."""
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 
 class LatestFrame:
@@ -34,3 +35,21 @@ class LatestFrame:
             discarded = int(self._frame is not None)
             self._frame = None
             return discarded
+
+
+class ImageSize:
+    """(height, width) of the newest camera frame, shared by the frame worker and the applier."""
+
+    def __init__(self):
+        self._value: Optional[Tuple[int, int]] = None
+        self._known = threading.Event()
+
+    def set(self, hw: Tuple[int, int]) -> None:
+        self._value = (int(hw[0]), int(hw[1]))
+        self._known.set()
+
+    def get(self) -> Optional[Tuple[int, int]]:
+        return self._value
+
+    def wait(self, timeout: float) -> bool:
+        return self._known.wait(timeout)

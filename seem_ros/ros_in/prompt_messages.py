@@ -7,9 +7,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..model.predictor import VisualPrompt
-from ..prompts.text_commands import MAX_TEXT_LENGTH
-from .image_conversion import ImageConversionError, ImageLimits, image_to_rgb
+from seem_ros.inference.predictor import VisualPrompt
+from seem_ros.prompts.text_commands import MAX_TEXT_LENGTH
+from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, image_to_rgb
 
 
 class PromptError(ValueError):

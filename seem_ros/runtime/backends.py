@@ -20,18 +20,18 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..model.checkpoint import load_seem, remembered_sha256, resolve_checkpoint
-from ..model.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
-from ..model.prompt_templates import PROMPT_TEMPLATES
-from ..model.predictor import SeemPredictor
-from ..model.seem import SEEM
-from ..model.variants import VARIANTS
-from ..model.visual_sampler import DeterministicSampling
-from .cuda_graphs import CudaGraphEncoder, CudaGraphRunner, CudaGraphSlotDecoder
-from .engine_cache import default_cache_dir, export_code_digest, write_atomically
-from .exported import ExportedGraphs, ort_opener
-from .onnx_graphs import DecoderSlots, default_slots
-from .tensorrt_backend import import_tensorrt, tensorrt_opener
+from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.model.prompt_templates import PROMPT_TEMPLATES
+from seem_ros.model.seem import SEEM
+from seem_ros.model.variants import VARIANTS
+from seem_ros.model.visual_sampler import DeterministicSampling
+from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphRunner, CudaGraphSlotDecoder
+from seem_ros.runtime.engine_cache import default_cache_dir, export_code_digest, write_atomically
+from seem_ros.runtime.exported import ExportedGraphs, ort_opener
+from seem_ros.runtime.onnx_graphs import DecoderSlots, default_slots
+from seem_ros.runtime.tensorrt_backend import import_tensorrt, tensorrt_opener
+from seem_ros.weights import load_seem, remembered_sha256, resolve_checkpoint
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")

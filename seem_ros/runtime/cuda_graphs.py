@@ -7,10 +7,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..model.frame_engine import FrameFeatures, SlotOutputs, TextSlots, VisualSlots
-from ..model.seem import SEEM
-from .exported import decode_in_fixed_slots
-from .onnx_graphs import DECODER_INPUTS, DecoderSlots, SlotDecoderGraph
+from seem_ros.inference.frame_engine import FrameFeatures, SlotOutputs, TextSlots, VisualSlots
+from seem_ros.model.seem import SEEM
+from seem_ros.runtime.exported import decode_in_fixed_slots
+from seem_ros.runtime.onnx_graphs import DECODER_INPUTS, DecoderSlots, SlotDecoderGraph
 
 LOG = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from ..model.checkpoint import cache_root, remembered_sha256, sha256_of
+from seem_ros.weights import cache_root, remembered_sha256, sha256_of
 
 LOG = logging.getLogger(__name__)
 

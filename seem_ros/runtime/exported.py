@@ -8,10 +8,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..model.frame_engine import FrameFeatures, SlotOutputs, TextSlots, VisualSlots
-from ..model.seem import SEEM
-from .engine_cache import GraphSpec, cached_onnx
-from .onnx_graphs import (DECODER_INPUTS, DECODER_OUTPUTS, DecoderSlots, ENCODER_OUTPUTS, export_image_encoder,
+from seem_ros.inference.frame_engine import FrameFeatures, SlotOutputs, TextSlots, VisualSlots
+from seem_ros.model.seem import SEEM
+from seem_ros.runtime.engine_cache import GraphSpec, cached_onnx
+from seem_ros.runtime.onnx_graphs import (DECODER_INPUTS, DECODER_OUTPUTS, DecoderSlots, ENCODER_OUTPUTS, export_image_encoder,
                           export_slot_decoder, pad_slots, slot_inputs)
 
 LOG = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..model.frame_engine import FrameEngine, TextSlots, VisualSlots
-from ..model.seem import SEEM
-from ..model.visual_sampler import DeterministicSampling
+from seem_ros.inference.frame_engine import FrameEngine, TextSlots, VisualSlots
+from seem_ros.model.seem import SEEM
+from seem_ros.model.visual_sampler import DeterministicSampling
 
 OPSET = 17
 ENCODER_INPUTS = ["image"]

@@ -14,10 +14,10 @@ from typing import Callable, Dict, List, Sequence
 import torch
 from torch import Tensor
 
-from ..model.checkpoint import remembered_sha256
-from .engine_cache import EngineCache, EngineKey, GraphSpec, write_atomically
-from .exported import GraphRunner
-from .onnx_graphs import DECODER_OUTPUTS, ENCODER_OUTPUTS
+from seem_ros.runtime.engine_cache import EngineCache, EngineKey, GraphSpec, write_atomically
+from seem_ros.runtime.exported import GraphRunner
+from seem_ros.runtime.onnx_graphs import DECODER_OUTPUTS, ENCODER_OUTPUTS
+from seem_ros.weights import remembered_sha256
 
 LOG = logging.getLogger(__name__)
 BUILDER_FLAGS = {"fp32": ("no TF32",), "fp16": ("no TF32", "FP16", "OBEY_PRECISION_CONSTRAINTS",

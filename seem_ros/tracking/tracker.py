@@ -59,11 +59,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..model.frame_engine import ObjectQuery
-from ..model.predictor import MaskResult, SeemPredictor, VisualPrompt
-from ..model.visual_sampler import SpatialPrompt
-from ..prompts.text_commands import same_object
-from .association import mask_iou, match_by_iou
+from seem_ros.inference.frame_engine import ObjectQuery
+from seem_ros.inference.predictor import MaskResult, SeemPredictor, VisualPrompt
+from seem_ros.model.visual_sampler import SpatialPrompt
+from seem_ros.tracking.association import mask_iou, match_by_iou
+from seem_ros.tracking.naming import same_object
 
 _object_ids = itertools.count(1)
 _object_ids_lock = threading.Lock()

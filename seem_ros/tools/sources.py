@@ -8,7 +8,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .image_conversion import compressed_to_rgb, image_to_rgb
+from seem_ros.ros_in.image_conversion import compressed_to_rgb, image_to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")

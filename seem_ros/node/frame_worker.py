@@ -14,13 +14,12 @@ from typing import Callable, ContextManager, Deque, Dict, List
 import numpy as np
 import torch
 
-from ..loop_thread import LoopThread
-from ..model.predictor import SeemPredictor
-from ..prompts.applier import ImageSize
-from ..ros_in.image_conversion import ImageConversionError
-from ..ros_in.latest_frame import LatestFrame
-from ..throttled_log import ThrottledLog
-from ..tracking.tracker import FrameObject, ObjectTracker
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.node.loop_thread import LoopThread
+from seem_ros.ros_in.image_conversion import ImageConversionError
+from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
+from seem_ros.throttled_log import ThrottledLog
+from seem_ros.tracking.tracker import FrameObject, ObjectTracker
 
 
 class FrameCounts:

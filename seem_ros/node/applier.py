@@ -5,21 +5,21 @@ a logged outcome and a count. Prompts with pixel coordinates are checked against
 newest camera frame, so they wait (in order) until the first frame has arrived. The frame in
 flight is not affected: edits take effect from the next frame (see tracking.tracker).
 """
-import threading
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 
-from ..model.predictor import VisualPrompt
-from ..model.visual_sampler import SpatialPrompt
-from ..loop_thread import LoopThread
-from ..ros_in.image_conversion import ImageLimits
-from ..ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
-from ..throttled_log import ThrottledLog
-from ..tracking.tracker import Added, ObjectTracker
-from .queue import PromptQueue, PromptRequest
-from .text_commands import CommandError, parse_command, read_phrase
+from seem_ros.inference.predictor import VisualPrompt
+from seem_ros.model.visual_sampler import SpatialPrompt
+from seem_ros.node.loop_thread import LoopThread
+from seem_ros.prompts.queue import PromptQueue, PromptRequest
+from seem_ros.prompts.text_commands import CommandError, parse_command, read_phrase
+from seem_ros.ros_in.image_conversion import ImageLimits
+from seem_ros.ros_in.latest_frame import ImageSize
+from seem_ros.ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
+from seem_ros.throttled_log import ThrottledLog
+from seem_ros.tracking.tracker import Added, ObjectTracker
 
 
 @dataclass
@@ -27,24 +27,6 @@ class Outcome:
     applied: bool
     message: str
     ids: List[int] = field(default_factory=list)
-
-
-class ImageSize:
-    """(height, width) of the newest camera frame, shared by the frame worker and the applier."""
-
-    def __init__(self):
-        self._value: Optional[Tuple[int, int]] = None
-        self._known = threading.Event()
-
-    def set(self, hw: Tuple[int, int]) -> None:
-        self._value = (int(hw[0]), int(hw[1]))
-        self._known.set()
-
-    def get(self) -> Optional[Tuple[int, int]]:
-        return self._value
-
-    def wait(self, timeout: float) -> bool:
-        return self._known.wait(timeout)
 
 
 class PromptApplier:

@@ -1,11 +1,10 @@
-"""Everything that comes into seem_node: camera frames into the newest-frame mailbox, prompts from
-every source into the one ordered prompt queue.
+"""Prompts from every source into the one ordered prompt queue: the command topic, rqt clicks, RViz
+points, SegmentationPrompt messages and the prompt services.
 
 Callbacks here only convert and enqueue, so they never wait for inference; they run in their own
-callback groups (frames, prompts, prompt services) beside the lifecycle services. Losses are
-counted: frames the middleware lost (QoS message-lost events, gaps in the publishers' sequence
-numbers), prompts refused because the queue was full (prompt topics are reliable and keep-all, so
-the middleware loses none).
+callback groups (prompts, prompt services) beside the lifecycle services. Prompts refused because
+the queue was full are counted (prompt topics are reliable and keep-all, so the middleware loses
+none).
 """
 import threading
 import time
@@ -14,21 +13,19 @@ from typing import Callable, Optional
 
 from geometry_msgs.msg import Point, PointStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from seem_ros_interfaces.msg import SegmentationPrompt
 from seem_ros_interfaces.srv import SetPrompt
 
-from ..prompts.applier import ImageSize, Outcome
-from ..prompts.queue import PromptQueue, PromptRequest
-from ..throttled_log import ThrottledLog, failed_response, guarded
-from .latest_frame import LatestFrame
-from .prompt_messages import PromptError, needs_image_size, project_to_pixel
-from .sequence_gaps import SequenceGaps, publisher_key
+from seem_ros.node.applier import Outcome
+from seem_ros.prompts.queue import PromptQueue, PromptRequest
+from seem_ros.ros_in.latest_frame import ImageSize
+from seem_ros.ros_in.prompt_messages import PromptError, needs_image_size, project_to_pixel
+from seem_ros.throttled_log import ThrottledLog, failed_response, guarded
 
 SERVICE_WAIT_S = 30.0  # longest a prompt service waits for its request to be applied
 APPLYING_WAIT_S = 10.0  # then, if the applier has just taken it, longest it waits for the outcome
@@ -36,40 +33,6 @@ APPLYING_WAIT_S = 10.0  # then, if the applier has just taken it, longest it wai
 
 def _reception_ns(info) -> int:
     return int(info.get("received_timestamp") or 0) if info else 0
-
-
-class FrameLosses:
-    """Camera frames that never reached the node, kept across activations."""
-
-    def __init__(self):
-        self.lost_in_transport = 0  # reported by the middleware (QoS message-lost events)
-        self.gaps = SequenceGaps()  # gaps in the publishers' sequence numbers
-
-    def on_message_lost(self, event) -> None:
-        self.lost_in_transport += event.total_count_change
-
-
-class FrameIntake:
-    """Camera frames -> the mailbox, counting frames lost before they reached the node."""
-
-    def __init__(self, node, mailbox: LatestFrame, losses: FrameLosses, log: ThrottledLog, topic: str,
-                 transport: str, qos: QoSProfile):
-        self.node = node
-        self.mailbox = mailbox
-        self.losses = losses
-        msg_type, self.topic = (CompressedImage, f"{topic}/compressed") if transport == "compressed" else (Image, topic)
-        self._subscription = node.create_subscription(
-            msg_type, self.topic, guarded(log, "camera frame intake", self._on_frame), qos,
-            callback_group=MutuallyExclusiveCallbackGroup(),
-            event_callbacks=SubscriptionEventCallbacks(
-                message_lost=guarded(log, "message-lost event", losses.on_message_lost)))
-
-    def _on_frame(self, msg, info) -> None:
-        self.losses.gaps.observe(publisher_key(info), info.get("publication_sequence_number") if info else None)
-        self.mailbox.put(msg)
-
-    def destroy(self) -> None:
-        self.node.destroy_subscription(self._subscription)
 
 
 class PromptIntake:

@@ -16,8 +16,8 @@ from typing import Sequence, Tuple
 
 import cv2
 
-from .bag_recording import BagRecorder
-from .encoding import LabelSlots, bounding_box, label_image, overlay
+from seem_ros.ros_out.encoding import LabelSlots, bounding_box, label_image, overlay
+from seem_ros.tools.bag_recording import BagRecorder
 
 
 OUTPUTS = ("overlay.mp4", "labels", "objects.jsonl", "bag")

@@ -4,9 +4,9 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from ..model.predictor import SeemPredictor
-from ..ros_in.prompt_messages import ParsedPrompt
-from ..tracking.tracker import FrameObject, ObjectTracker
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.ros_in.prompt_messages import ParsedPrompt
+from seem_ros.tracking.tracker import FrameObject, ObjectTracker
 
 
 def segment_once(predictor: SeemPredictor, rgb: np.ndarray, prompt: Optional[ParsedPrompt]) -> List[FrameObject]:

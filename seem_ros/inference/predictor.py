@@ -31,13 +31,13 @@ from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
 
-from .coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
-from .frame_engine import FrameEngine, FrameFeatures, ObjectQuery
-from .postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
+from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
+from seem_ros.inference.frame_engine import FrameEngine, FrameFeatures, ObjectQuery
+from seem_ros.inference.postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
                           resize, semantic_inference, semantic_postprocess, upsample_and_crop)
-from .language_encoder import cosine_similarity
-from .seem import SEEM, pad_to_multiple
-from .visual_sampler import DecoderRandomness, SpatialPrompt
+from seem_ros.model.language_encoder import cosine_similarity
+from seem_ros.model.seem import SEEM, pad_to_multiple
+from seem_ros.model.visual_sampler import DecoderRandomness, SpatialPrompt
 
 CLICK_RADIUS = 1  # a click is a 3x3 square, as the official click sampler draws it
 SCRIBBLE_THICKNESS = 5

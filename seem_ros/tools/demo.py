@@ -3,7 +3,7 @@ recorded sequence (a video, an image folder or a rosbag2) as a camera on /image,
 with a text command and an rqt-style click, receives what the node publishes and writes it down
 (overlay.mp4, labels/, objects.jsonl, an MCAP bag: ros_out/recording.py) with the node's log.
 
-    python -m seem_ros.demo SOURCE [--out DIR] [--text "segment the zebra"] [--click X,Y]
+    python -m seem_ros.tools.demo SOURCE [--out DIR] [--text "segment the zebra"] [--click X,Y]
         [--checkpoint PATH --config CFG]
 
 Frames are paced by the node: each is sent once the previous one's result came back, so every frame
@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from .cli import OVERWRITE_HELP
+from seem_ros.tools.cli import OVERWRITE_HELP
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_TIMEOUT_S = 120.0  # the first frame includes the model's warm-up
@@ -36,7 +36,7 @@ def _environment() -> dict:
 
 
 def _start_node(args, checkpoint: str, log_path: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "seem_ros.node_process", "--ros-args",
+    command = [sys.executable, "-m", "seem_ros.node.process", "--ros-args",
                "-p", f"checkpoint:={checkpoint}", "-p", f"model_config:={args.config}",
                "-p", "image_topic:=/image", "-p", f"device:={args.device}"]
     return subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=_environment())
@@ -59,8 +59,8 @@ def _wait_for_log(process: subprocess.Popen, log_path: str, pattern: str, timeou
 
 def _objects(msg) -> list:
     """A SegmentationResult's objects back as the tracker's FrameObjects, which the recording writer takes."""
-    from .ros_out.encoding import decode_rle
-    from .tracking.tracker import FrameObject
+    from seem_ros.ros_out.encoding import decode_rle
+    from seem_ros.tracking.tracker import FrameObject
     out = []
     for o in msg.objects:
         if o.mask.height:
@@ -79,9 +79,9 @@ def run(args) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
     from seem_ros_interfaces.msg import SegmentationResult
-    from .ros_in.sources import FrameSource
-    from .ros_out.publishers import image_message
-    from .ros_out.recording import OUTPUTS, RecordingWriter, claim_output_folder
+    from seem_ros.ros_out.publishers import image_message
+    from seem_ros.tools.recording import OUTPUTS, RecordingWriter, claim_output_folder
+    from seem_ros.tools.sources import FrameSource
 
     source = FrameSource(args.source, args.topic, args.max_frames or 0)
     first = source.first()
@@ -90,7 +90,7 @@ def run(args) -> int:
     if not (0 <= click[0] < width and 0 <= click[1] < height):
         raise ValueError(f"click ({click[0]:g}, {click[1]:g}) is outside the {width}x{height} frames")
     claim_output_folder(args.out, OUTPUTS + ("seem_node.log",), args.overwrite)  # refused before any download
-    from .model.checkpoint import resolve_checkpoint, verify_known_checkpoint
+    from seem_ros.weights import resolve_checkpoint, verify_known_checkpoint
     checkpoint = resolve_checkpoint(args.checkpoint)  # a released name is fetched here, with its progress bar
     verify_known_checkpoint(checkpoint)  # a released file: its size and sha256
     log_path = os.path.join(args.out, "seem_node.log")
@@ -183,7 +183,7 @@ def _click(text: str):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="seem_ros.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="seem_ros.tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="a video file, an image folder, or a rosbag2")
     parser.add_argument("--out", default="demo_out",

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..model.predictor import SeemPredictor, VisualPrompt
-from .tracker import ObjectTracker
+from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.tracking.tracker import ObjectTracker
 
 MODES = ("referring", "propagation", "tracker")
 

@@ -20,7 +20,7 @@ def main(args=None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: os._exit(0))
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_COUNT)  # read when torch loads OpenMP
-    from .node import run  # imports torch and rclpy: seconds
+    from seem_ros.node.node import run  # imports torch and rclpy: seconds
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     run(stop, args)

@@ -11,7 +11,7 @@ users do before launching: the ONNX image encoder and slot decoder for one input
 model_config, backend, precision, input_canvas, decoder slots, engine_cache_dir) then loads them
 without exporting or building anything.
 
-eval-tracking: see seem_ros/tracking/evaluation.py. Errors go to stderr; exit code 2 for bad
+eval-tracking: see seem_ros/tools/evaluation.py. Errors go to stderr; exit code 2 for bad
 arguments, 1 for failures.
 """
 import argparse
@@ -20,9 +20,9 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
-from .model.checkpoint import cache_root
-from .parameters import parse_canvas
-from .tracking.evaluation import MODES
+from seem_ros.node.parameters import parse_canvas
+from seem_ros.tools.evaluation import MODES
+from seem_ros.weights import cache_root
 
 OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
                   "seem_ros run's outputs there are replaced without it")
@@ -148,7 +148,7 @@ def _prompts(args: argparse.Namespace, what: str):
 
 def _visual_prompt(args: argparse.Namespace):
     """The --point clicks and --box as one visual prompt (None without them)."""
-    from .model.predictor import VisualPrompt
+    from seem_ros.inference.predictor import VisualPrompt
     visual = VisualPrompt(points=args.point, box=args.box) if args.point or args.box is not None else None
     if visual is not None and not visual.has_positive():
         raise UsageError("negative points alone cannot prompt: add a positive point or a box")
@@ -163,7 +163,7 @@ def _check_points(points, width: int, height: int) -> None:
 
 def _prompted_tracker(texts: List[str], visual, categories=()):
     """Each text one object, the visual prompt one more; each category every instance of it."""
-    from .tracking.tracker import ObjectTracker
+    from seem_ros.tracking.tracker import ObjectTracker
     tracker = ObjectTracker(max_objects=len(texts) + 1 + 100 * bool(categories))
     for text in texts:
         tracker.add(text, text=text)
@@ -202,9 +202,9 @@ def segment(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
     from PIL import Image
-    from .ros_out.encoding import bounding_box, overlay
-    from .runtime.backends import BackendConfig, create_predictor
-    from .runtime.one_shot import segment_once
+    from seem_ros.node.segment_image import segment_once
+    from seem_ros.ros_out.encoding import bounding_box, overlay
+    from seem_ros.runtime.backends import BackendConfig, create_predictor
     visual, vocabulary = _prompts(args, "segment")
     try:
         rgb = np.asarray(Image.open(args.image).convert("RGB"))
@@ -238,10 +238,10 @@ def segment(args: argparse.Namespace) -> int:
 def track(args: argparse.Namespace) -> int:
     import json
     from tqdm import tqdm
-    from .ros_in.sources import FrameSource
-    from .ros_out.recording import OutputFolderRefused, RecordingWriter, claim_output_folder
-    from .runtime.backends import BackendConfig, create_predictor, inference_context
-    from .model.coco_classes import COCO_PANOPTIC_CLASSES
+    from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
+    from seem_ros.runtime.backends import BackendConfig, create_predictor, inference_context
+    from seem_ros.tools.recording import OutputFolderRefused, RecordingWriter, claim_output_folder
+    from seem_ros.tools.sources import FrameSource
     visual, vocabulary = _prompts(args, "track")
     try:
         source = FrameSource(args.source, args.topic, args.max_frames or 0)
@@ -273,7 +273,7 @@ def track(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    from .model.checkpoint import KNOWN_CHECKPOINTS, resolve_checkpoint, verify_known_checkpoint
+    from seem_ros.weights import KNOWN_CHECKPOINTS, resolve_checkpoint, verify_known_checkpoint
     if args.name not in KNOWN_CHECKPOINTS:
         raise UsageError(f"unknown checkpoint {args.name!r} (released: {', '.join(sorted(KNOWN_CHECKPOINTS))})")
     path = resolve_checkpoint(args.name)  # huggingface_hub shows the download's progress
@@ -287,8 +287,8 @@ def info(args: argparse.Namespace) -> int:
     import os
     import platform
     import torch
-    from .model.checkpoint import KNOWN_CHECKPOINTS
-    from .runtime.engine_cache import default_cache_dir
+    from seem_ros.runtime.engine_cache import default_cache_dir
+    from seem_ros.weights import KNOWN_CHECKPOINTS
 
     def version(module: str) -> str:
         try:
@@ -323,9 +323,9 @@ def info(args: argparse.Namespace) -> int:
 def eval_tracking(args: argparse.Namespace) -> int:
     import json
     import os
-    from .model.checkpoint import KNOWN_CHECKPOINTS, remembered_sha256, resolve_checkpoint
-    from .runtime.backends import BackendConfig, create_predictor, inference_context
-    from .tracking.evaluation import evaluate, overall, read_davis, table
+    from seem_ros.runtime.backends import BackendConfig, create_predictor, inference_context
+    from seem_ros.tools.evaluation import evaluate, overall, read_davis, table
+    from seem_ros.weights import KNOWN_CHECKPOINTS, remembered_sha256, resolve_checkpoint
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -361,7 +361,7 @@ class UsageError(ValueError):
 
 
 def build_engine(args: argparse.Namespace) -> int:
-    from .runtime.backends import BackendConfig, create_predictor, describe_backend
+    from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend
     device = "cpu" if args.backend == "onnxruntime" else args.device
     precision = "fp32" if args.backend == "onnxruntime" else args.precision  # ONNX graphs are exported in fp32
     cfg = BackendConfig(args.checkpoint, args.config, backend=args.backend, device=device, precision=precision,

@@ -19,8 +19,8 @@ from typing import Dict, Optional, Union
 import torch
 import yaml
 
-from .seem import SEEM, SeemConfig
-from .variants import VARIANTS, official_config
+from seem_ros.model.seem import SEEM, SeemConfig
+from seem_ros.model.variants import VARIANTS, official_config
 
 LOG = logging.getLogger(__name__)
 HUB_REPO = "xdecoder/SEEM"

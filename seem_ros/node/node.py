@@ -28,20 +28,21 @@ from std_msgs.msg import Header
 
 from seem_ros_interfaces.srv import SegmentImage
 
-from .prompts.applier import ImageSize, PromptApplier
-from .prompts.queue import PromptQueue
-from .ros_in.image_conversion import ImageConversionError, ImageLimits, compressed_to_rgb, image_to_rgb
-from .ros_in.intake import FrameIntake, FrameLosses, PromptIntake, PromptServices
-from .ros_in.latest_frame import LatestFrame
-from .ros_in.prompt_messages import PromptError, parse_prompt
-from .ros_out.diagnostics import NodeCounts, diagnostic_status
-from .ros_out.publishers import FramePublishers, result_message
-from .parameters import PARAMETERS, parameter_errors, parse_canvas
-from .runtime.backends import BackendConfig, create_predictor, describe_backend, inference_context, move_predictor
-from .runtime.frame_worker import FrameCounts, FrameWorker
-from .runtime.one_shot import segment_once
-from .throttled_log import ThrottledLog, failed_response, guarded
-from .tracking.tracker import ObjectTracker
+from seem_ros.node.applier import PromptApplier
+from seem_ros.node.frame_worker import FrameCounts, FrameWorker
+from seem_ros.node.parameters import PARAMETERS, parameter_errors, parse_canvas
+from seem_ros.node.prompt_intake import PromptIntake, PromptServices
+from seem_ros.node.segment_image import segment_once
+from seem_ros.prompts.queue import PromptQueue
+from seem_ros.ros_in.camera import FrameIntake, FrameLosses
+from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, compressed_to_rgb, image_to_rgb
+from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
+from seem_ros.ros_in.prompt_messages import PromptError, parse_prompt
+from seem_ros.ros_out.diagnostics import NodeCounts, diagnostic_status
+from seem_ros.ros_out.publishers import FramePublishers, result_message
+from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend, inference_context, move_predictor
+from seem_ros.throttled_log import ThrottledLog, failed_response, guarded
+from seem_ros.tracking.tracker import ObjectTracker
 
 EXECUTOR_THREADS = 8
 # callbacks that must always find a thread: camera intake, prompt topics, lifecycle and parameter

@@ -34,8 +34,8 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from .language_encoder import normalize
-from .visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
+from seem_ros.model.language_encoder import normalize
+from seem_ros.model.visual_sampler import DecoderRandomness, SpatialPrompt, encode_spatial_prompt, project_levels
 
 
 @dataclass
