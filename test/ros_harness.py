@@ -218,3 +218,25 @@ def diagnostics_values(reports, key: str, node: str = "seem_node") -> List[str]:
     """Every value `node` published under `key` in the DiagnosticArray messages received, oldest first."""
     return [kv.value for r in reports for s in r.status if s.name.startswith(f"{node}:")
             for kv in s.values if kv.key == key]
+
+
+def camera_frame(rgb: np.ndarray, frame_id: str = "test_camera"):
+    """A sensor_msgs/Image of an RGB array, as a camera driver sends it."""
+    from std_msgs.msg import Header
+
+    from seem_ros.ros_out.publishers import image_message
+    return image_message(Header(frame_id=frame_id), rgb, "rgb8")
+
+
+class PublishedFrames(list):
+    """In place of FramePublishers (ros_out) for a frame worker on its own: records each published
+    frame as (header frame_id, objects); `on_publish` runs inside publish."""
+
+    def __init__(self, on_publish=None):
+        super().__init__()
+        self.on_publish = on_publish
+
+    def publish(self, header, rgb, objects, elapsed, live_ids) -> None:
+        if self.on_publish is not None:
+            self.on_publish()
+        self.append((header.frame_id, objects))

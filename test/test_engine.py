@@ -222,22 +222,24 @@ def test_a_canvas_gives_every_frame_of_a_stream_one_input_size(tiny_model):
 
 
 def test_the_frame_worker_locks_the_canvas_on_the_first_frame(tiny_model):
-    import threading
     import time
     from types import SimpleNamespace
+    from ros_harness import PublishedFrames, camera_frame
     from seem_ros.node.frame_worker import FrameCounts, FrameWorker
+    from seem_ros.node.shared_model import SharedModel
+    from seem_ros.runtime.backends import BackendConfig
     from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
     from seem_ros.throttled_log import ThrottledLog
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
     mailbox, padded = LatestFrame(), []
     logger = SimpleNamespace(info=lambda text: None, warning=print, error=print, debug=print)
-    worker = FrameWorker(mailbox, lambda msg: msg.rgb, predictor, ObjectTracker(), threading.Lock(), torch.no_grad,
-                         lambda header, rgb, objects, elapsed: padded.append(predictor.features["padded_hw"]),
+    published = PublishedFrames(on_publish=lambda: padded.append(predictor.features["padded_hw"]))
+    worker = FrameWorker(mailbox, SharedModel(predictor, BackendConfig("")), ObjectTracker(), published,
                          ImageSize(), FrameCounts(), ThrottledLog(logger), lock_canvas=True)
     worker.start()
     try:
         for count, name in enumerate(("images/zebras1.jpg", "images/penguin.jpeg"), start=1):
-            mailbox.put(SimpleNamespace(header=None, rgb=_rgb(name)))
+            mailbox.put(camera_frame(_rgb(name)))
             deadline = time.monotonic() + 60
             while len(padded) < count and time.monotonic() < deadline:
                 time.sleep(0.02)

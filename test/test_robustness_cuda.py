@@ -4,7 +4,6 @@ surviving a real CUDA out-of-memory error, deactivate releasing every GPU tensor
 tracker state) and activate restoring them, and tracking under fp16 autocast. Skipped without CUDA."""
 import copy
 import gc
-import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,9 +12,11 @@ import torch
 from PIL import Image
 
 from conftest import load_case, reference_path
+from ros_harness import PublishedFrames, camera_frame
 from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
 from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
 from seem_ros.node.frame_worker import FrameCounts, FrameWorker
+from seem_ros.node.shared_model import SharedModel
 from seem_ros.node.segment_image import segment_once
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.prompt_messages import ParsedPrompt
@@ -126,32 +127,26 @@ def test_deactivate_releases_every_gpu_tensor_and_activate_restores(tiny_model):
     assert set(after) == set(ids) and all(o.mask.shape == (after[ids[0]].mask.shape) for o in after.values())
 
 
-class _Frame(SimpleNamespace):
-    pass
-
-
 def test_frame_worker_survives_cuda_out_of_memory(tiny_model):
     predictor = SeemPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
     tracker = ObjectTracker()
     tracker.add("zebra", text="the zebra")
     mailbox, counts = LatestFrame(), FrameCounts()
-    published = []
-    worker = FrameWorker(mailbox, lambda msg: msg.rgb, predictor, tracker, threading.Lock(),
-                         lambda: inference_context(BackendConfig("", device="cuda")),
-                         lambda header, rgb, objects, elapsed: published.append(header),
+    published = PublishedFrames()
+    worker = FrameWorker(mailbox, SharedModel(predictor, BackendConfig("", device="cuda")), tracker, published,
                          ImageSize(), counts, ThrottledLog(SimpleNamespace(warning=print, error=print, debug=print)))
     worker.start()
     try:
         torch.cuda.empty_cache()  # cached blocks would feed the model past the hog below
         free, _ = torch.cuda.mem_get_info()
         hog = torch.empty(free - (16 << 20), dtype=torch.uint8, device="cuda")  # leave 16 MB
-        mailbox.put(_Frame(header="starved", rgb=_rgb()))
+        mailbox.put(camera_frame(_rgb(), "starved"))
         _wait_for(lambda: counts.snapshot()["failed"] == 1)
         assert "OutOfMemoryError" in counts.last_failure
         del hog  # whoever held the memory lets it go (PyTorch's cache would otherwise keep it)
         torch.cuda.empty_cache()
-        mailbox.put(_Frame(header="fed", rgb=_rgb()))
-        _wait_for(lambda: published == ["fed"])
+        mailbox.put(camera_frame(_rgb(), "fed"))
+        _wait_for(lambda: [frame_id for frame_id, _ in published] == ["fed"])
         assert counts.snapshot()["processed"] == 1
     finally:
         assert worker.stop(timeout=10)

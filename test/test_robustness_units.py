@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
+from ros_harness import PublishedFrames, camera_frame
 from seem_ros.inference.predictor import MaskResult, VisualPrompt
 from seem_ros.node.applier import PromptApplier
 from seem_ros.node.frame_worker import FrameCounts, FrameWorker
+from seem_ros.node.shared_model import SharedModel
 from seem_ros.prompts.queue import PromptQueue, PromptRequest
 from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, compressed_to_rgb, image_to_rgb
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
@@ -24,6 +26,7 @@ from seem_ros.ros_in.sequence_gaps import SequenceGaps
 from seem_ros.ros_out.diagnostics import NodeCounts, assess
 from seem_ros.ros_out.encoding import LabelSlots
 from seem_ros.runtime import backends
+from seem_ros.runtime.backends import BackendConfig
 from seem_ros.throttled_log import ThrottledLog, message_kind
 from seem_ros.tracking.tracker import ObjectTracker
 from seem_ros_interfaces.msg import SegmentationPrompt
@@ -215,16 +218,17 @@ class SlowPredictor:
 
 def test_the_frame_worker_stops_within_a_stage_and_counts_the_frame_abandoned():
     mailbox, counts = LatestFrame(), FrameCounts()
-    worker = FrameWorker(mailbox, lambda msg: msg.rgb, SlowPredictor(), ObjectTracker(), threading.Lock(),
-                         lambda: torch.no_grad(), lambda *a: pytest.fail("nothing may be published"),
+    published = PublishedFrames()
+    worker = FrameWorker(mailbox, SharedModel(SlowPredictor(), BackendConfig("")), ObjectTracker(), published,
                          ImageSize(), counts, ThrottledLog(RecordingLogger()))
     worker.start()
-    mailbox.put(SimpleNamespace(header=None, rgb=np.zeros((4, 4, 3), np.uint8)))
+    mailbox.put(camera_frame(np.zeros((4, 4, 3), np.uint8)))
     time.sleep(0.1)  # inside set_image
     start = time.monotonic()
     assert worker.stop(timeout=5)
     assert time.monotonic() - start < 0.5
     assert counts.snapshot() == {"processed": 0, "refused": 0, "failed": 0, "abandoned": 1}
+    assert published == []
 
 
 # ---------------------------------------------------------------- logging and diagnostics

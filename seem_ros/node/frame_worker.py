@@ -1,5 +1,6 @@
-"""The frame worker: one thread that takes the newest camera frame, runs the model and the tracker
-on it and hands the result to the publishers.
+"""The frame worker: one thread that takes the newest camera frame from the mailbox (ros_in),
+converts it (ros_in), runs the model (inference, runtime) and the tracker (tracking) on it and hands
+the result to the publishers (ros_out).
 
 Every frame that reaches the mailbox ends in exactly one count: processed, replaced (a newer frame
 arrived first), refused (not a usable image), failed (the model raised) or abandoned (the worker was
@@ -9,17 +10,17 @@ one stage at most.
 import collections
 import threading
 import time
-from typing import Callable, ContextManager, Deque, Dict, List
+from typing import Deque, Dict, List
 
-import numpy as np
 import torch
 
-from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.node.loop_thread import LoopThread
-from seem_ros.ros_in.image_conversion import ImageConversionError
+from seem_ros.node.shared_model import SharedModel
+from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, message_to_rgb
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
+from seem_ros.ros_out.publishers import FramePublishers
 from seem_ros.throttled_log import ThrottledLog
-from seem_ros.tracking.tracker import FrameObject, ObjectTracker
+from seem_ros.tracking.tracker import ObjectTracker
 
 
 class FrameCounts:
@@ -53,23 +54,19 @@ class FrameCounts:
 
 
 class FrameWorker:
-    def __init__(self, mailbox: LatestFrame, convert: Callable[[object], np.ndarray], predictor: SeemPredictor,
-                 tracker: ObjectTracker, model_lock: threading.Lock,
-                 inference_context: Callable[[], ContextManager],
-                 publish: Callable[[object, np.ndarray, List[FrameObject], float], None],
-                 image_size: ImageSize, counts: FrameCounts, log: ThrottledLog, lock_canvas: bool = False):
+    def __init__(self, mailbox: LatestFrame, model: SharedModel, tracker: ObjectTracker, publishers: FramePublishers,
+                 image_size: ImageSize, counts: FrameCounts, log: ThrottledLog,
+                 image_limits: ImageLimits = ImageLimits(), lock_canvas: bool = False):
         """lock_canvas: the first frame's padded size becomes the canvas of every later frame
         (SeemPredictor.canvas), so that one encoder graph or engine serves the stream."""
         self.mailbox = mailbox
-        self.convert = convert
-        self.predictor = predictor
+        self.model = model
         self.tracker = tracker
-        self.model_lock = model_lock
-        self.inference_context = inference_context
-        self.publish = publish
+        self.publishers = publishers
         self.image_size = image_size
         self.counts = counts
         self.log = log
+        self.image_limits = image_limits
         self.lock_canvas = lock_canvas
         self._loop = LoopThread("seem_frames", self._take_frame,
                                 lambda exc: self.log.exception("frame worker", exc, first_traceback_as_error=True))
@@ -105,28 +102,28 @@ class FrameWorker:
 
     def _process(self, msg) -> None:
         try:
-            rgb = self.convert(msg)
+            rgb = message_to_rgb(msg, self.image_limits)
         except ImageConversionError as exc:
             self.counts.add("refused")
             self.log.warning(f"camera image ignored: {exc}")
             return
         self.image_size.set(rgb.shape[:2])
         start = time.perf_counter()
-        with self.model_lock, self.inference_context():
+        with self.model.use() as predictor:
             if not self._loop.running:
                 self.counts.add("abandoned")
                 return
-            self.predictor.set_image(rgb)
-            if self.lock_canvas and self.predictor.canvas is None:
-                height, width = self.predictor.lock_canvas()
+            predictor.set_image(rgb)
+            if self.lock_canvas and predictor.canvas is None:
+                height, width = predictor.lock_canvas()
                 self.log.logger.info(f"input canvas {width}x{height}: later frames are resized and padded to it")
             if not self._loop.running:
                 self.counts.add("abandoned")
                 return
-            objects = self.tracker.step(self.predictor)
+            objects = self.tracker.step(predictor)
         elapsed = time.perf_counter() - start
         if not self._loop.running:
             self.counts.add("abandoned")
             return
-        self.publish(msg.header, rgb, objects, elapsed)
+        self.publishers.publish(msg.header, rgb, objects, elapsed, list(self.tracker.labels()))
         self.counts.processed(elapsed)

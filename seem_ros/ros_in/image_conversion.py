@@ -145,3 +145,10 @@ def compressed_to_rgb(msg, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     if decoded is None:
         raise ImageConversionError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def message_to_rgb(msg, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """A camera frame, sensor_msgs/Image or CompressedImage -> (H, W, 3) uint8 RGB."""
+    if hasattr(msg, "format"):  # CompressedImage
+        return compressed_to_rgb(msg, limits)
+    return image_to_rgb(msg, limits)
