@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.official_layout import OfficialLayoutPredictor
+
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendConfig, inference_context
@@ -36,7 +38,7 @@ from seem_ros.weights import config_for
 from timing import timed
 
 
-def before_step(predictor: SeemPredictor, tracker: ObjectTracker) -> None:
+def before_step(predictor: OfficialLayoutPredictor, tracker: ObjectTracker) -> None:
     """One frame of the tracker as it decoded before the frame engine (reference for the speed-up)."""
     objects = list(tracker._objects.values())
     texts = [o for o in objects if o.text]
@@ -77,7 +79,7 @@ def main():
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
-    predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2,
+    predictor = OfficialLayoutPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2,
                               rng=DeterministicSampling(),  # as the node runs it
                               image_encoder=CudaGraphEncoder(model) if args.cuda_graphs else None)
     if args.cuda_graphs:  # the frame decoder too, over the node's default slots (4 text, 16 visual)
@@ -145,7 +147,7 @@ def main():
                     "decoder_4_clicks_gflops_achieved": decoder_flops / 1e6 / results["decoder_4_clicks_ms_engine"]})
 
     if args.device == "cpu":
-        x = model.normalize_and_pad(torch.zeros(3, *predictor.features["input_hw"]))
+        x = model.normalize_and_pad(torch.zeros(3, *predictor.features.input_hw))
         graphs = ExportedGraphs(model, args.variant, "0" * 64, default_slots(model, visual=4, text=1),
                                 ort_opener(["CPUExecutionProvider"], {}), tempfile.mkdtemp(prefix="seem_bench_"))
         graphs.encode_image(x)  # export and session creation, not timed
@@ -162,7 +164,7 @@ def main():
 
     name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
     graphs = ", encoder and decoder in CUDA graphs" if args.cuda_graphs else ""
-    print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features['input_hw']}, {name}, "
+    print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features.input_hw}, {name}, "
           f"{args.precision}{graphs}, torch {torch.__version__}, median of {repeats} (before path and encoders: {once})")
     for key, value in results.items():
         print(f"  {key:34s} {value:10.2f}")

@@ -13,7 +13,9 @@ import tempfile
 import numpy as np
 import torch
 
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.official_layout import OfficialLayoutPredictor
+
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
@@ -33,11 +35,11 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval()
-    predictor = SeemPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2)
+    predictor = OfficialLayoutPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2)
     image = np.random.default_rng(0).integers(0, 255, (args.height, args.width, 3), dtype=np.uint8)
     predictor.set_image(image)
     f = predictor.features
-    x = model.normalize_and_pad(torch.zeros(3, *f["input_hw"]))
+    x = model.normalize_and_pad(torch.zeros(3, *f.input_hw))
     with torch.no_grad():
         feats = model.backbone(x)
         stages = {

@@ -3,7 +3,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import reference_path
-from seem_ros.inference.predictor import VisualPrompt
+from seem_ros.inference.visual_prompt import VisualPrompt
 
 # official demo cases: the prompt as the demo draws it
 DEMO_PROMPTS = {

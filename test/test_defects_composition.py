@@ -15,7 +15,8 @@ from PIL import Image
 from conftest import load_case, reference_path, track_frames
 from noise_model import assert_close, assert_masks_from_logits
 from replay import ReplayedRandomness
-from seem_ros.inference.predictor import MaskResult, SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import MaskResult, SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.tracking.tracker import ObjectTracker
 

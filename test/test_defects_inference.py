@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import held_tensors, reference_path
-from seem_ros.inference.predictor import VisualPrompt
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.runtime.backends import BackendConfig, create_predictor, inference_context
 from seem_ros.tracking.tracker import ObjectTracker
 from seem_ros.weights import load_seem

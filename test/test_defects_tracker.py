@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from conftest import track_frames
-from seem_ros.inference.predictor import MaskResult, VisualPrompt
+from seem_ros.inference.predictor import MaskResult
+from seem_ros.inference.visual_prompt import VisualPrompt, merge_prompts
 from seem_ros.tracking.association import mask_iou
-from seem_ros.tracking.tracker import MAX_CATEGORIES, REMOVED, ObjectTracker, merge_prompts
+from seem_ros.tracking.objects import REMOVED
+from seem_ros.tracking.tracker import MAX_CATEGORIES, ObjectTracker
 from test_tracking_categories import DetectingPredictor, _box
 
 H, W = 40, 60

@@ -14,9 +14,10 @@ from conftest import held_tensors, load_case, reference_path
 from noise_model import assert_close, assert_masks_from_logits
 from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt, every_kind_of_object
 from replay import ReplayedRandomness
-from seem_ros.inference.frame_engine import ObjectQuery
+from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.postprocess import upsample_and_crop
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.tracking.tracker import ObjectTracker
 
@@ -194,7 +195,7 @@ def test_follow_query_prompts_with_the_previous_mask(tiny_model):
         first = predictor.decode([predictor.visual_query(VisualPrompt(box=(40, 30, 250, 180)))])[0]
         f = predictor.features
         query = predictor.follow_query(first)
-    previous = upsample_and_crop(first.low_res_logits[None], f["padded_hw"], f["input_hw"])[0] > 0
+    previous = upsample_and_crop(first.low_res_logits[None], f.padded_hw, f.input_hw)[0] > 0
     # the prompt's mean feature is taken over the previous mask's pixels
     assert previous.any() and query.spatial.pos_query.shape[0] == 1
     assert query.spatial.level_tokens[2].shape[0] == min(int(previous.sum()), 512)
@@ -214,7 +215,7 @@ def test_a_canvas_gives_every_frame_of_a_stream_one_input_size(tiny_model):
             rgb = _rgb(name)
             predictor.set_image(rgb)
             f = predictor.features
-            assert f["padded_hw"] == canvas and f["input_hw"][0] <= canvas[0] and f["input_hw"][1] <= canvas[1]
+            assert f.padded_hw == canvas and f.input_hw[0] <= canvas[0] and f.input_hw[1] <= canvas[1]
             result = predictor.decode([predictor.text_query("the animal")])[0]
             assert result.mask.shape == rgb.shape[:2]
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -227,13 +228,13 @@ def test_the_frame_worker_locks_the_canvas_on_the_first_frame(tiny_model):
     from ros_harness import PublishedFrames, camera_frame
     from seem_ros.node.frame_worker import FrameCounts, FrameWorker
     from seem_ros.node.shared_model import SharedModel
-    from seem_ros.runtime.backends import BackendConfig
     from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
+    from seem_ros.runtime.backends import BackendConfig
     from seem_ros.throttled_log import ThrottledLog
     predictor = SeemPredictor(copy.deepcopy(tiny_model), rng=DeterministicSampling())
     mailbox, padded = LatestFrame(), []
     logger = SimpleNamespace(info=lambda text: None, warning=print, error=print, debug=print)
-    published = PublishedFrames(on_publish=lambda: padded.append(predictor.features["padded_hw"]))
+    published = PublishedFrames(on_publish=lambda: padded.append(predictor.features.padded_hw))
     worker = FrameWorker(mailbox, SharedModel(predictor, BackendConfig("")), ObjectTracker(), published,
                          ImageSize(), FrameCounts(), ThrottledLog(logger), lock_canvas=True)
     worker.start()

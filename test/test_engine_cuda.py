@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import reference_path
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendConfig, inference_context, move_predictor
 from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder

@@ -13,7 +13,8 @@ from conftest import load_case, reference_path
 from noise_model import assert_close, assert_masks_from_logits
 from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt, every_kind_of_object
 from replay import ReplayedRandomness
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend
 from seem_ros.runtime.cuda_graphs import CudaGraphSlotDecoder

@@ -28,12 +28,12 @@ def _agreement(tiny_model, samplers):
         predictor.set_image(image)
         f = predictor.features
         official = torch.from_numpy(case["rec/pred_calls/0/out/prev_mask"][0, 0])
-        b = upsample_and_crop(official[None], f["padded_hw"], f["input_hw"])[0] > 0
+        b = upsample_and_crop(official[None], f.padded_hw, f.input_hw)[0] > 0
         for (ious, differing), sampler in zip(figures, samplers):
             predictor.rng = predictor.engine.rng = sampler()
             with torch.no_grad():
                 ours = predictor.decode([predictor.visual_query(prompt(case))])[0].low_res_logits
-            a = upsample_and_crop(ours[None], f["padded_hw"], f["input_hw"])[0] > 0
+            a = upsample_and_crop(ours[None], f.padded_hw, f.input_hw)[0] > 0
             ious.append(float((a & b).sum() / (a | b).sum().clamp(min=1)))
             differing.append(float((a != b).float().mean()))
     return [(np.array(ious), np.array(differing)) for ious, differing in figures]

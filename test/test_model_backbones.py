@@ -2,7 +2,9 @@
 import numpy as np
 import torch
 
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.official_layout import OfficialLayoutPredictor
+
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.pixel_decoder_deform import deformable_attention
 from seem_ros.model.seem import SEEM
 from seem_ros.weights import config_for
@@ -46,12 +48,12 @@ def test_deformable_attention_matches_direct_sampling():
 def test_sam_vit_b_runs_end_to_end():
     torch.manual_seed(0)
     model = SEEM(config_for("samvitb_v1")).eval()
-    predictor = SeemPredictor(model, class_names=["thing", "stuff"], num_thing_classes=1)
+    predictor = OfficialLayoutPredictor(model, class_names=["thing", "stuff"], num_thing_classes=1)
     image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     predictor.set_image(image)
     f = predictor.features
-    assert f["padded_hw"] == (1024, 1024)  # SAM configs pad to 1024
-    assert [tuple(m.shape[-2:]) for m in f["multi_scale"]] == [(32, 32), (64, 64), (128, 128)]
+    assert f.padded_hw == (1024, 1024)  # SAM configs pad to 1024
+    assert [tuple(m.shape[-2:]) for m in f.multi_scale] == [(32, 32), (64, 64), (128, 128)]
     result = predictor.predict_visual([VisualPrompt(points=[(100, 120, 1)])])[0]
     assert result.mask.shape == (240, 320) and np.isfinite(result.low_res_logits.numpy()).all()
 

@@ -30,7 +30,7 @@ def cuda_run(tiny_model):
 
 
 def _max_diff(out, case, key):
-    return np.abs(out[key].float().cpu().numpy() - case[f"rec/pred_calls/0/out/{key}"]).max()
+    return np.abs(out.official(key).float().cpu().numpy() - case[f"rec/pred_calls/0/out/{key}"]).max()
 
 
 def test_cuda_fp32_matches_official_cpu(cuda_run):
@@ -47,7 +47,7 @@ def test_cuda_fp32_matches_official_cpu(cuda_run):
 
 def test_cuda_fp16_mask_agreement(cuda_run):
     case, run = cuda_run
-    ours = run(torch.float16)["pred_masks"].float().cpu().numpy() > 0
+    ours = run(torch.float16).masks.float().cpu().numpy() > 0
     ref = case["rec/pred_calls/0/out/pred_masks"] > 0
     agreement = (ours == ref).mean()
     print(f"CUDA fp16 autocast: {agreement:.5f} of mask pixels agree with official fp32")

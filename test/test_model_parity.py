@@ -12,9 +12,10 @@ from conftest import load_case, reference_path
 from noise_model import NEAR_TIE_PROBABILITY, assert_close, assert_decided_equal
 from replay import ReplayedRandomness
 from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
+from seem_ros.inference.official_layout import OfficialLayoutPredictor
 from seem_ros.inference.postprocess import (resize, semantic_inference, semantic_postprocess, top2_gap,
-                                        upsample_and_crop)
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+                                            upsample_and_crop)
+from seem_ros.inference.visual_prompt import VisualPrompt
 
 
 def image(case, key="input/image_uint8_hwc"):
@@ -25,7 +26,7 @@ def image(case, key="input/image_uint8_hwc"):
 def make_predictor(tiny_model):
     def make(case):
         rng = ReplayedRandomness(case)
-        return SeemPredictor(tiny_model, rng=rng), rng
+        return OfficialLayoutPredictor(tiny_model, rng=rng), rng
     return make
 
 
@@ -75,13 +76,13 @@ def test_a_panoptic_zebras1(tiny_model, make_predictor):
     f = predictor.features
     # the official decoder outputs through the same post-processing: the official decisions' margins
     official_logits = torch.from_numpy(case["rec/pred_calls/0/out/pred_logits"][0])
-    official_masks = upsample_and_crop(torch.from_numpy(case["rec/pred_calls/0/out/pred_masks"][0]), f["padded_hw"],
-                                       f["input_hw"])
+    official_masks = upsample_and_crop(torch.from_numpy(case["rec/pred_calls/0/out/pred_masks"][0]), f.padded_hw,
+                                       f.input_hw)
     semantic = predictor.semantic()
     assert_close(semantic[:, ::8, ::8], case["post/sem_seg_stride8"], "sem_seg (stride 8)")
     assert_close(semantic.max(0).values, case["post/sem_seg_max"], "sem_seg max")
-    official_semantic = semantic_postprocess(semantic_inference(official_logits, official_masks), f["input_hw"],
-                                             f["input_hw"])
+    official_semantic = semantic_postprocess(semantic_inference(official_logits, official_masks), f.input_hw,
+                                             f.input_hw)
     assert_decided_equal(semantic.argmax(0), case["post/sem_seg_argmax"], top2_gap(official_semantic),
                          "sem_seg argmax", NEAR_TIE_PROBABILITY)
     panoptic, instances = predictor.segment_everything()
@@ -104,9 +105,10 @@ def _check_object_queries(model, class_embeddings, multi_scale, mask_features, c
     with torch.no_grad():
         out = model.decoder(multi_scale, mask_features, text_embeddings=class_embeddings)
     for key in ("pred_logits", "pred_masks"):
-        assert_close(out[key], case[f"rec/pred_calls/0/out/{key}"], key)
-        for layer, aux in enumerate(out["aux_outputs"]):
-            assert_close(aux[key], case[f"rec/pred_calls/0/out/aux_outputs/{layer}/{key}"], f"layer {layer} {key}")
+        assert_close(out.official(key), case[f"rec/pred_calls/0/out/{key}"], key)
+        for layer, aux in enumerate(out.earlier_layers):
+            assert_close(aux.official(key), case[f"rec/pred_calls/0/out/aux_outputs/{layer}/{key}"],
+                         f"layer {layer} {key}")
 
 
 @pytest.mark.parametrize("layer", ["first", "last"])
@@ -123,7 +125,7 @@ def test_the_noise_model_still_catches_a_weight_changed_by_1e_3(tiny_model, laye
         module.weight.mul_(1 + 1e-3)
         multi_scale = [torch.from_numpy(case[f"rec/pixdec/0/multi_scale_features/{i}"]) for i in range(3)]
         mask_features = torch.from_numpy(case["rec/pixdec/0/mask_features"])
-    class_embeddings = SeemPredictor(tiny_model).class_embeddings
+    class_embeddings = OfficialLayoutPredictor(tiny_model).class_embeddings
     _check_object_queries(tiny_model, class_embeddings, multi_scale, mask_features, case)  # unchanged: passes
     monkeypatch.delenv("SEEM_NOISE_REPORT", raising=False)  # the changed model's differences are not noise
     with pytest.raises(AssertionError, match="over the noise bar"):
@@ -158,12 +160,12 @@ def _grounding_case(name, make_predictor, tiny_model, texts, image_file):
     ref_gmasks = case["rec/pred_calls/0/out/pred_gmasks"][0]
     assert_close(logits, ref_gmasks[case["derived/matched_id"]], "matched grounding masks")
     f = predictor.features
-    upsampled = F.interpolate(logits[None], size=f["padded_hw"], mode="bilinear", align_corners=False)[0]
-    assert_close(semantic_postprocess(upsampled, f["input_hw"], f["input_hw"]), case["post/grounding_mask"],
+    upsampled = F.interpolate(logits[None], size=f.padded_hw, mode="bilinear", align_corners=False)[0]
+    assert_close(semantic_postprocess(upsampled, f.input_hw, f.input_hw), case["post/grounding_mask"],
                  "grounding_mask")
     results = predictor.predict_text(texts)
     for result, ref in zip(results, case["post/grounding_mask"]):
-        ref_resized = resize(torch.from_numpy(ref), f["original_hw"]).numpy() > 0
+        ref_resized = resize(torch.from_numpy(ref), f.original_hw).numpy() > 0
         assert result.mask.shape == ref_resized.shape
 
 
@@ -205,7 +207,7 @@ def _interactive_case(name, make_predictor, rounds):
             assert_close(memory[:, None], case[f"rec/pred_calls/{r}/extra_in/prev_mask"], f"round {r} memory input")
         logits = predictor.spatial_logits(pos, neg, memory)
         assert_close(logits[:, None], case[f"rec/pred_calls/{r}/out/prev_mask"], f"round {r} mask logits")
-        at_original = lambda x: resize(upsample_and_crop(x, f["padded_hw"], f["input_hw"]), f["original_hw"])  # noqa: E731
+        at_original = lambda x: resize(upsample_and_crop(x, f.padded_hw, f.input_hw), f.original_hw)  # noqa: E731
         mask = at_original(logits).sigmoid() > 0.5
         official = at_original(torch.from_numpy(case[f"rec/pred_calls/{r}/out/prev_mask"][:, 0]))
         assert_decided_equal(mask, case[f"derived/round{r}_pred_mask_orisize"], official, f"round {r} mask")
@@ -228,7 +230,7 @@ def _check_single_outputs(predictor, case, logits, call, orig_hw):
     """evaluate_interactive_single post-processing: bicubic to padded, crop, (bicubic to original)."""
     f = predictor.features
     assert_close(logits[:, None], case[f"rec/pred_calls/{call}/out/prev_mask"], "selected mask logits")
-    at_input = lambda x: upsample_and_crop(x, f["padded_hw"], f["input_hw"], mode="bicubic")  # noqa: E731
+    at_input = lambda x: upsample_and_crop(x, f.padded_hw, f.input_hw, mode="bicubic")  # noqa: E731
     official = at_input(torch.from_numpy(case[f"rec/pred_calls/{call}/out/prev_mask"][:, 0]))
     assert_decided_equal(at_input(logits) > 0, case["post/pred_mask_batch"][:, 0], official, "pred_mask_batch")
     assert_decided_equal(resize(at_input(logits), orig_hw, mode="bicubic") > 0, case["post/pred_mask_ori"],
@@ -243,7 +245,7 @@ def _demo_case(name, make_predictor, prompts):
     results = predictor.predict_visual(prompts)
     logits = torch.stack([r.low_res_logits for r in results])
     _check_single_outputs(predictor, case, logits, 0, case["post/pred_mask_ori"].shape[-2:])
-    assert all(r.mask.shape == tuple(predictor.features["original_hw"]) for r in results)
+    assert all(r.mask.shape == tuple(predictor.features.original_hw) for r in results)
     rng.assert_all_used()
 
 
@@ -295,7 +297,7 @@ def _reference_case(name, make_predictor, patched):
         _check_single_outputs(predictor, case, logits, 1, case["post/pred_mask_ori"].shape[-2:])
     else:
         # the official v1 code crashes on image B; ours must produce a finite mask there
-        assert torch.isfinite(logits).all() and logits.shape[-2:] == predictor.features["mask_features"].shape[-2:]
+        assert torch.isfinite(logits).all() and logits.shape[-2:] == predictor.features.mask_features.shape[-2:]
     rng.assert_all_used()
 
 
@@ -319,9 +321,9 @@ def test_f_composition_zebra_scribble(make_predictor):
     result = predictor.predict_text_with_prompts(["zebra"], [prompt])[0]
     ref = case["rec/pred_calls/0/out/pred_gmasks"][0]
     f = predictor.features
-    upsampled = F.interpolate(result.low_res_logits[None, None], size=f["padded_hw"], mode="bilinear",
+    upsampled = F.interpolate(result.low_res_logits[None, None], size=f.padded_hw, mode="bilinear",
                               align_corners=False)[0]
-    assert_close(semantic_postprocess(upsampled, f["input_hw"], f["input_hw"]), case["post/grounding_mask"],
+    assert_close(semantic_postprocess(upsampled, f.input_hw, f.input_hw), case["post/grounding_mask"],
                  "grounding_mask")
     # the official choice: the grounding query whose caption embedding is closest to the text's
     captions, sentence = case["rec/pred_calls/0/out/pred_gtexts"][0], case["rec/text_tok/0/class_emb"]

@@ -14,10 +14,11 @@ from PIL import Image
 from conftest import load_case, reference_path
 from ros_harness import PublishedFrames, camera_frame
 from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.official_layout import OfficialLayoutPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.node.frame_worker import FrameCounts, FrameWorker
-from seem_ros.node.shared_model import SharedModel
 from seem_ros.node.segment_image import segment_once
+from seem_ros.node.shared_model import SharedModel
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.prompt_messages import ParsedPrompt
 from seem_ros.runtime.backends import BackendConfig, inference_context, move_predictor
@@ -37,8 +38,8 @@ def _rgb(name="zebras1.jpg"):
 def predictors(tiny_model):
     """The tiny model on the CPU and on the GPU, COCO vocabulary (the official embeddings), same seeds."""
     embeddings = torch.from_numpy(load_case("text_class_embeddings")["default_text_embeddings"])
-    cpu = SeemPredictor(copy.deepcopy(tiny_model), class_embeddings=embeddings)
-    gpu = SeemPredictor(copy.deepcopy(tiny_model).cuda(), class_embeddings=embeddings)
+    cpu = OfficialLayoutPredictor(copy.deepcopy(tiny_model), class_embeddings=embeddings)
+    gpu = OfficialLayoutPredictor(copy.deepcopy(tiny_model).cuda(), class_embeddings=embeddings)
     return cpu, gpu
 
 
@@ -105,7 +106,7 @@ def test_deactivate_releases_every_gpu_tensor_and_activate_restores(tiny_model):
     gc.collect()
     torch.cuda.empty_cache()
     baseline = torch.cuda.memory_allocated()
-    predictor = SeemPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
+    predictor = OfficialLayoutPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
     tracker = ObjectTracker()
     ids = _every_kind_of_object(predictor, tracker)
     cfg = BackendConfig("", device="cuda")
@@ -128,7 +129,7 @@ def test_deactivate_releases_every_gpu_tensor_and_activate_restores(tiny_model):
 
 
 def test_frame_worker_survives_cuda_out_of_memory(tiny_model):
-    predictor = SeemPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
+    predictor = OfficialLayoutPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
     tracker = ObjectTracker()
     tracker.add("zebra", text="the zebra")
     mailbox, counts = LatestFrame(), FrameCounts()
@@ -164,7 +165,7 @@ def test_tracking_under_fp16_autocast_agrees_with_fp32(tiny_model):
     frames = [_rgb(), _rgb("zebras2.jpg"), _rgb()]
     masks = {}
     for precision in ("fp32", "fp16"):
-        predictor = SeemPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
+        predictor = OfficialLayoutPredictor(copy.deepcopy(tiny_model).cuda(), VOCABULARY)
         tracker = ObjectTracker()
         ids = _every_kind_of_object(predictor, tracker)
         outputs = _tracked_frames(predictor, tracker, frames, BackendConfig("", device="cuda", precision=precision))

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from ros_harness import PublishedFrames, camera_frame
-from seem_ros.inference.predictor import MaskResult, VisualPrompt
+from seem_ros.inference.predictor import MaskResult
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.node.applier import PromptApplier
 from seem_ros.node.frame_worker import FrameCounts, FrameWorker
 from seem_ros.node.shared_model import SharedModel

@@ -12,7 +12,8 @@ import torch
 from conftest import REPO, load_case, reference_path
 from noise_model import assert_close
 from replay import ReplayedRandomness
-from seem_ros.inference.predictor import MaskResult, SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import MaskResult, SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.tools.evaluation import boundary_f_measure, read_davis, region_similarity
 from seem_ros.tracking.tracker import ObjectTracker
 

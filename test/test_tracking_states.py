@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from conftest import track_frames
-from seem_ros.inference.predictor import MaskResult, VisualPrompt
-from seem_ros.tracking.tracker import LOST, REMOVED, TRACKED, ObjectTracker
+from seem_ros.inference.predictor import MaskResult
+from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.tracking.objects import LOST, REMOVED, TRACKED
+from seem_ros.tracking.tracker import ObjectTracker
 
 H, W = 40, 60
 

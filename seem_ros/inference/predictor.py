@@ -1,30 +1,25 @@
-"""SeemPredictor: set an image once, then ask for any number of prompts.
+"""SeemPredictor: set an image once, then ask for any number of prompts (segment-anything's
+SamPredictor pattern, with SEEM's prompts).
 
     predictor = SeemPredictor(load_seem("seem_focalt_v1.pt"))
     predictor.set_image(rgb)                         # backbone + pixel decoder run once
     everything = predictor.segment_everything()      # panoptic, COCO or custom vocabulary
-    cup = predictor.predict_text(["the red cup"])[0]  # text grounding
-    obj = predictor.predict_visual([VisualPrompt(points=[(320, 240, 1)])])[0]
-    obj = predictor.predict_visual([VisualPrompt(points=[(320, 240, 1), (100, 80, 0)])],
-                                   memory=[obj])[0]   # refine with memory of the previous round
-    ref = predictor.encode_reference(example_rgb, example_mask)
-    same = predictor.predict_reference(ref)          # example-based: same object in this image
 
     # a camera frame with several objects: one decoder pass for all (the frame engine)
+    ref = predictor.encode_reference(example_rgb, example_mask)
     queries = [predictor.text_query("the red cup"), predictor.visual_query(VisualPrompt(points=[(320, 240, 1)])),
                predictor.follow_query(previous_result), predictor.reference_query(ref)]
     results = predictor.decode(queries)
 
-The predict_* methods keep the official call layouts (the parity tests hold them to the official
-outputs); decode() runs every object in its own row of one frame-engine pass, so objects do not
-influence one another. Prompt coordinates are pixels of the image given to `set_image` (x right,
-y down). Masks come back at that image's size.
+decode() runs every object in its own row of one frame-engine pass, so objects do not influence one
+another (the official call layouts, one decoder call per request: official_layout.py). Prompt
+coordinates are pixels of the image given to `set_image` (x right, y down). Masks come back at that
+image's size.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -32,16 +27,13 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
-from seem_ros.inference.frame_engine import FrameEngine, FrameFeatures, ObjectQuery
+from seem_ros.inference.frame_engine import FrameEngine, FrameFeatures
+from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
-                          resize, semantic_inference, semantic_postprocess, upsample_and_crop)
-from seem_ros.model.language_encoder import cosine_similarity
+                                            resize, semantic_inference, semantic_postprocess, upsample_and_crop)
+from seem_ros.inference.visual_prompt import VisualPrompt, no_negatives, rasterize
 from seem_ros.model.seem import SEEM, pad_to_multiple
 from seem_ros.model.visual_sampler import DecoderRandomness, SpatialPrompt
-
-CLICK_RADIUS = 1  # a click is a 3x3 square, as the official click sampler draws it
-SCRIBBLE_THICKNESS = 5
-
 
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
     """PIL bicubic resize so the short side is `short_side` (torchvision Resize(int) semantics)."""
@@ -56,27 +48,14 @@ def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
 
 
 @dataclass
-class VisualPrompt:
-    """One object's visual prompt, in pixels of the image given to set_image.
-    points: (x, y, label) with label 1 = positive, 0 = negative; box: (x0, y0, x1, y1) inclusive,
-    drawn filled; scribbles: polylines [(x, y), ...] of positive strokes; mask: (H, W) bool, or uint8
-    where > 0 is on (resized like the official demo sketch: bilinear on the uint8 values, then > 0).
-    image_hw: (height, width) of the image the coordinates were given on, when it may differ from
-    the image given to set_image (a camera that changed resolution); None = that image."""
-    points: Sequence[Tuple[float, float, int]] = ()
-    box: Optional[Tuple[float, float, float, float]] = None
-    scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
-    negative_scribbles: Sequence[Sequence[Tuple[float, float]]] = ()
-    mask: Optional[np.ndarray] = None
-    image_hw: Optional[Tuple[int, int]] = None
-
-    def has_positive(self) -> bool:
-        """Something marks the object itself (negative clicks/strokes alone cannot prompt)."""
-        return (any(label for _, _, label in self.points) or self.box is not None or len(self.scribbles) > 0
-                or self.mask is not None)
-
-    def has_negative(self) -> bool:
-        return any(not label for _, _, label in self.points) or len(self.negative_scribbles) > 0
+class EncodedImage:
+    """An image through the backbone and the pixel decoder, with its geometry."""
+    mask_features: Tensor  # (1, mask_dim, Hp/4, Wp/4)
+    multi_scale: List[Tensor]  # 3 maps (1, C, h, w), coarse to fine
+    input_hw: Tuple[int, int]  # the resized image's size within the padded input
+    padded_hw: Tuple[int, int]  # the padded input (the canvas when one is set)
+    original_hw: Tuple[int, int]  # the image given to set_image
+    scale: Tuple[float, float]  # input / original, (y, x)
 
 
 @dataclass
@@ -87,48 +66,6 @@ class MaskResult:
     label: str = ""
     input_hw: Optional[Tuple[int, int]] = None  # the image's size within the padded input
     input_mask: Optional[Tensor] = None  # bool input_hw on the logits' device: prompts the next frame
-
-
-def _rasterize(prompt: VisualPrompt, hw: Tuple[int, int], scale: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
-    """-> (positive, negative) uint8 masks at model-input size. scale = input/original (y, x)."""
-    h, w = hw
-    sy, sx = scale
-    pos = np.zeros((h, w), np.uint8)
-    neg = np.zeros((h, w), np.uint8)
-
-    def px(x, y):
-        return int(round(x * sx)), int(round(y * sy))
-
-    for x, y, label in prompt.points:
-        cx, cy = px(x, y)
-        target = pos if label else neg
-        target[max(cy - CLICK_RADIUS, 0):cy + CLICK_RADIUS + 1, max(cx - CLICK_RADIUS, 0):cx + CLICK_RADIUS + 1] = 1
-    if prompt.box is not None:
-        x0, y0 = px(prompt.box[0], prompt.box[1])
-        x1, y1 = px(prompt.box[2], prompt.box[3])
-        pos[min(y0, y1):max(y0, y1) + 1, min(x0, x1):max(x0, x1) + 1] = 1
-    for strokes, target in ((prompt.scribbles, pos), (prompt.negative_scribbles, neg)):
-        for stroke in strokes:
-            pts = [px(x, y) for x, y in stroke]
-            if len(pts) == 1:
-                pts = pts * 2
-            for a, b in zip(pts[:-1], pts[1:]):
-                cv2.line(target, a, b, 1, SCRIBBLE_THICKNESS)
-    if prompt.mask is not None:
-        m = np.asarray(prompt.mask)
-        m = m if m.dtype == np.uint8 else (m > 0).astype(np.uint8) * 255
-        if m.shape != (h, w):
-            # official demo: bilinear on the uint8 sketch (not binarised first), then > 0
-            m = F.interpolate(torch.from_numpy(m.copy())[None, None], (h, w), mode="bilinear").numpy()[0, 0]
-        pos |= (m > 0).astype(np.uint8)
-    return pos, neg
-
-
-def _no_negatives(pos: Sequence[Tensor]) -> List[Tensor]:
-    """Empty negative masks for positive masks on one canvas: one tensor for all, so that a
-    repeatable sampler scans it once (DeterministicSampling's draws are cached per mask)."""
-    empty = torch.zeros_like(pos[0]) if pos else None
-    return [empty if m.shape == empty.shape else torch.zeros_like(m) for m in pos]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -169,7 +106,7 @@ class SeemPredictor:
         # templates), kept for the newest CATEGORY_CACHE_SIZE nouns
         self._category_embeddings: "OrderedDict[str, Tensor]" = OrderedDict()
         self.set_vocabulary(class_names, num_thing_classes, class_embeddings)
-        self._features = None
+        self._features: Optional[EncodedImage] = None
 
     def to(self, device) -> "SeemPredictor":
         """Moves the model and what is cached with it (class embeddings, text tokens) to `device`
@@ -220,10 +157,10 @@ class SeemPredictor:
 
     def lock_canvas(self) -> Tuple[int, int]:
         """Keeps the current image's padded size as the canvas of every following image (see canvas)."""
-        self.canvas = tuple(self.features["padded_hw"])
+        self.canvas = tuple(self.features.padded_hw)
         return self.canvas
 
-    def _encode(self, image_rgb: np.ndarray) -> dict:
+    def _encode(self, image_rgb: np.ndarray) -> EncodedImage:
         resized = resize_short_side(image_rgb, self.short_side)
         if self.canvas is not None:
             fit = min(self.canvas[0] / resized.shape[0], self.canvas[1] / resized.shape[1])
@@ -235,12 +172,11 @@ class SeemPredictor:
             tensor = F.pad(tensor, (0, self.canvas[1] - tensor.shape[-1], 0, self.canvas[0] - tensor.shape[-2]))
         mask_features, multi_scale = self.image_encoder(tensor)
         h, w = resized.shape[:2]
-        return {"mask_features": mask_features, "multi_scale": multi_scale, "input_hw": (h, w),
-                "padded_hw": tuple(tensor.shape[-2:]), "original_hw": image_rgb.shape[:2],
-                "scale": (h / image_rgb.shape[0], w / image_rgb.shape[1])}
+        return EncodedImage(mask_features, list(multi_scale), (h, w), tuple(tensor.shape[-2:]), image_rgb.shape[:2],
+                            (h / image_rgb.shape[0], w / image_rgb.shape[1]))
 
     @property
-    def features(self) -> dict:
+    def features(self) -> EncodedImage:
         if self._features is None:
             raise RuntimeError("call set_image() first")
         return self._features
@@ -250,7 +186,7 @@ class SeemPredictor:
         """The current image prepared for the frame engine (once per image)."""
         if self._frame is None:
             f = self.features
-            self._frame = self.engine.prepare(f["mask_features"], f["multi_scale"])
+            self._frame = self.engine.prepare(f.mask_features, f.multi_scale)
         return self._frame
 
     # ---------------------------------------------------------------- everything
@@ -258,7 +194,7 @@ class SeemPredictor:
         """Class logits (Q, K+1) and mask logits (Q, H, W) of the object queries at the input size."""
         f = self.features
         decoded = self.engine.decode(self.frame, [], class_embeddings=self.class_embeddings)
-        return decoded.class_logits, upsample_and_crop(decoded.object_masks, f["padded_hw"], f["input_hw"])
+        return decoded.class_logits, upsample_and_crop(decoded.object_masks, f.padded_hw, f.input_hw)
 
     @torch.no_grad()
     def segment_everything(self) -> Tuple[PanopticResult, InstanceResult]:
@@ -273,49 +209,8 @@ class SeemPredictor:
     def semantic(self) -> Tensor:
         """(K, H, W) class scores at the input size."""
         logits, masks = self._object_query_outputs()
-        hw = self.features["input_hw"]
+        hw = self.features.input_hw
         return semantic_postprocess(semantic_inference(logits, masks), hw, hw)
-
-    # ---------------------------------------------------------------- text grounding
-    @torch.no_grad()
-    def grounding_logits(self, texts: Sequence[str], spatial: Optional[SpatialPrompt] = None) -> Tuple[Tensor, Tensor]:
-        """One decoder call with the tokens of all texts -> (per text best grounding mask logits at
-        stride 4 (N, h, w), cosine similarity of the chosen query to the text (N,)). Official
-        evaluate_grounding."""
-        if not texts:
-            raise ValueError("no text given")
-        f = self.features
-        token_rows, sentences = zip(*(self.text_tokens(t) for t in texts))
-        tokens = torch.cat(token_rows)[:, None]
-        padding = torch.zeros((1, tokens.shape[0]), dtype=torch.bool, device=tokens.device)
-        mask_features, multi_scale = f["mask_features"], f["multi_scale"]
-        out = self.model.decoder(multi_scale, mask_features, text_embeddings=self.class_embeddings,
-                                 grounding_tokens=tokens, grounding_padding=padding, spatial=spatial, rng=self.rng)
-        # the official vl_similarity scales this by a positive temperature, which leaves the argmax unchanged
-        best = cosine_similarity(out["pred_gtexts"][0], torch.stack(sentences)).max(0)
-        return out["pred_gmasks"][0][best.indices], best.values
-
-    def predict_text_with_prompts(self, texts: Sequence[str], prompts: Sequence[VisualPrompt]) -> List[MaskResult]:
-        """Composition (official evaluate_grounding_sptial): text i together with visual prompt i,
-        whose mask is dilated by one pixel; one decoder call per pair."""
-        if len(texts) != len(prompts):
-            raise ValueError("one visual prompt per text is needed")
-        f = self.features
-        pos, neg = self.prompt_masks(prompts)
-        results = []
-        for text, p, n in zip(texts, pos, neg):
-            p = F.conv2d(p[None].float(), self.model.dilation_kernel.cpu(), padding=1)[0] > 0
-            device = f["mask_features"].device
-            spatial = self.model.decoder.encode_spatial_prompt(f["multi_scale"], f["mask_features"], [p.to(device)],
-                                                               [n.to(device)], self.rng)
-            logits, similarity = self.grounding_logits([text], spatial=spatial)
-            results += self._results(logits, similarity.clamp(min=0), [text])
-        return results
-
-    def predict_text(self, texts: Sequence[str]) -> List[MaskResult]:
-        """Referring segmentation: the best mask for each text (e.g. "the red cup")."""
-        logits, similarity = self.grounding_logits(texts)
-        return self._results(logits, similarity.clamp(min=0), texts)
 
     # ---------------------------------------------------------------- visual prompts
     def prompt_masks(self, prompts: Sequence[VisualPrompt]) -> Tuple[List[Tensor], List[Tensor]]:
@@ -323,41 +218,18 @@ class SeemPredictor:
         f = self.features
         pos, neg = [], []
         for prompt in prompts:
-            scale = f["scale"]
+            scale = f.scale
             if prompt.image_hw is not None:
-                scale = (f["input_hw"][0] / prompt.image_hw[0], f["input_hw"][1] / prompt.image_hw[1])
-            p, n = _rasterize(prompt, f["input_hw"], scale)
+                scale = (f.input_hw[0] / prompt.image_hw[0], f.input_hw[1] / prompt.image_hw[1])
+            p, n = rasterize(prompt, f.input_hw, scale)
             pos.append(pad_to_multiple(torch.from_numpy(p).bool()[None], self.model.cfg.size_divisibility))
             neg.append(pad_to_multiple(torch.from_numpy(n).bool()[None], self.model.cfg.size_divisibility))
         return pos, neg
 
-    @torch.no_grad()
-    def spatial_logits(self, pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor],
-                       memory: Optional[Tensor] = None, reference: Optional[SpatialPrompt] = None) -> Tensor:
-        """One decoder call with one visual prompt per batch row (official demo layout) -> (n, h, w)
-        logits of each prompt's selected mask. memory: (n, h, w) logits of the previous round."""
-        n = len(pos_masks) if reference is None else reference.pos_query.shape[1]
-        mask_features, multi_scale = self._features_per_prompt(n)
-        device = mask_features.device
-        spatial = reference or self.model.decoder.encode_spatial_prompt(
-            multi_scale, mask_features, [m.to(device) for m in pos_masks], [m.to(device) for m in neg_masks], self.rng)
-        prev = memory[:, None] if memory is not None else None
-        out = self.model.decoder(multi_scale, mask_features, spatial=spatial, prev_mask=prev, rng=self.rng)
-        return out["prev_mask"][:, 0]
-
     def _features_per_prompt(self, n: int) -> Tuple[Tensor, List[Tensor]]:
         """The image features repeated once per prompt: each prompt gets its own batch row."""
         f = self.features
-        return f["mask_features"].repeat(n, 1, 1, 1), [m.repeat(n, 1, 1, 1) for m in f["multi_scale"]]
-
-    def predict_visual(self, prompts: Sequence[VisualPrompt],
-                       memory: Optional[Sequence[MaskResult]] = None) -> List[MaskResult]:
-        """One mask per visual prompt. memory: the previous round's results for the same objects."""
-        if not prompts or not all(p.has_positive() for p in prompts):
-            raise ValueError("every visual prompt needs a positive point, a box, a scribble or a mask")
-        pos, neg = self.prompt_masks(prompts)
-        prev = torch.stack([m.low_res_logits for m in memory]) if memory else None
-        return self._results(self.spatial_logits(pos, neg, prev))
+        return f.mask_features.repeat(n, 1, 1, 1), [m.repeat(n, 1, 1, 1) for m in f.multi_scale]
 
     def _results(self, logits: Tensor, match: Optional[Tensor] = None,
                  labels: Sequence[str] = ()) -> List[MaskResult]:
@@ -371,12 +243,12 @@ class SeemPredictor:
         if match is not None:
             scores = scores * match.to(scores.dtype)
         f = self.features
-        upsampled = upsample_and_crop(logits, f["padded_hw"], f["input_hw"])
+        upsampled = upsample_and_crop(logits, f.padded_hw, f.input_hw)
         on_input = upsampled > 0  # kept on the device: the next frame's prompt (_canvas_masks)
-        on_original = resize(upsampled, f["original_hw"]) > 0 if f["original_hw"] != f["input_hw"] else on_input
+        on_original = resize(upsampled, f.original_hw) > 0 if f.original_hw != f.input_hw else on_input
         masks_np = on_original.cpu().numpy()
         scores_list = scores.float().cpu().tolist()
-        return [MaskResult(mask, score, low, labels[i] if labels else "", tuple(f["input_hw"]), input_mask)
+        return [MaskResult(mask, score, low, labels[i] if labels else "", tuple(f.input_hw), input_mask)
                 for i, (mask, score, low, input_mask) in enumerate(zip(masks_np, scores_list, logits, on_input))]
 
     # ---------------------------------------------------------------- frame engine
@@ -404,7 +276,7 @@ class SeemPredictor:
         memories: per object, a result its memory queries attend (e.g. the previous one)."""
         memories = list(memories) if memories is not None else [None] * len(previous)
         pos = self._canvas_masks(previous)
-        return self._spatial_queries(pos, _no_negatives(pos), memories, texts)
+        return self._spatial_queries(pos, no_negatives(pos), memories, texts)
 
     @torch.no_grad()  # kept by the tracker: no autograd graph may hold the frame's features
     def appearance(self, results: Sequence[MaskResult]) -> List[SpatialPrompt]:
@@ -412,16 +284,16 @@ class SeemPredictor:
         path): what the object looks like, to find it in a later frame wherever it is then
         (reference_query)."""
         pos = self._canvas_masks(results)
-        return self.engine.spatial_prompts(self.frame, pos, _no_negatives(pos))
+        return self.engine.spatial_prompts(self.frame, pos, no_negatives(pos))
 
     def _canvas_masks(self, results: Sequence[MaskResult]) -> List[Tensor]:
         """Each result's mask as a (1, Hp, Wp) bool prompt on the current padded input: its mask at the
         input size, on the device, padded, when the frames share one input geometry (else from its
         host mask)."""
         f = self.features
-        (height, width), (pad_h, pad_w) = f["input_hw"], f["padded_hw"]
+        (height, width), (pad_h, pad_w) = f.input_hw, f.padded_hw
         same = [i for i, r in enumerate(results) if r.input_mask is not None and tuple(r.input_mask.shape) == (
-            height, width) and tuple(r.low_res_logits.shape[-2:]) == tuple(f["mask_features"].shape[-2:])]
+            height, width) and tuple(r.low_res_logits.shape[-2:]) == tuple(f.mask_features.shape[-2:])]
         masks: List[Optional[Tensor]] = [None] * len(results)
         if same:
             on = F.pad(torch.stack([results[i].input_mask for i in same])[:, None], (0, pad_w - width, 0, pad_h - height))
@@ -502,6 +374,3 @@ class SeemPredictor:
         device = mask_features.device
         return self.model.decoder.encode_spatial_prompt(multi_scale, mask_features, [m.to(device) for m in pos],
                                                         [m.to(device) for m in neg], self.rng)
-
-    def predict_reference(self, reference: SpatialPrompt) -> List[MaskResult]:
-        return self._results(self.spatial_logits([], [], reference=reference))

@@ -9,8 +9,8 @@ configs:
 - self-attention: object<->object; grounding queries<->text tokens; spatial queries <-> their own
   prompt's spatial tokens and memories; text tokens and spatial tokens among themselves.
 """
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,49 @@ class DecoderConfig:
     queries_per_prompt: int = 3  # QUERY_NUMBER
     in_channels: int = 512
     enforce_input_proj: bool = False
+
+
+@dataclass
+class DecoderLayerOutput:
+    """One layer's prediction heads, per query group, batch first (the official output key in
+    brackets). Masks are logits at stride 4 of the padded input; captions are the queries' class
+    embeddings (dim_proj), compared with text by cosine similarity."""
+    class_logits: Optional[Tensor]  # (B, Q, K+1) object queries vs the class embeddings [pred_logits]
+    masks: Tensor  # (B, Q, h, w) object queries [pred_masks]
+    captions: Tensor  # (B, Q, dim_proj) object queries [pred_captions]
+    grounding_masks: Optional[Tensor] = None  # (B, Q, h, w) grounding queries [pred_gmasks]
+    grounding_captions: Optional[Tensor] = None  # (B, Q, dim_proj) [pred_gtexts]
+    spatial_masks: Optional[Tensor] = None  # (B, 3n, h, w) spatial queries, 3 per visual prompt [pred_smasks]
+    spatial_captions: Optional[Tensor] = None  # (B, 3n, dim_proj) [pred_stexts]
+    spatial_mask_embeddings: Optional[Tensor] = None  # (B, 3n, mask_dim) [pred_smaskembs]
+    positive_prompts: Optional[Tensor] = None  # (B, n, mask_dim) each prompt's mean positive feature [pred_pspatials]
+    negative_prompts: Optional[Tensor] = None  # (B, n, mask_dim) [pred_nspatials]
+
+    def official(self, key: str) -> Optional[Tensor]:
+        """The output the official code returns under `key` (pred_masks, ...): for parity checks."""
+        return getattr(self, OFFICIAL_KEYS[key])
+
+
+@dataclass
+class DecoderOutput(DecoderLayerOutput):
+    """The last layer's outputs, the earlier layers' and, with visual prompts, each prompt's mask."""
+    earlier_layers: List[DecoderLayerOutput] = field(default_factory=list)  # [aux_outputs]
+    selected_masks: Optional[Tensor] = None  # (B, n, h, w) each prompt's best spatial query's mask [prev_mask]
+
+
+OFFICIAL_KEYS = {"pred_logits": "class_logits", "pred_masks": "masks", "pred_captions": "captions",
+                 "pred_gmasks": "grounding_masks", "pred_gtexts": "grounding_captions",
+                 "pred_smasks": "spatial_masks", "pred_stexts": "spatial_captions",
+                 "pred_smaskembs": "spatial_mask_embeddings", "pred_pspatials": "positive_prompts",
+                 "pred_nspatials": "negative_prompts", "prev_mask": "selected_masks"}
+
+
+class _Heads(NamedTuple):
+    attn_mask: Tensor
+    masks: Tensor
+    captions: Tensor
+    mask_embeddings: Tensor
+    class_logits: Optional[Tensor]
 
 
 class SelfAttentionLayer(nn.Module):
@@ -142,33 +185,30 @@ class SEEMDecoder(nn.Module):
 
     # ------------------------------------------------------------------ heads
     def prediction_heads(self, output: Tensor, mask_features: Tensor, text_embeddings: Optional[Tensor],
-                         attn_size: Tuple[int, int]) -> Dict[str, Tensor]:
+                         attn_size: Tuple[int, int]) -> _Heads:
         decoded = self.decoder_norm(output).transpose(0, 1)
         class_embed = decoded @ self.class_embed
         mask_embed = self.mask_embed(decoded)
         masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         attn = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
         attn = (attn.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1) < 0.5).detach()
-        out = {"attn_mask": attn, "masks": masks, "embeddings": class_embed, "mask_embed": mask_embed}
-        if text_embeddings is not None:
-            out["logits"] = self.lang_encoder.similarity(class_embed, text_embeddings)
-        return out
+        logits = self.lang_encoder.similarity(class_embed, text_embeddings) if text_embeddings is not None else None
+        return _Heads(attn, masks, class_embed, mask_embed, logits)
 
     # ------------------------------------------------------------------ forward
     def forward(self, multi_scale: Sequence[Tensor], mask_features: Tensor, *,
                 text_embeddings: Optional[Tensor] = None,
                 grounding_tokens: Optional[Tensor] = None, grounding_padding: Optional[Tensor] = None,
                 spatial: Optional[SpatialPrompt] = None, prev_mask: Optional[Tensor] = None,
-                rng: Optional[DecoderRandomness] = None) -> Dict[str, Tensor]:
+                rng: Optional[DecoderRandomness] = None) -> DecoderOutput:
         """multi_scale: 3 maps (B, C, h, w) coarse to fine; mask_features (B, D, H/4, W/4).
         text_embeddings: (K+1, dim_proj) class embeddings for class logits (None: no logits).
         grounding_tokens: (T, B, dim_proj) text tokens; grounding_padding: (B, T) bool.
         spatial: encoded visual prompts (n prompts per image); prev_mask: (B, n, h, w) logits of the
         previous round for the memory queries.
 
-        Returns final-layer outputs: `pred_logits`, `pred_masks`, `pred_captions` (object queries),
-        `pred_gmasks`/`pred_gtexts` (grounding), `pred_smasks`/`pred_stexts`/`pred_smaskembs`
-        (spatial) and `prev_mask` (the mask each visual prompt selects), plus `aux_outputs`.
+        Returns the last layer's outputs of every query group, each earlier layer's, and the mask
+        each visual prompt selects (DecoderOutput).
         """
         rng = rng or DecoderRandomness()
         src, pos, sizes = self.prepare_features(multi_scale)
@@ -195,13 +235,13 @@ class SEEMDecoder(nn.Module):
                 cross.append(memories)
                 names.append("memories_spatial")
 
-        history: List[Dict[str, Tensor]] = []
+        history: List[DecoderLayerOutput] = []
 
         def run_heads(level_size):
             output, query_pos, spans = _concat(cross)
             heads = self.prediction_heads(output, mask_features, text_embeddings, level_size)
             for g, (a, b) in zip(cross, spans):
-                g.attn_mask = heads["attn_mask"][:, a:b]
+                g.attn_mask = heads.attn_mask[:, a:b]
             history.append(self._split_outputs(heads, dict(zip(names, spans)), spatial))
             return output, query_pos, spans
 
@@ -229,31 +269,24 @@ class SEEMDecoder(nn.Module):
             _scatter(self_groups, output, self_spans)
             output, query_pos, spans = run_heads(sizes[(i + 1) % self.num_feature_levels])
 
-        result = dict(history[-1])
-        result["aux_outputs"] = history[:-1]
-        if spatial is not None:
-            result["prev_mask"] = self._select_spatial_masks(result, spatial.num_prompts)
-        return result
+        last = history[-1]
+        selected = self._select_spatial_masks(last, spatial.num_prompts) if spatial is not None else None
+        return DecoderOutput(**vars(last), earlier_layers=history[:-1], selected_masks=selected)
 
-    def _split_outputs(self, heads: Dict[str, Tensor], spans: Dict[str, Tuple[int, int]],
-                       spatial: Optional[SpatialPrompt]) -> Dict[str, Tensor]:
-        out = {}
+    def _split_outputs(self, heads: _Heads, spans: Dict[str, Tuple[int, int]],
+                       spatial: Optional[SpatialPrompt]) -> DecoderLayerOutput:
         a, b = spans["queries_object"]
-        if "logits" in heads:
-            out["pred_logits"] = heads["logits"][:, a:b]
-        out["pred_masks"] = heads["masks"][:, a:b]
-        out["pred_captions"] = heads["embeddings"][:, a:b]
+        out = DecoderLayerOutput(heads.class_logits[:, a:b] if heads.class_logits is not None else None,
+                                 heads.masks[:, a:b], heads.captions[:, a:b])
         if "queries_grounding" in spans:
             a, b = spans["queries_grounding"]
-            out["pred_gmasks"] = heads["masks"][:, a:b]
-            out["pred_gtexts"] = heads["embeddings"][:, a:b]
+            out.grounding_masks, out.grounding_captions = heads.masks[:, a:b], heads.captions[:, a:b]
         if "queries_spatial" in spans:
             a, b = spans["queries_spatial"]
-            out["pred_smasks"] = heads["masks"][:, a:b]
-            out["pred_stexts"] = heads["embeddings"][:, a:b]
-            out["pred_smaskembs"] = heads["mask_embed"][:, a:b]
-            out["pred_pspatials"] = spatial.pos_query.transpose(0, 1)
-            out["pred_nspatials"] = spatial.neg_query.transpose(0, 1)
+            out.spatial_masks, out.spatial_captions = heads.masks[:, a:b], heads.captions[:, a:b]
+            out.spatial_mask_embeddings = heads.mask_embeddings[:, a:b]
+            out.positive_prompts = spatial.pos_query.transpose(0, 1)
+            out.negative_prompts = spatial.neg_query.transpose(0, 1)
         return out
 
     def _memory_attention(self, attn_mask: Tensor, span: Tuple[int, int], prev_mask: Tensor,
@@ -317,16 +350,16 @@ class SEEMDecoder(nn.Module):
                 block("ms", "ms")[:] = mi != mi.transpose(1, 2)
         return groups, mask.repeat_interleave(self.num_heads, dim=0)
 
-    def _select_spatial_masks(self, out: Dict[str, Tensor], num_prompts: int) -> Tensor:
+    def _select_spatial_masks(self, out: DecoderLayerOutput, num_prompts: int) -> Tensor:
         """For each prompt, the mask of its best-matching spatial query (by similarity of the query's
         mask embedding to the prompt's mean positive feature) -> (B, n, h, w) logits."""
         per_prompt = self.cfg.queries_per_prompt
-        emb = out["pred_smaskembs"]
-        prompt_emb = out["pred_pspatials"]
+        emb = out.spatial_mask_embeddings
+        prompt_emb = out.positive_prompts
         device = emb.device
         own = torch.eye(num_prompts, device=device).repeat_interleave(per_prompt, dim=0).bool()
         offset = torch.zeros(own.shape, device=device).masked_fill(~own, float("-inf"))
         logits = emb @ prompt_emb.transpose(1, 2) + offset[None]
         best = logits.max(dim=1)[1]  # (B, n)
-        masks = out["pred_smasks"]
+        masks = out.spatial_masks
         return torch.stack([masks[b, best[b]] for b in range(masks.shape[0])])

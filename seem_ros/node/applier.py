@@ -10,7 +10,7 @@ from typing import Callable, List, Tuple
 
 import numpy as np
 
-from seem_ros.inference.predictor import VisualPrompt
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import SpatialPrompt
 from seem_ros.node.loop_thread import LoopThread
 from seem_ros.prompts.queue import PromptQueue, PromptRequest
@@ -19,7 +19,8 @@ from seem_ros.ros_in.image_conversion import ImageLimits
 from seem_ros.ros_in.latest_frame import ImageSize
 from seem_ros.ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
 from seem_ros.throttled_log import ThrottledLog
-from seem_ros.tracking.tracker import Added, ObjectTracker
+from seem_ros.tracking.objects import Added
+from seem_ros.tracking.tracker import ObjectTracker
 
 
 @dataclass

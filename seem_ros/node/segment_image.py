@@ -17,7 +17,8 @@ from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, 
 from seem_ros.ros_in.prompt_messages import ParsedPrompt, PromptError, parse_prompt
 from seem_ros.ros_out.publishers import result_message
 from seem_ros.throttled_log import ThrottledLog, failed_response, guarded
-from seem_ros.tracking.tracker import FrameObject, ObjectTracker
+from seem_ros.tracking.objects import FrameObject
+from seem_ros.tracking.tracker import ObjectTracker
 
 
 def segment_once(predictor: SeemPredictor, rgb: np.ndarray, prompt: Optional[ParsedPrompt]) -> List[FrameObject]:

@@ -1,1 +1,1 @@
-"""Prompts: text commands, clicks and SegmentationPrompt messages -> what the model is asked."""
+"""Prompts: text commands and the one ordered queue every prompt goes through."""

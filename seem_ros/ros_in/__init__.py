@@ -1,1 +1,2 @@
-"""ROS input side: turning camera messages into model-ready images."""
+"""ROS input side: the camera subscription and mailbox, camera messages -> images, prompt messages
+-> prompts, clicked points -> pixels."""

@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from seem_ros.inference.predictor import VisualPrompt
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.prompts.text_commands import MAX_TEXT_LENGTH
 from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, image_to_rgb
 

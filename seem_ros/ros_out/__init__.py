@@ -1,1 +1,1 @@
-"""ROS output side: results, label image, label info and overlay."""
+"""ROS output side: results, label image, label info, overlay and diagnostics statuses."""

@@ -12,7 +12,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from seem_ros_interfaces.msg import LabelInfo, SegmentationResult, SegmentedObject
 
 from seem_ros.ros_out.encoding import LabelSlots, bounding_box, encode_rle, label_image, overlay
-from seem_ros.tracking.tracker import FrameObject
+from seem_ros.tracking.objects import FrameObject
 
 
 class FramePublishers:

@@ -1,1 +1,2 @@
-"""Where the model runs: PyTorch (CPU/CUDA), ONNX Runtime, TensorRT."""
+"""Where the model runs: PyTorch (CPU/CUDA, CUDA graphs), ONNX Runtime, TensorRT, and the caches of
+exported graphs and engines."""

@@ -7,7 +7,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from seem_ros.inference.frame_engine import FrameFeatures, SlotOutputs, TextSlots, VisualSlots
+from seem_ros.inference.frame_engine import FrameFeatures
+
+from seem_ros.inference.frame_slots import SlotOutputs, TextSlots, VisualSlots
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.exported import decode_in_fixed_slots
 from seem_ros.runtime.onnx_graphs import DECODER_INPUTS, DecoderSlots, SlotDecoderGraph

@@ -31,12 +31,13 @@ LOG = logging.getLogger(__name__)
 
 @functools.lru_cache(maxsize=1)
 def export_code_digest() -> str:
-    """The sha256 (16 hex digits) of the source the graphs are traced from (the model package and
-    onnx_graphs.py): a change to any of it exports anew. A hand-bumped format number was forgotten
-    twice while the exported decoder changed."""
+    """The sha256 (16 hex digits) of the source the graphs are traced from (the model and inference
+    packages, where the frame engine lives, and onnx_graphs.py): a change to any of it exports
+    anew. A hand-bumped format number was forgotten twice while the exported decoder changed."""
     package = pathlib.Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted((package / "model").glob("*.py")) + [package / "runtime" / "onnx_graphs.py"]:
+    traced = sorted((package / "model").glob("*.py")) + sorted((package / "inference").glob("*.py"))
+    for path in traced + [package / "runtime" / "onnx_graphs.py"]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -8,11 +8,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from seem_ros.inference.frame_engine import FrameFeatures, SlotOutputs, TextSlots, VisualSlots
+from seem_ros.inference.frame_engine import FrameFeatures
+
+from seem_ros.inference.frame_slots import SlotOutputs, TextSlots, VisualSlots
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.engine_cache import GraphSpec, cached_onnx
 from seem_ros.runtime.onnx_graphs import (DECODER_INPUTS, DECODER_OUTPUTS, DecoderSlots, ENCODER_OUTPUTS, export_image_encoder,
-                          export_slot_decoder, pad_slots, slot_inputs)
+                                          export_slot_decoder, pad_slots, slot_inputs)
 
 LOG = logging.getLogger(__name__)
 # a graph runner: {input name: tensor} -> outputs in the graph's output order, on the inputs' device

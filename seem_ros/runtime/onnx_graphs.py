@@ -15,7 +15,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from seem_ros.inference.frame_engine import FrameEngine, TextSlots, VisualSlots
+from seem_ros.inference.frame_engine import FrameEngine
+
+from seem_ros.inference.frame_slots import TextSlots, VisualSlots
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
 

@@ -148,7 +148,7 @@ def _prompts(args: argparse.Namespace, what: str):
 
 def _visual_prompt(args: argparse.Namespace):
     """The --point clicks and --box as one visual prompt (None without them)."""
-    from seem_ros.inference.predictor import VisualPrompt
+    from seem_ros.inference.visual_prompt import VisualPrompt
     visual = VisualPrompt(points=args.point, box=args.box) if args.point or args.box is not None else None
     if visual is not None and not visual.has_positive():
         raise UsageError("negative points alone cannot prompt: add a positive point or a box")

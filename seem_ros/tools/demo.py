@@ -60,7 +60,7 @@ def _wait_for_log(process: subprocess.Popen, log_path: str, pattern: str, timeou
 def _objects(msg) -> list:
     """A SegmentationResult's objects back as the tracker's FrameObjects, which the recording writer takes."""
     from seem_ros.ros_out.encoding import decode_rle
-    from seem_ros.tracking.tracker import FrameObject
+    from seem_ros.tracking.objects import FrameObject
     out = []
     for o in msg.objects:
         if o.mask.height:

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seem_ros.inference.predictor import SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import SeemPredictor
+
+from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.tracking.tracker import ObjectTracker
 
 MODES = ("referring", "propagation", "tracker")

@@ -1,1 +1,1 @@
-"""Keeping prompted objects segmented across frames."""
+"""Keeping prompted objects segmented across frames: ids, status, association, re-identification."""

@@ -51,107 +51,20 @@ edit made while a frame is being segmented takes effect from the next frame and 
 Object ids are unique for the lifetime of the process, across trackers and reconfigurations.
 """
 import dataclasses
-import itertools
 import threading
-from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
-from seem_ros.inference.frame_engine import ObjectQuery
-from seem_ros.inference.predictor import MaskResult, SeemPredictor, VisualPrompt
+from seem_ros.inference.predictor import MaskResult, SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt, merge_prompts
 from seem_ros.model.visual_sampler import SpatialPrompt
 from seem_ros.tracking.association import mask_iou, match_by_iou
 from seem_ros.tracking.naming import same_object
+from seem_ros.tracking.objects import (LOST, REMOVED, TRACKED, Added, FrameObject, TrackedObject, new_object_id,
+                                      object_query)
 
-_object_ids = itertools.count(1)
-_object_ids_lock = threading.Lock()
-
-
-def new_object_id() -> int:
-    """A process-wide unique object id: downstream id -> label maps never mix two objects."""
-    with _object_ids_lock:
-        return next(_object_ids)
-
-
-@dataclass
-class TrackedObject:
-    id: int
-    label: str
-    text: str = ""
-    visual: Optional[VisualPrompt] = None  # the visual prompt of the first frame
-    reference: Optional[SpatialPrompt] = None
-    refinement: Optional[VisualPrompt] = None  # user clicks for the next frame, with memory of `last`
-    track: bool = True
-    last: Optional[MaskResult] = None
-    following: bool = False  # a visual object found in a frame: its last mask prompts the next one
-    revision: int = 0  # bumped by every edit; a frame's write-back skips objects edited meanwhile
-    category: str = ""  # an instance of this category: matched to its detections every frame
-    status: str = "tracked"  # TRACKED or LOST
-    age: int = 0  # frames segmented since it was added
-    hits: int = 0  # frames with a confident mask
-    misses: int = 0  # consecutive frames without one
-    since_grounding: int = 0  # text objects: frames since their text last chose their mask
-    appearance: Optional[SpatialPrompt] = None  # its mask's reference tokens on a confident frame of its own
-
-
-TRACKED, LOST, REMOVED = "tracked", "lost", "removed"
 MAX_CATEGORIES = 16  # category commands tracked at once: each is a row of every frame's vocabulary
-
-
-@dataclass
-class FrameObject:
-    id: int
-    label: str
-    mask: np.ndarray  # bool (H, W) at the camera image size; empty when the object was not found
-    score: float  # confidence: mean mask probability inside the mask (times the text match)
-    status: str = TRACKED  # TRACKED, LOST, or REMOVED (its last report)
-    mode: str = ""  # what found the mask: prompt, grounding, reference, propagation or refinement
-
-
-class Added(NamedTuple):
-    id: int
-    existing: bool  # the text already names a tracked object: its id is returned, nothing is added
-
-
-def _image_hw(prompt: VisualPrompt) -> Optional[Tuple[int, int]]:
-    """The size of the image a prompt's pixels are on, where it says (image_hw, else its mask's)."""
-    if prompt.image_hw is not None:
-        return tuple(prompt.image_hw)
-    return tuple(np.asarray(prompt.mask).shape[:2]) if prompt.mask is not None else None
-
-
-def on_image(prompt: VisualPrompt, hw: Optional[Tuple[int, int]]) -> VisualPrompt:
-    """prompt's marks in pixels of an image of size hw (a camera that changed resolution)."""
-    own = _image_hw(prompt)
-    if own is None or hw is None or own == tuple(hw):
-        return prompt
-    sy, sx = hw[0] / own[0], hw[1] / own[1]
-    mask = None if prompt.mask is None else cv2.resize(
-        (np.asarray(prompt.mask) > 0).astype(np.uint8), (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return VisualPrompt(points=[(x * sx, y * sy, label) for x, y, label in prompt.points],
-                        box=None if prompt.box is None else (prompt.box[0] * sx, prompt.box[1] * sy,
-                                                             prompt.box[2] * sx, prompt.box[3] * sy),
-                        scribbles=[[(x * sx, y * sy) for x, y in line] for line in prompt.scribbles],
-                        negative_scribbles=[[(x * sx, y * sy) for x, y in line] for line in prompt.negative_scribbles],
-                        mask=mask, image_hw=tuple(hw))
-
-
-def merge_prompts(base: Optional[VisualPrompt], correction: VisualPrompt) -> VisualPrompt:
-    """base's marks plus correction's (new clicks and strokes added, masks united, the newer box),
-    base's brought to the correction's image size first."""
-    if base is None:
-        return correction
-    base = on_image(base, _image_hw(correction))
-    points = list(base.points) + [p for p in correction.points if p not in base.points]
-    mask = base.mask if correction.mask is None else correction.mask if base.mask is None else (
-        (np.asarray(base.mask) > 0) | (np.asarray(correction.mask) > 0))
-    return VisualPrompt(points=points,
-                        box=correction.box if correction.box is not None else base.box,
-                        scribbles=list(base.scribbles) + list(correction.scribbles),
-                        negative_scribbles=list(base.negative_scribbles) + list(correction.negative_scribbles),
-                        mask=mask, image_hw=correction.image_hw or base.image_hw)
 
 
 class ObjectTracker:
@@ -471,7 +384,7 @@ class ObjectTracker:
         -> (id: (result, what found it), [(category index, instance)])."""
         if not objects and not categories:
             return {}, []
-        asked = [_query(predictor, obj, self._grounds_now(obj), self._searches_now(obj)) for obj in objects]
+        asked = [object_query(predictor, obj, self._grounds_now(obj), self._searches_now(obj)) for obj in objects]
         queries = [query for query, _ in asked]
         following = [i for i, query in enumerate(queries) if query is None]
         previous = [objects[i].last for i in following]
@@ -485,23 +398,3 @@ class ObjectTracker:
         else:
             results, detections = predictor.decode(queries), []
         return {obj.id: (result, mode) for obj, result, (_, mode) in zip(objects, results, asked)}, detections
-
-
-def _query(predictor: SeemPredictor, obj: TrackedObject, ground_now: bool, search_now: bool
-           ) -> Tuple[Optional[ObjectQuery], str]:
-    """What the object asks of this frame (None: it follows its last mask, prompted all together),
-    and the mode that names it. ground_now: whether a text object is grounded by its text;
-    search_now: whether a lost object is searched by its appearance."""
-    if obj.reference is not None:
-        return predictor.reference_query(obj.reference), "reference"
-    if obj.refinement is not None:
-        return predictor.visual_query(obj.refinement, memory=obj.last, text=obj.text), "refinement"
-    if search_now:
-        return predictor.reference_query(obj.appearance), "reidentification"
-    if obj.following:
-        return None, "propagation"
-    if obj.visual is not None:
-        return predictor.visual_query(obj.visual, text=obj.text), "prompt"
-    if not ground_now and obj.last is not None:
-        return None, "propagation"
-    return predictor.text_query(obj.text), "grounding"
