@@ -37,10 +37,11 @@ def tiny_model(tiny_config):
     return load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ros():
-    """rclpy and a client node for one test (its module calls ros_harness.apply_ros_environment()
-    before rclpy is imported)."""
+    """rclpy and a client node shared by a module's tests (the module calls
+    ros_harness.apply_ros_environment() before rclpy is imported); each test starts the nodes it
+    tests under names of its own."""
     import rclpy
     rclpy.init()
     node = rclpy.create_node("test_client")

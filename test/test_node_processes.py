@@ -14,7 +14,6 @@ from ros_harness import (NodeProcess, apply_ros_environment, call, diagnostics_v
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
-import rclpy  # noqa: E402
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -35,15 +34,6 @@ def seem_node(tmp_path_factory):
         yield node
     finally:
         node.stop()
-
-
-@pytest.fixture(scope="module")
-def client():
-    rclpy.init()
-    node = rclpy.create_node("test_client")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 def test_frames_and_prompts_from_one_process_results_in_another(seem_node, tmp_path):
@@ -85,39 +75,39 @@ def test_frames_and_prompts_from_one_process_results_in_another(seem_node, tmp_p
     assert len(latest_info["statuses"]) == 2 and set(latest_info["statuses"]) <= {"tracked", "lost"}
 
 
-def test_services(seem_node, client):
-    set_prompt = client.create_client(SetPrompt, "/seem_node/set_prompt")
-    segment = client.create_client(SegmentImage, "/seem_node/segment_image")
-    clear = client.create_client(Trigger, "/seem_node/clear_prompts")
-    reset = client.create_client(Trigger, "/seem_node/reset_tracking")
+def test_services(seem_node, ros):
+    set_prompt = ros.create_client(SetPrompt, "/seem_node/set_prompt")
+    segment = ros.create_client(SegmentImage, "/seem_node/segment_image")
+    clear = ros.create_client(Trigger, "/seem_node/clear_prompts")
+    reset = ros.create_client(Trigger, "/seem_node/reset_tracking")
 
     request = SetPrompt.Request(replace=True)
     request.prompt.text = "the striped animal"
-    accepted = call(client, set_prompt, request)
+    accepted = call(ros, set_prompt, request)
     assert accepted.success and len(accepted.object_ids) == 1
 
     bad = SetPrompt.Request()
     bad.prompt.positive_points = [Point(x=float("nan"), y=3.0)]
-    refused = call(client, set_prompt, bad)
+    refused = call(ros, set_prompt, bad)
     assert not refused.success and "not a finite pixel position" in refused.message
 
-    everything = call(client, segment, SegmentImage.Request(image=rgb_image(96, 64, stamp=7)))
+    everything = call(ros, segment, SegmentImage.Request(image=rgb_image(96, 64, stamp=7)))
     assert everything.success, everything.message
     assert (everything.result.height, everything.result.width) == (96 // 96 * 64, 96)
     assert everything.result.header.stamp.sec == 7
 
     prompted = SegmentImage.Request(image=rgb_image(96, 64, stamp=8))
     prompted.prompt.positive_points = [Point(x=10.0, y=20.0)]
-    one = call(client, segment, prompted)
+    one = call(ros, segment, prompted)
     assert one.success and len(one.result.objects) == 1 and one.result.objects[0].mask.height == 64
 
     outside = SegmentImage.Request(image=rgb_image(96, 64))
     outside.prompt.positive_points = [Point(x=500.0, y=20.0)]
-    answer = call(client, segment, outside)
+    answer = call(ros, segment, outside)
     assert not answer.success and "outside the 96x64 image" in answer.message
 
-    assert call(client, reset, Trigger.Request()).success
-    assert call(client, clear, Trigger.Request()).success
+    assert call(ros, reset, Trigger.Request()).success
+    assert call(ros, clear, Trigger.Request()).success
 
 
 BAD_INPUTS = [
@@ -133,17 +123,17 @@ BAD_INPUTS = [
 ]
 
 
-def test_bad_input_is_logged_and_the_node_keeps_running(seem_node, client):
-    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
-    commands = client.create_publisher(String, "/seem_node/command", 10)
-    clicks = client.create_publisher(Point, "/image_mouse_left", 10)
-    prompts = client.create_publisher(SegmentationPrompt, "/seem_node/prompt", 10)
+def test_bad_input_is_logged_and_the_node_keeps_running(seem_node, ros):
+    images = ros.create_publisher(Image, "/image", qos_profile_sensor_data)
+    commands = ros.create_publisher(String, "/seem_node/command", 10)
+    clicks = ros.create_publisher(Point, "/image_mouse_left", 10)
+    prompts = ros.create_publisher(SegmentationPrompt, "/seem_node/prompt", 10)
     results = []
-    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
-    assert spin_until(client, lambda: images.get_subscription_count() and prompts.get_subscription_count(), 30)
+    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert spin_until(ros, lambda: images.get_subscription_count() and prompts.get_subscription_count(), 30)
 
     def send_frame(stamp):
-        return publish_until(client, images, rgb_image(64, 48, stamp),
+        return publish_until(ros, images, rgb_image(64, 48, stamp),
                              lambda: any(r.header.stamp.sec == stamp for r in results))
 
     assert send_frame(1), "no result for a good frame"  # the node now knows the image size
@@ -153,7 +143,7 @@ def test_bad_input_is_logged_and_the_node_keeps_running(seem_node, client):
     short_step.step = 10
     for bad_frame in (wrong, short_step, Image(encoding="rgb8")):
         images.publish(bad_frame)
-        spin_until(client, lambda: False, 1.0)  # one at a time: a newer frame replaces an unprocessed one
+        spin_until(ros, lambda: False, 1.0)  # one at a time: a newer frame replaces an unprocessed one
     clicks.publish(Point(x=math.nan, y=1.0))
     clicks.publish(Point(x=640.0, y=10.0))
     commands.publish(String(data=""))
@@ -165,7 +155,7 @@ def test_bad_input_is_logged_and_the_node_keeps_running(seem_node, client):
     deadline = time.monotonic() + 30
     missing = [w for _, w in BAD_INPUTS]
     while missing and time.monotonic() < deadline:
-        spin_until(client, lambda: False, 0.5)
+        spin_until(ros, lambda: False, 0.5)
         log = seem_node.log()
         missing = [w for w in missing if w not in log]
     assert not missing, f"warnings not logged: {missing}\n{seem_node.log()[-3000:]}"
@@ -186,13 +176,13 @@ def test_corrupt_checkpoint_is_reported_and_the_node_stays_up(tmp_path):
         node.stop()
 
 
-def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, client):
+def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, ros):
     from diagnostic_msgs.msg import DiagnosticArray
-    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    images = ros.create_publisher(Image, "/image", qos_profile_sensor_data)
     reports, results = [], []
-    client.create_subscription(DiagnosticArray, "/diagnostics", reports.append, 10)
-    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
-    assert spin_until(client, lambda: images.get_subscription_count() > 0, 30)
+    ros.create_subscription(DiagnosticArray, "/diagnostics", reports.append, 10)
+    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert spin_until(ros, lambda: images.get_subscription_count() > 0, 30)
     sent = range(5000, 5030)
     for stamp in sent:  # far faster than the model runs
         images.publish(rgb_image(640, 480, stamp))
@@ -202,24 +192,24 @@ def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, cli
         values = diagnostics_values(reports, "frames replaced total")
         return max((int(v) for v in values), default=0)
 
-    assert spin_until(client, lambda: dropped_total() > 0, 30), "no replaced frames reported on /diagnostics"
-    spin_until(client, lambda: False, 3.0)
+    assert spin_until(ros, lambda: dropped_total() > 0, 30), "no replaced frames reported on /diagnostics"
+    spin_until(ros, lambda: False, 3.0)
     processed = {r.header.stamp.sec for r in results} & set(sent)
     assert 0 < len(processed) < len(sent)
     # the newest frame is processed last (allowing for the transport losing one of the final frames)
     assert max(processed) >= sent[-2]
 
 
-def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, client):
+def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, ros):
     from geometry_msgs.msg import PointStamped
     from sensor_msgs.msg import CameraInfo
-    assert call(client, client.create_client(Trigger, "/seem_node/clear_prompts"), Trigger.Request()).success
-    points = client.create_publisher(PointStamped, "/clicked_point", 10)
-    infos = client.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
-    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    assert call(ros, ros.create_client(Trigger, "/seem_node/clear_prompts"), Trigger.Request()).success
+    points = ros.create_publisher(PointStamped, "/clicked_point", 10)
+    infos = ros.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+    images = ros.create_publisher(Image, "/image", qos_profile_sensor_data)
     results = []
-    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
-    assert spin_until(client, lambda: points.get_subscription_count() and infos.get_subscription_count(), 30)
+    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert spin_until(ros, lambda: points.get_subscription_count() and infos.get_subscription_count(), 30)
 
     def clicked(frame_id, x, y, z):
         msg = PointStamped()
@@ -233,13 +223,13 @@ def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, client):
     info.header.frame_id = "test_camera"
     for _ in range(5):
         infos.publish(info)
-        spin_until(client, lambda: False, 0.2)
+        spin_until(ros, lambda: False, 0.2)
     clicked("map", 1.0, 2.0, 0.0)
     assert seem_node.wait_for_log("needs a transform to the camera frame 'test_camera'", timeout=20) or \
         seem_node.wait_for_log("no transform 'map' -> 'test_camera'", timeout=5)
     clicked("test_camera", 0.1, 0.0, 1.0)  # projects to pixel (37, 24)
-    spin_until(client, lambda: False, 1.0)
-    assert publish_until(client, images, rgb_image(64, 48, stamp=9000),
+    spin_until(ros, lambda: False, 1.0)
+    assert publish_until(ros, images, rgb_image(64, 48, stamp=9000),
                          lambda: any(r.header.stamp.sec == 9000 for r in results))
     frame = next(r for r in results if r.header.stamp.sec == 9000)
     assert [o.label for o in frame.objects] == ["object"]
@@ -247,60 +237,60 @@ def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, client):
     assert f"clicked point at (37.0, 24.0) -> object {frame.objects[0].id}" in seem_node.log()
 
 
-def test_lifecycle_deactivate_stops_and_activate_resumes(seem_node, client):
+def test_lifecycle_deactivate_stops_and_activate_resumes(seem_node, ros):
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
-    get_state = client.create_client(GetState, "/seem_node/get_state")
-    change = client.create_client(ChangeState, "/seem_node/change_state")
-    images = client.create_publisher(Image, "/image", qos_profile_sensor_data)
+    get_state = ros.create_client(GetState, "/seem_node/get_state")
+    change = ros.create_client(ChangeState, "/seem_node/change_state")
+    images = ros.create_publisher(Image, "/image", qos_profile_sensor_data)
     results = []
-    client.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
-    assert call(client, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_ACTIVE
+    ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 10)
+    assert call(ros, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_ACTIVE
 
     def transition(transition_id):
-        return call(client, change, ChangeState.Request(transition=Transition(id=transition_id))).success
+        return call(ros, change, ChangeState.Request(transition=Transition(id=transition_id))).success
 
-    commands = client.create_publisher(String, "/seem_node/command", 10)
-    set_prompt = client.create_client(SetPrompt, "/seem_node/set_prompt")
-    assert call(client, client.create_client(Trigger, "/seem_node/clear_prompts"), Trigger.Request()).success
-    assert spin_until(client, lambda: images.get_subscription_count() and commands.get_subscription_count(), 10)
+    commands = ros.create_publisher(String, "/seem_node/command", 10)
+    set_prompt = ros.create_client(SetPrompt, "/seem_node/set_prompt")
+    assert call(ros, ros.create_client(Trigger, "/seem_node/clear_prompts"), Trigger.Request()).success
+    assert spin_until(ros, lambda: images.get_subscription_count() and commands.get_subscription_count(), 10)
 
     assert transition(Transition.TRANSITION_DEACTIVATE)
-    assert call(client, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_INACTIVE
+    assert call(ros, get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_INACTIVE
     # deactivate stops the intake (camera and prompt topics unsubscribed) and the frame worker; on
     # CUDA it also frees the GPU (test_robustness_cuda.py checks that on a GPU machine)
-    assert spin_until(client, lambda: images.get_subscription_count() == 0 and commands.get_subscription_count() == 0,
+    assert spin_until(ros, lambda: images.get_subscription_count() == 0 and commands.get_subscription_count() == 0,
                       10)
     images.publish(rgb_image(64, 48, stamp=9100))
-    assert not spin_until(client, lambda: any(r.header.stamp.sec == 9100 for r in results), 3.0)
+    assert not spin_until(ros, lambda: any(r.header.stamp.sec == 9100 for r in results), 3.0)
     # the prompt services stay up while inactive; what they set is used once active again
     request = SetPrompt.Request()
     request.prompt.text = "the set-while-inactive thing"
-    inactive = call(client, set_prompt, request)
+    inactive = call(ros, set_prompt, request)
     assert inactive.success, inactive.message
     assert transition(Transition.TRANSITION_ACTIVATE)
-    assert spin_until(client, lambda: images.get_subscription_count() > 0, 10)
-    assert publish_until(client, images, rgb_image(64, 48, stamp=9101),
+    assert spin_until(ros, lambda: images.get_subscription_count() > 0, 10)
+    assert publish_until(ros, images, rgb_image(64, 48, stamp=9101),
                          lambda: any(r.header.stamp.sec == 9101 for r in results))
     frame = next(r for r in results if r.header.stamp.sec == 9101)
     assert [o.id for o in frame.objects] == list(inactive.object_ids)
 
 
-def test_compressed_camera_topic(tmp_path, client):
+def test_compressed_camera_topic(tmp_path, ros):
     import cv2
     from sensor_msgs.msg import CompressedImage
     node = NodeProcess(tmp_path / "node.log", {"image_transport": "compressed", "image_topic": "/camera/image"},
                        name="seem_compressed")
     try:
         assert node.wait_for_log("processing /camera/image (compressed)", timeout=120), node.log()
-        images = client.create_publisher(CompressedImage, "/camera/image/compressed", qos_profile_sensor_data)
+        images = ros.create_publisher(CompressedImage, "/camera/image/compressed", qos_profile_sensor_data)
         results = []
-        client.create_subscription(SegmentationResult, "/seem_compressed/result", results.append, 10)
-        assert spin_until(client, lambda: images.get_subscription_count() > 0, 30)
+        ros.create_subscription(SegmentationResult, "/seem_compressed/result", results.append, 10)
+        assert spin_until(ros, lambda: images.get_subscription_count() > 0, 30)
         bgr = np.random.default_rng(3).integers(0, 255, (40, 56, 3), dtype=np.uint8)
         msg = CompressedImage(format="png", data=cv2.imencode(".png", bgr)[1].tobytes())
         msg.header.stamp.sec = 4242
-        assert publish_until(client, images, msg, lambda: any(r.header.stamp.sec == 4242 for r in results)), node.log()
+        assert publish_until(ros, images, msg, lambda: any(r.header.stamp.sec == 4242 for r in results)), node.log()
         result = next(r for r in results if r.header.stamp.sec == 4242)
         assert (result.height, result.width) == (40, 56)
         images.publish(CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"))

@@ -3,15 +3,12 @@ refused, services that answer while the model is busy, failures that show on /di
 their reason, and lifecycle transitions that say why they failed."""
 import re
 
-import pytest
-
 from conftest import reference_path
 from ros_harness import (NodeProcess, apply_ros_environment, call, diagnostics_values, publish_until, rgb_image,
                          run_tool, spin_until)
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
@@ -24,15 +21,6 @@ from seem_ros_interfaces.msg import SegmentationResult  # noqa: E402
 from seem_ros_interfaces.srv import SegmentImage  # noqa: E402
 
 ZEBRAS = str(reference_path("images", "zebras1.jpg"))
-
-
-@pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    node = rclpy.create_node("test_frames_client")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 class Watch:

@@ -86,17 +86,8 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
 def client(ros, seem_node):
-    node = rclpy.create_node("test_prompts_client")
-    yield Client(node)
-    node.destroy_node()
+    return Client(ros)
 
 
 def _log_after(node_process, marker: str) -> str:
