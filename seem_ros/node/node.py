@@ -240,7 +240,7 @@ class SeemNode(LifecycleNode):
 
 
 def run(stop: threading.Event, args=None) -> None:
-    """Runs seem_node until `stop` is set (by SIGINT/SIGTERM, see node_process), then goes through
+    """Runs seem_node until `stop` is set (by SIGINT/SIGTERM, see process.py), then goes through
     the lifecycle shutdown."""
     # rclpy's own signal handlers would shut the context down under the running threads
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
