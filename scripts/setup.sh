@@ -20,6 +20,17 @@ $PIP install -q -r "$ROOT/requirements.txt"
 # open_clip ships the CLIP BPE vocabulary we tokenize with; --no-deps because its dependencies
 # (torchvision, timm) are not needed for the vocabulary and torchvision does not load beside torch 2.13.
 $PIP install -q --no-deps open_clip_torch==3.3.0
+# TensorRT's type stubs, for type-checking the TensorRT backend without TensorRT (test_deploy_tensorrt.py):
+# in a folder of their own, not site-packages, where their stub-only `tensorrt` folder would import
+# as an empty namespace package and look like an installed TensorRT. The generated stubs name two
+# parameters `in` and give a defaulted parameter before a plain one, which no Python parser takes:
+# renamed in this copy.
+STUBS="$VENV/typing/tensorrt-stubs"
+if [ ! -f "$STUBS/tensorrt_bindings/tensorrt.pyi" ]; then
+  $PIP install -q --no-deps --target "$STUBS" tensorrt-stubs==10.13.0.35.1
+  sed -i -E 's/([(,] ?)in: /\1in_: /g; s/power: Weights = None, channel_axis: int\)/power: Weights = None, channel_axis: int = ...)/' \
+    "$STUBS/tensorrt_bindings/tensorrt.pyi"
+fi
 # seem_ros_interfaces: rosidl messages built with the wheels' cmake packages into the venv prefix
 "$ROOT/scripts/build_interfaces.sh" "$VENV"
 $PIP install -q --no-deps --no-build-isolation -e "$ROOT"

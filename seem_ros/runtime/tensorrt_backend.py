@@ -1,15 +1,22 @@
-"""Native TensorRT (the `tensorrt` Python API, TensorRT 10, as JetPack ships it): engines built
-from the exported ONNX graphs and kept by EngineCache, run with torch CUDA tensors as bindings on
-the current CUDA stream (no host copies).
+"""Native TensorRT (the `tensorrt` Python API: 10.x as JetPack 6 and 7 ship it, and 11.x): engines
+built from the exported ONNX graphs and kept by EngineCache, run with torch CUDA tensors as bindings
+on the current CUDA stream (no host copies).
 
-fp16 builds keep LayerNorm, softmax and the layers producing the outputs (the mask logits) in
-fp32 through layer precision constraints: fp16 LayerNorm overflows in SAM-like encoders
-(NVIDIA/TensorRT#2564, segment-anything#696). fp32 builds disable TF32, so that fp32 means fp32.
+fp32 networks are created strongly typed (NetworkDefinitionCreationFlag.STRONGLY_TYPED: every
+tensor computes in the type the ONNX graph gives it; TensorRT 11 knows no other mode), with TF32
+off, so that fp32 means fp32. fp16 engines are built weakly typed where TensorRT still has weak
+typing (10.x: BuilderFlag.FP16, with LayerNorm, softmax and the layers producing the outputs
+constrained to fp32: fp16 LayerNorm overflows in SAM-like encoders, NVIDIA/TensorRT#2564,
+segment-anything#696). TensorRT 11 removed those flags: it builds fp16 only from a mixed-precision
+graph, which seem_ros does not export yet, so fp16 is refused there at configure, with the reason,
+instead of failing inside the build.
+
+`trt` below is the tensorrt module, imported at its first use (the stubs type-check every call).
 """
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -20,8 +27,8 @@ from seem_ros.runtime.onnx_graphs import DECODER_OUTPUTS, ENCODER_OUTPUTS
 from seem_ros.weights import remembered_sha256
 
 LOG = logging.getLogger(__name__)
-BUILDER_FLAGS = {"fp32": ("no TF32",), "fp16": ("no TF32", "FP16", "OBEY_PRECISION_CONSTRAINTS",
-                                                "fp32: LayerNorm, softmax, outputs")}
+BUILDER_FLAGS = {"fp32": ("strongly typed", "no TF32"),
+                 "fp16": ("no TF32", "FP16", "OBEY_PRECISION_CONSTRAINTS", "fp32: LayerNorm, softmax, outputs")}
 
 
 def import_tensorrt():
@@ -35,6 +42,29 @@ def import_tensorrt():
     return tensorrt
 
 
+if TYPE_CHECKING:
+    import tensorrt as trt
+else:
+    class _ImportedAtFirstUse:
+        def __getattr__(self, name: str):
+            return getattr(import_tensorrt(), name)
+
+    trt = _ImportedAtFirstUse()
+
+
+def weakly_typed_fp16() -> bool:
+    """Whether this TensorRT can build fp16 engines from an fp32 graph (10.x; gone in 11.x)."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def check_precision(precision: str) -> None:
+    """ValueError, with the reason and what to do, for a precision this TensorRT cannot build."""
+    if precision == "fp16" and not weakly_typed_fp16():
+        raise ValueError(f"TensorRT {trt.__version__} builds fp16 engines only from a mixed-precision ONNX graph "
+                         "(weak typing, BuilderFlag.FP16, is gone since TensorRT 11), which seem_ros does not export "
+                         "yet: use precision fp32 with this TensorRT, or TensorRT 10.x (JetPack 6 and 7 ship it)")
+
+
 def engine_key(trt_version: str, onnx_path: str, precision: str, example: Dict[str, Tensor], device) -> EngineKey:
     props = torch.cuda.get_device_properties(device)
     return EngineKey(tensorrt=trt_version, gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
@@ -43,28 +73,28 @@ def engine_key(trt_version: str, onnx_path: str, precision: str, example: Dict[s
                      builder_flags=BUILDER_FLAGS[precision])
 
 
-def _progress_monitor(trt, log):
+def _progress_monitor(log) -> "trt.IProgressMonitor":
     """Build progress in the log (builds take minutes on a Jetson)."""
     class Progress(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
             self.last = 0.0
 
-        def phase_start(self, phase_name, parent_phase, num_steps):
+        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
             log.info("TensorRT build: %s (%d steps)", phase_name, num_steps)
 
-        def step_complete(self, phase_name, step):
+        def step_complete(self, phase_name: str, step: int) -> bool:
             if time.monotonic() - self.last > 5.0:
                 self.last = time.monotonic()
                 log.info("TensorRT build: %s, step %d", phase_name, step + 1)
             return True  # go on building
 
-        def phase_finish(self, phase_name):
+        def phase_finish(self, phase_name: str) -> None:
             pass
     return Progress()
 
 
-def _keep_fp32(trt, network) -> None:
+def _keep_fp32(network: "trt.INetworkDefinition") -> None:
     outputs = {network.get_output(i).name for i in range(network.num_outputs)}
     floats = (trt.float32, trt.float16)
     for i in range(network.num_layers):
@@ -79,10 +109,11 @@ def _keep_fp32(trt, network) -> None:
 
 def build_serialized_engine(onnx_path: str, key: EngineKey, timing_cache_path: str, log=LOG,
                             workspace_bytes: int = 4 << 30) -> bytes:
-    trt = import_tensorrt()
+    check_precision(key.precision)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch only
+    weak = key.precision == "fp16"
+    network = builder.create_network(0 if weak else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -90,16 +121,16 @@ def build_serialized_engine(onnx_path: str, key: EngineKey, timing_cache_path: s
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     config.clear_flag(trt.BuilderFlag.TF32)
-    if key.precision == "fp16":
+    if weak:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _keep_fp32(trt, network)
+        _keep_fp32(network)
     timing = b""
     if os.path.isfile(timing_cache_path):
         with open(timing_cache_path, "rb") as f:
             timing = f.read()
     config.set_timing_cache(config.create_timing_cache(timing), ignore_mismatch=True)
-    config.progress_monitor = _progress_monitor(trt, log)
+    config.progress_monitor = _progress_monitor(log)
     started = time.monotonic()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -109,10 +140,10 @@ def build_serialized_engine(onnx_path: str, key: EngineKey, timing_cache_path: s
     return bytes(serialized)
 
 
-def deserializer(trt) -> Callable[[bytes], object]:
+def deserializer() -> Callable[[bytes], "trt.ICudaEngine"]:
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
 
-    def deserialize(data: bytes):
+    def deserialize(data: bytes) -> "trt.ICudaEngine":
         engine = runtime.deserialize_cuda_engine(data)
         if engine is None:  # a version or GPU mismatch, or damaged data: TensorRT logged why
             raise RuntimeError("deserialize_cuda_engine returned nothing")
@@ -120,20 +151,25 @@ def deserializer(trt) -> Callable[[bytes], object]:
     return deserialize
 
 
+def _shape(dims: "trt.Dims") -> Tuple[int, ...]:
+    return tuple(dims[i] for i in range(len(dims)))
+
+
 class TensorRTGraph:
     """An engine as a GraphRunner: inputs bound as they are (made contiguous, cast to the
     engine's types), outputs written into buffers allocated once and copied out (the next run
     overwrites them), run on torch's current CUDA stream."""
 
-    def __init__(self, trt, engine, output_names: Sequence[str], device):
-        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int64: torch.int64,
-                  trt.int32: torch.int32, trt.bool: torch.bool}
+    def __init__(self, engine: "trt.ICudaEngine", output_names: Sequence[str], device):
+        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+                  trt.int64: torch.int64, trt.int32: torch.int32, trt.int8: torch.int8, trt.uint8: torch.uint8,
+                  trt.bool: torch.bool}
         self.engine = engine
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = {n: dtypes[engine.get_tensor_dtype(n)] for n in names
                        if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
-        self.outputs = [torch.empty(tuple(engine.get_tensor_shape(n)), dtype=dtypes[engine.get_tensor_dtype(n)],
+        self.outputs = [torch.empty(_shape(engine.get_tensor_shape(n)), dtype=dtypes[engine.get_tensor_dtype(n)],
                                     device=device) for n in output_names]
         for name, buffer in zip(output_names, self.outputs):
             self.context.set_tensor_address(name, buffer.data_ptr())
@@ -157,16 +193,16 @@ class TensorRTGraph:
 def tensorrt_opener(precision: str, cache_dir: str, device, built: List[str], log=LOG):
     """Opens graphs as TensorRT engines from the engine cache (building them when needed);
     built collects a line per engine built, with the reason."""
-    trt = import_tensorrt()
+    check_precision(precision)
     props = torch.cuda.get_device_properties(device)
     timing_cache = os.path.join(cache_dir, f"timing_{props.name.replace(' ', '_')}_trt{trt.__version__}.cache")
-    cache = EngineCache(lambda onnx, key: build_serialized_engine(onnx, key, timing_cache, log), deserializer(trt),
+    cache = EngineCache(lambda onnx, key: build_serialized_engine(onnx, key, timing_cache, log), deserializer(),
                         cache_dir, log)
 
     def open_graph(path: str, spec: GraphSpec, example: Dict[str, Tensor]) -> GraphRunner:
         cached = cache.get(path, engine_key(trt.__version__, path, precision, example, device))
         if cached.built:
             built.append(f"{os.path.basename(cached.path)}: {cached.reason}")
-        return TensorRTGraph(trt, cached.engine, ENCODER_OUTPUTS if spec.graph == "encoder" else DECODER_OUTPUTS,
+        return TensorRTGraph(cached.engine, ENCODER_OUTPUTS if spec.graph == "encoder" else DECODER_OUTPUTS,
                              device)
     return open_graph

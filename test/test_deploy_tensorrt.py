@@ -1,0 +1,179 @@
+"""The TensorRT backend checked without TensorRT (no TensorRT library exists on these machines, nor
+on the GPU machine): every call type-checked against TensorRT's stubs with mypy, and build ->
+cache -> deserialize -> execute driven through a recording fake with the stubs' names and
+signatures (fake_tensorrt.py), as TensorRT 10 and as TensorRT 11 (no weak typing)."""
+import ast
+import inspect
+import pathlib
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from conftest import REPO
+from fake_tensorrt import ICudaEngine, fake_tensorrt
+from seem_ros.runtime import tensorrt_backend
+from seem_ros.runtime.exported import ExportedGraphs
+from seem_ros.runtime.onnx_graphs import default_slots
+from seem_ros.runtime.tensorrt_backend import TensorRTGraph, build_serialized_engine, check_precision, tensorrt_opener
+
+STUBS = pathlib.Path(sys.prefix) / "typing" / "tensorrt-stubs"
+STUB_MODULE = STUBS / "tensorrt_bindings" / "tensorrt.pyi"
+MYPY_CONFIG = """[mypy]
+follow_imports = silent
+ignore_missing_imports = True
+[mypy-torch.*]
+follow_imports = skip
+[mypy-seem_ros.*]
+follow_imports = skip
+[mypy-seem_ros.runtime.tensorrt_backend]
+follow_imports = normal
+[mypy-tensorrt.*]
+ignore_errors = True
+[mypy-tensorrt_bindings.*]
+ignore_errors = True
+"""
+
+
+def _mypy(path: pathlib.Path, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+    assert STUB_MODULE.is_file(), f"{STUBS} is missing: scripts/setup.sh installs TensorRT's stubs there"
+    config = tmp_path / "mypy.ini"
+    config.write_text(MYPY_CONFIG)
+    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir",
+                           str(tmp_path / "mypy_cache"), str(path)], capture_output=True, text=True,
+                          env={"MYPYPATH": str(STUBS), "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
+def test_the_tensorrt_backend_type_checks_against_the_tensorrt_stubs(tmp_path):
+    source = REPO / "seem_ros" / "runtime" / "tensorrt_backend.py"
+    checked = _mypy(source, tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # the check bites: a flag TensorRT does not have and a wrong argument type are reported
+    wrong = tmp_path / "tensorrt_backend.py"
+    wrong.write_text(source.read_text().replace("config.clear_flag(trt.BuilderFlag.TF32)",
+                                                'config.clear_flag(trt.BuilderFlag.TF33); builder.create_network("0")'))
+    refused = _mypy(wrong, tmp_path)
+    assert refused.returncode == 1
+    assert '"type[BuilderFlag]" has no attribute "TF33"' in refused.stdout
+    assert 'Argument 1 to "create_network" of "Builder" has incompatible type "str"' in refused.stdout
+
+
+def _stub_classes():
+    tree = ast.parse(STUB_MODULE.read_text())
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def test_the_fake_has_the_names_and_signatures_of_the_stubs():
+    """Every method the fake gives the backend exists in the stubs, with the same parameter names
+    (constructors of the classes the backend constructs; the others TensorRT makes itself)."""
+    stubs = _stub_classes()
+    fake = fake_tensorrt("10.13.0")
+    classes = {"Builder": fake.Builder, "Runtime": fake.Runtime, "Logger": fake.Logger, "OnnxParser": fake.OnnxParser,
+               "IProgressMonitor": fake.IProgressMonitor, "ICudaEngine": ICudaEngine,
+               **{name: getattr(sys.modules["fake_tensorrt"], name) for name in (
+                   "IBuilderConfig", "IExecutionContext", "INetworkDefinition", "ILayer", "ITimingCache")}}
+    checked = 0
+    for name, cls in classes.items():
+        assert name in stubs, f"{name} is not in the stubs"
+        stub_methods = {}
+        for node in stubs[name].body:
+            if isinstance(node, ast.FunctionDef):
+                names = [a.arg for a in node.args.args[1:]]
+                stub_methods.setdefault(node.name, []).append((names, len(names) - len(node.args.defaults)))
+        for method, function in vars(cls).items():
+            constructed = name in ("Builder", "Runtime", "Logger", "OnnxParser", "IProgressMonitor")
+            if method.startswith("_") and not (method == "__init__" and constructed) or not inspect.isfunction(function):
+                continue
+            assert method in stub_methods, f"{name}.{method} is not in the stubs"
+            params = [p for p in inspect.signature(function).parameters if p != "self"]
+            # the fake's parameters, in order, are an overload's, leaving off only parameters with defaults
+            assert any(params == names[:len(params)] and len(params) >= required
+                       for names, required in stub_methods[method]), (
+                f"{name}.{method}{params}: the stubs have {stub_methods[method]}")
+            checked += 1
+    assert checked >= 20
+
+
+@pytest.fixture
+def on_a_fake_gpu(monkeypatch):
+    """The device queries the backend makes, answered as a GPU would; buffers stay on the host."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(name="Fake GPU", major=8, minor=7))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=7))
+
+
+def _with_tensorrt(monkeypatch, version: str):
+    fake = fake_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    return fake
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_an_fp32_engine_is_built_strongly_typed_cached_deserialized_and_run(tiny_model, tmp_path, monkeypatch,
+                                                                             on_a_fake_gpu, version):
+    fake = _with_tensorrt(monkeypatch, version)
+    built = []
+    slots = default_slots(tiny_model, visual=2, text=1)
+    graphs = ExportedGraphs(tiny_model, "tiny", "0" * 64, slots,
+                            tensorrt_opener("fp32", str(tmp_path), torch.device("cpu"), built), str(tmp_path))
+    mask_features, levels = graphs.encode_image(torch.zeros((1, 3, 64, 96)))
+    graphs.prepare((64, 96))  # the decoder too
+    assert [b["strongly_typed"] for b in fake.builds] == [True, True]
+    assert all(b["cleared"] == ["TF32"] and b["flags"] == [] and b["progress_monitor"] for b in fake.builds)
+    assert len(built) == 2  # a line each, for the log
+    assert tuple(mask_features.shape[-2:]) == (16, 24) and len(levels) == 3
+    addresses, stream = fake.executions[0]
+    encoder = graphs.graphs[("encoder", (64, 96))]
+    assert stream == 7  # torch's current stream
+    assert set(addresses) == {"image", "mask_features", "level0", "level1", "level2"}
+    assert [addresses[name] for name in ("mask_features", "level0", "level1", "level2")] == [
+        buffer.data_ptr() for buffer in encoder.outputs]
+    # a second start finds both engines in the cache: deserialized, not built again
+    again = []
+    cached = ExportedGraphs(tiny_model, "tiny", "0" * 64, slots,
+                            tensorrt_opener("fp32", str(tmp_path), torch.device("cpu"), again), str(tmp_path))
+    cached.encode_image(torch.zeros((1, 3, 64, 96)))
+    cached.prepare((64, 96))
+    assert len(fake.builds) == 2 and again == [] and len(fake.deserialized) == 4
+
+
+def test_fp16_is_built_weakly_typed_on_tensorrt_10_with_fp32_islands(tmp_path, monkeypatch, on_a_fake_gpu):
+    fake = _with_tensorrt(monkeypatch, "10.3.0")
+    onnx_path = _one_layer_norm_graph(tmp_path)
+    key = tensorrt_backend.engine_key("10.3.0", onnx_path, "fp16", {"x": torch.zeros(2, 8)}, "cuda:0")
+    build_serialized_engine(onnx_path, key, str(tmp_path / "timing.cache"))
+    (build,) = fake.builds
+    assert not build["strongly_typed"] and build["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    assert build["constrained_layers"] == 1  # the LayerNorm, which also produces the output
+
+
+def test_fp16_on_tensorrt_11_is_refused_with_the_reason_before_anything_is_built(tmp_path, monkeypatch,
+                                                                                 on_a_fake_gpu):
+    fake = _with_tensorrt(monkeypatch, "11.0.0")
+    with pytest.raises(ValueError, match="TensorRT 11.0.0 builds fp16 engines only from a mixed-precision ONNX"):
+        check_precision("fp16")
+    with pytest.raises(ValueError, match="use precision fp32 with this TensorRT, or TensorRT 10.x"):
+        tensorrt_opener("fp16", str(tmp_path), torch.device("cpu"), [])
+    assert fake.builds == []
+    check_precision("fp32")
+
+
+def test_every_io_type_of_an_engine_has_a_torch_buffer_type(monkeypatch, on_a_fake_gpu):
+    fake = _with_tensorrt(monkeypatch, "10.3.0")
+    kinds = ["FLOAT", "HALF", "BF16", "INT8", "UINT8", "INT32", "INT64", "BOOL"]
+    spec = {"version": "10.3.0", "tensors": [dict(name=f"in_{k}", mode="INPUT", dtype=k, shape=[2]) for k in kinds]
+            + [dict(name=f"out_{k}", mode="OUTPUT", dtype=k, shape=[2]) for k in kinds]}
+    graph = TensorRTGraph(ICudaEngine(fake, spec), [f"out_{k}" for k in kinds], "cpu")
+    assert [b.dtype for b in graph.outputs] == [torch.float32, torch.float16, torch.bfloat16, torch.int8,
+                                                torch.uint8, torch.int32, torch.int64, torch.bool]
+    graph({f"in_{k}": torch.zeros(2) for k in kinds})  # each input cast to its engine type and bound
+    assert len(fake.executions) == 1
+
+
+def _one_layer_norm_graph(tmp_path) -> str:
+    path = str(tmp_path / "layer_norm.onnx")
+    torch.onnx.export(torch.nn.LayerNorm(8), (torch.zeros(2, 8),), path, input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    return path
