@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 
+import onnx
 import pytest
 import torch
 
@@ -177,3 +178,60 @@ def _one_layer_norm_graph(tmp_path) -> str:
     torch.onnx.export(torch.nn.LayerNorm(8), (torch.zeros(2, 8),), path, input_names=["x"], output_names=["y"],
                       opset_version=17, dynamo=False)
     return path
+
+
+# ONNX operators TensorRT's ONNX parser supports: onnx/onnx-tensorrt docs/operators.md at 96e7811
+# (10.1-GA, the newest release the mirror here holds; JetPack 6 ships 10.3, whose parser adds to it)
+TENSORRT_10_1_OPERATORS = set("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast CastLike Ceil Celu
+Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace DequantizeLinear Div
+Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gelu Gemm
+GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample GroupNormalization GRU HardSigmoid
+HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less
+LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean MeanVarianceNormalization
+Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot Or Pad ParametricSoftplus Pow PRelu QuantizeLinear
+RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum
+ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize
+ReverseSequence RNN RoiAlign Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign
+Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile
+TopK Transpose Trilu Unsqueeze Upsample Where Xor""".split())
+# its restrictions on inputs that must be constant (an initializer or a Constant node's output)
+CONSTANT_INPUTS = {"CumSum": [1], "ReduceSum": [1], "ReduceMean": [1], "ReduceMax": [1], "ReduceMin": [1],
+                   "ReduceL2": [1], "Slice": [3], "Squeeze": [1], "Unsqueeze": [1]}
+RESIZE_MODES = {"nearest", "linear"}
+RESIZE_TRANSFORMS = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
+
+
+@pytest.fixture(scope="module")
+def exported_graphs(tiny_model, tmp_path_factory):
+    """The tiny model's encoder and decoder graphs (Focal-T SEEM's structure, smaller), as exported."""
+    from seem_ros.runtime.onnx_graphs import export_image_encoder, export_slot_decoder
+    folder = tmp_path_factory.mktemp("graphs")
+    export_image_encoder(tiny_model, (64, 96), str(folder / "encoder.onnx"))
+    export_slot_decoder(tiny_model, (64, 96), default_slots(tiny_model, visual=2, text=1), str(folder / "decoder.onnx"))
+    return {name: onnx.load(str(folder / f"{name}.onnx")) for name in ("encoder", "decoder")}
+
+
+def test_every_operator_of_the_exported_graphs_is_one_tensorrts_onnx_parser_takes(exported_graphs):
+    for name, model in exported_graphs.items():
+        graph = model.graph
+        ops = sorted({node.op_type for node in graph.node})
+        print(f"{name}: {len(graph.node)} nodes, operators: {' '.join(ops)}")
+        assert set(ops) - TENSORRT_10_1_OPERATORS == set(), name
+        constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
+                                                           for o in n.output}
+        for node in graph.node:
+            for index in CONSTANT_INPUTS.get(node.op_type, []):
+                if len(node.input) > index and node.input[index]:
+                    assert node.input[index] in constants, f"{name}: {node.name} input {index} is not constant"
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Resize":
+                assert attributes.get("mode", b"nearest").decode() in RESIZE_MODES, node.name
+                assert attributes.get("coordinate_transformation_mode", b"half_pixel").decode() in RESIZE_TRANSFORMS
+                assert not attributes.get("antialias", 0), node.name
+            if node.op_type == "LayerNormalization":
+                assert len([o for o in node.output if o]) == 1, node.name
+            if node.op_type == "TopK":
+                assert attributes.get("sorted", 1) == 1, node.name
+            if node.op_type == "Constant":
+                assert not {"sparse_value", "value_string", "value_strings"} & set(attributes), node.name
