@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Builds seem_ros_interfaces (rosidl, C + Python type support) with the ROS 2 pip wheels and cmake,
-# and installs it into the venv prefix. Usage: build_interfaces.sh VENV
+# Builds an interface package (rosidl, C + Python type support) with the ROS 2 pip wheels and cmake,
+# and installs it into the venv prefix. Usage: build_interfaces.sh VENV [PACKAGE_SOURCE]
+# (default: seem_ros_interfaces, whose .msg/.srv files are the top-level msg/ and srv/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(cd "$1" && pwd)"
+SOURCE="$(cd "${2:-$ROOT/seem_ros_interfaces}" && pwd)"
+NAME="$(basename "$SOURCE")"
 PY="$VENV/bin/python"
-BUILD="$ROOT/build/seem_ros_interfaces"
+BUILD="$ROOT/build/$NAME"
 mkdir -p "$ROOT/build"
 
 # Skip when the installed interfaces are newer than every source file.
-STAMP="$VENV/share/seem_ros_interfaces/.seem_ros_build_stamp"
-if [ -f "$STAMP" ] && [ -z "$(find "$ROOT/msg" "$ROOT/srv" "$ROOT/seem_ros_interfaces" -newer "$STAMP" -type f)" ]; then
+STAMP="$VENV/share/$NAME/.seem_ros_build_stamp"
+SOURCES=("$SOURCE")
+[ "$NAME" = seem_ros_interfaces ] && SOURCES+=("$ROOT/msg" "$ROOT/srv")
+if [ -f "$STAMP" ] && [ -z "$(find "${SOURCES[@]}" -newer "$STAMP" -type f)" ]; then
   exit 0
 fi
 
@@ -24,7 +29,7 @@ NP_INCLUDE="$("$PY" -c 'import numpy; print(numpy.get_include())')"
 done
 
 export AMENT_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
-cmake -S "$ROOT/seem_ros_interfaces" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+cmake -S "$SOURCE" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
   -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
   -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" -Wno-dev > "$BUILD.configure.log" 2>&1 \
   || { cat "$BUILD.configure.log"; exit 1; }

@@ -33,5 +33,11 @@ if [ ! -f "$STUBS/tensorrt_bindings/tensorrt.pyi" ]; then
 fi
 # seem_ros_interfaces: rosidl messages built with the wheels' cmake packages into the venv prefix
 "$ROOT/scripts/build_interfaces.sh" "$VENV"
+# vision_msgs (every ROS install has it; the wheels here lack it): built from the test-time copy in
+# ../shared/third_party where there is one, so that the node's vision_msgs topics are tested
+VISION_MSGS="$ROOT/../shared/third_party/vision_msgs/vision_msgs"
+if [ -d "$VISION_MSGS" ]; then
+  "$ROOT/scripts/build_interfaces.sh" "$VENV" "$VISION_MSGS"
+fi
 $PIP install -q --no-deps --no-build-isolation -e "$ROOT"
 echo "seem_ros: environment ready in $VENV"

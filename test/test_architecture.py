@@ -26,7 +26,7 @@ LAYERS = [
 ]
 ROS_FREE = LAYERS[:LAYERS.index("seem_ros.prompts") + 1]
 ROS_PACKAGES = ("rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "geometry_msgs", "diagnostic_msgs",
-                "std_srvs", "seem_ros_interfaces", "tf2_ros", "tf2_geometry_msgs", "rosbags", "launch")
+                "std_srvs", "seem_ros_interfaces", "vision_msgs", "tf2_ros", "tf2_geometry_msgs", "rosbags", "launch")
 MAX_LINES = 400
 MAX_NODE_CLASS_LINES = 200
 
@@ -147,4 +147,5 @@ def test_the_node_class_only_wires():
     node_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SeemNode")
     assert node_class.end_lineno - node_class.lineno + 1 <= MAX_NODE_CLASS_LINES
     no_math = {"torch", "numpy", "cv2"}
-    assert not {name.split(".")[0] for name, _ in _imports("seem_ros.node.node", PACKAGE / "node" / "node.py")} & no_math
+    imported = {name.split(".")[0] for name, _ in _imports("seem_ros.node.node", PACKAGE / "node" / "node.py")}
+    assert not imported & no_math

@@ -15,12 +15,17 @@ from seem_ros.model.visual_sampler import SpatialPrompt
 from seem_ros.node.loop_thread import LoopThread
 from seem_ros.prompts.queue import PromptQueue, PromptRequest
 from seem_ros.prompts.text_commands import CommandError, parse_command, read_phrase
+from seem_ros.ros_in.detections import detection_boxes
 from seem_ros.ros_in.image_conversion import ImageLimits
 from seem_ros.ros_in.latest_frame import ImageSize
 from seem_ros.ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
 from seem_ros.throttled_log import ThrottledLog
 from seem_ros.tracking.objects import Added
+from seem_ros.tracking.places import lost_object_at, object_in_box
 from seem_ros.tracking.tracker import ObjectTracker
+
+
+DETECTION_MATCH_IOU = 0.5  # a detector's box overlapping a tracked object of its label this much is that object
 
 
 @dataclass
@@ -28,6 +33,7 @@ class Outcome:
     applied: bool
     message: str
     ids: List[int] = field(default_factory=list)
+    changed: bool = True  # False: applied, nothing changed (logged at debug: a detector repeats itself every frame)
 
 
 class PromptApplier:
@@ -43,7 +49,7 @@ class PromptApplier:
         self._loop = LoopThread("seem_prompts", self._apply_settled,
                                 lambda exc: self.log.exception("prompt applier", exc, first_traceback_as_error=True))
         self._handlers = {"command": self._command, "click": self._click, "prompt": self._prompt,
-                          "clear": self._clear, "reset": self._reset}
+                          "detections": self._detections, "clear": self._clear, "reset": self._reset}
 
     # ------------------------------------------------------------ thread
     def start(self) -> None:
@@ -87,7 +93,8 @@ class PromptApplier:
     def _finish(self, request: PromptRequest, outcome: Outcome) -> None:
         self.queue.finished(outcome.applied)
         if outcome.applied:
-            self.log.logger.info(f"{request.kind} applied: {outcome.message}")
+            (self.log.logger.info if outcome.changed else self.log.logger.debug)(
+                f"{request.kind} applied: {outcome.message}")
         else:
             self.log.warning(f"{request.kind} refused: {outcome.message}")
         if request.reply is not None:
@@ -125,7 +132,7 @@ class PromptApplier:
         size = self.image_size.get()
         x, y = check_pixel(x, y, size, source)
         click = VisualPrompt(points=[(x, y, 1)], image_hw=size)
-        lost = self.tracker.lost_object_at(x, y, size)
+        lost = lost_object_at(self.tracker.places(), x, y, size)
         if lost is not None:  # where a lost object was last seen: it is searched there with this click
             self.tracker.refine(lost, click)
             return Outcome(True, f"{source} at ({x:.1f}, {y:.1f}) -> lost object {lost} searched there", [lost])
@@ -148,6 +155,21 @@ class PromptApplier:
         added = self.tracker.add(parsed.label, text=parsed.text, visual=parsed.visual, reference=reference,
                                  track=parsed.track)
         return Outcome(True, f"{_describe([(parsed.label, added)])}; {self._objects_now()}", [added.id])
+
+    def _detections(self, msg) -> Outcome:
+        """A detector's boxes (vision_msgs/Detection2DArray): each becomes a tracked object labelled
+        by its class id, unless an object of that label already holds the box."""
+        size = self.image_size.get()
+        boxes = detection_boxes(msg, size)
+        places = self.tracker.places()
+        held = {i: object_in_box(places, label, box, size, DETECTION_MATCH_IOU) for i, (label, box) in enumerate(boxes)}
+        new = [(label, VisualPrompt(box=box, image_hw=size)) for i, (label, box) in enumerate(boxes)
+               if held[i] is None]
+        ids = self.tracker.add_boxes(new) if new else []
+        known = sorted({object_id for object_id in held.values() if object_id is not None})
+        message = (f"{len(boxes)} detections: " + (f"new objects {ids}" if ids else "no new object")
+                   + (f", already tracked {known}" if known else "") + f"; {self._objects_now()}")
+        return Outcome(True, message, ids + known, changed=bool(ids))
 
     def _clear(self, _payload) -> Outcome:
         self.tracker.clear()

@@ -121,7 +121,8 @@ class SeemNode(LifecycleNode):
         self.point_transforms = self.point_transforms or PointTransforms(self, self.log)
         self.prompt_services = PromptServices(self, self.prompt_queue, self.image_size, self.log, p("image_topic"),
                                               max_waiting=PROMPT_SERVICE_THREADS)
-        self.segment_service = SegmentImageService(self, self.model, self.image_limits, self.log, p("mask_encoding") == "rle")
+        self.segment_service = SegmentImageService(self, self.model, self.image_limits, self.log,
+                                                   rle=p("mask_encoding") == "rle")
         self.frame_publishers = FramePublishers(self, p("mask_encoding"), bool(p("publish_overlay")),
                                                 float(p("score_threshold")))
         self.diagnostics.start(self.model, self.tracker, float(p("stats_period")))
@@ -147,7 +148,7 @@ class SeemNode(LifecycleNode):
                                         p("image_transport"), camera_qos)
         self.prompt_intake = PromptIntake(self, self.prompt_queue, self.image_size, self.log, p("image_topic"),
                                           p("camera_info_topic"), p("clicked_point_topic"), camera_qos,
-                                          self.point_transforms.transform)
+                                          self.point_transforms.transform, p("detection_prompt_topic"))
         self.get_logger().info(f"processing {self.frame_intake.topic.removesuffix('/compressed')} "
                                f"({p('image_transport')})")
         return super().on_activate(state)

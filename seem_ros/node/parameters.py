@@ -29,6 +29,8 @@ PARAMETERS = {
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),
     "camera_info_topic": ("camera_info", "CameraInfo, used to project RViz clicked points"),
     "clicked_point_topic": ("/clicked_point", "RViz Publish Point topic"),
+    "detection_prompt_topic": ("~/detection_prompts", "vision_msgs/Detection2DArray: each box not yet held by an "
+                                                      "object of its class id becomes a tracked object; empty = off"),
     "image_qos_reliability": ("best_effort", "best_effort (sensor data) or reliable"),
     "image_qos_depth": (5, "image subscription queue depth (ROS sensor-data default)"),
     "max_image_pixels": (7680 * 4320, "camera, prompt and service images with more pixels are refused"),

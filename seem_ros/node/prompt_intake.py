@@ -23,6 +23,7 @@ from seem_ros_interfaces.srv import SetPrompt
 
 from seem_ros.node.applier import Outcome
 from seem_ros.prompts.queue import PromptQueue, PromptRequest
+from seem_ros.ros_in.detections import Detection2DArray
 from seem_ros.ros_in.latest_frame import ImageSize
 from seem_ros.ros_in.prompt_messages import PromptError, needs_image_size, project_to_pixel
 from seem_ros.throttled_log import ThrottledLog, failed_response, guarded
@@ -40,7 +41,7 @@ class PromptIntake:
 
     def __init__(self, node, queue: PromptQueue, image_size: ImageSize, log: ThrottledLog, image_topic: str,
                  camera_info_topic: str, clicked_point_topic: str, camera_qos: QoSProfile,
-                 transform: Callable[[PointStamped, str], Optional[tuple]]):
+                 transform: Callable[[PointStamped, str], Optional[tuple]], detection_topic: str = ""):
         self.node = node
         self.queue = queue
         self.image_size = image_size
@@ -64,6 +65,13 @@ class PromptIntake:
                 (PointStamped, clicked_point_topic, self._on_clicked_point, qos),
                 (SegmentationPrompt, "~/prompt", self._on_prompt, qos),
                 (CameraInfo, camera_info_topic, self._on_camera_info, camera_qos))]
+        if detection_topic and Detection2DArray is None:
+            log.logger.info(f"detection prompts on {detection_topic!r} need vision_msgs, which is not installed")
+        elif detection_topic:  # a detector's latest boxes matter, not a backlog of old ones
+            self._subscriptions.append(node.create_subscription(
+                Detection2DArray, detection_topic, guarded(log, f"{detection_topic} intake", self._on_detections),
+                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE),
+                callback_group=group))
 
     def destroy(self) -> None:
         for subscription in self._subscriptions:
@@ -108,6 +116,9 @@ class PromptIntake:
         except PromptError as exc:
             self.log.warning(f"clicked point ignored: {exc}")
             return None
+
+    def _on_detections(self, msg, info) -> None:
+        self._enqueue(PromptRequest("detections", msg, needs_image_size=True), info)
 
     def _on_prompt(self, msg: SegmentationPrompt, info) -> None:
         self._enqueue(PromptRequest("prompt", (msg, False), needs_image_size=needs_image_size(msg)), info)

@@ -1,7 +1,9 @@
 """What seem_node publishes for each processed frame: the result, the label image, the label info
-(when it changes) and the overlay (only while someone subscribes).
+(when it changes) and the overlay (only while someone subscribes); where vision_msgs is installed,
+also the objects as a vision_msgs/Detection2DArray and the label values as vision_msgs/LabelInfo
+(when they change).
 
-Objects scoring below `score_threshold` are left out of all four alike, so the label info always
+Objects scoring below `score_threshold` are left out of all alike, so the label info always
 describes what the result and the label image hold."""
 from typing import List, Optional, Tuple
 
@@ -11,6 +13,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 
 from seem_ros_interfaces.msg import LabelInfo, SegmentationResult, SegmentedObject
 
+from seem_ros.ros_out import vision
 from seem_ros.ros_out.encoding import LabelSlots, bounding_box, encode_rle, label_image, overlay
 from seem_ros.tracking.objects import FrameObject
 
@@ -27,12 +30,18 @@ class FramePublishers:
         self._labels = node.create_publisher(Image, "~/label_image", 10)
         self._label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
         self._overlay = node.create_publisher(Image, "~/overlay", 10)
+        self._detections = self._vision_label_info = None
+        if vision.available():
+            self._detections = node.create_publisher(vision.Detection2DArray, "~/detections", 10)
+            self._vision_label_info = node.create_publisher(vision.LabelInfo, "~/vision_label_info", latched)
         self._slots = LabelSlots()
         self._published_info: Optional[Tuple] = None
 
     def destroy(self) -> None:
-        for publisher in (self._result, self._labels, self._label_info, self._overlay):
-            self.node.destroy_publisher(publisher)
+        for publisher in (self._result, self._labels, self._label_info, self._overlay, self._detections,
+                          self._vision_label_info):
+            if publisher is not None:
+                self.node.destroy_publisher(publisher)
 
     def publish(self, header, rgb: np.ndarray, objects: List[FrameObject], elapsed: float,
                 live_ids: List[int]) -> None:
@@ -47,7 +56,11 @@ class FramePublishers:
             ids, labels, label_values, statuses = zip(*info) if info else ((), (), (), ())
             self._label_info.publish(LabelInfo(header=header, ids=list(ids), labels=list(labels),
                                                label_values=list(label_values), statuses=list(statuses)))
+            if self._vision_label_info is not None:
+                self._vision_label_info.publish(vision.label_info(header, dict(zip(label_values, labels))))
             self._published_info = info
+        if self._detections is not None:
+            self._detections.publish(vision.detection_array(header, objects))
         if self.publish_overlay and self._overlay.get_subscription_count() > 0:
             self._overlay.publish(image_message(header, overlay(rgb, objects), "bgr8"))
 

@@ -61,6 +61,7 @@ from seem_ros.inference.visual_prompt import VisualPrompt, merge_prompts
 from seem_ros.model.visual_sampler import SpatialPrompt
 from seem_ros.tracking.association import mask_iou, match_by_iou
 from seem_ros.tracking.naming import same_object
+from seem_ros.tracking.places import Place
 from seem_ros.tracking.objects import (LOST, REMOVED, TRACKED, Added, FrameObject, TrackedObject, new_object_id,
                                       object_query)
 
@@ -178,19 +179,18 @@ class ObjectTracker:
             obj.visual, obj.refinement, obj.reference = merged, merged, None
             obj.revision += 1
 
-    def lost_object_at(self, x: float, y: float, image_hw: Optional[Tuple[int, int]] = None) -> Optional[int]:
-        """The lost object whose last confident mask covers pixel (x, y), if any (the newest when
-        several do). image_hw: the size of the image the pixel is on (masks of another size are scaled)."""
+    def add_boxes(self, boxes: Sequence[Tuple[str, VisualPrompt]]) -> List[int]:
+        """Objects for (label, visual prompt) pairs, all or none (when they would exceed max_objects)."""
         with self._lock:
-            for obj in sorted(self._objects.values(), key=lambda o: -o.id):
-                if obj.status != LOST or obj.last is None:
-                    continue
-                mask = obj.last.mask
-                sy, sx = ((mask.shape[0] / image_hw[0], mask.shape[1] / image_hw[1]) if image_hw else (1.0, 1.0))
-                row, col = int(y * sy), int(x * sx)
-                if 0 <= row < mask.shape[0] and 0 <= col < mask.shape[1] and mask[row, col]:
-                    return obj.id
-        return None
+            self._check_room(len(boxes))
+            return [self._insert(TrackedObject(0, label, visual=visual)) for label, visual in boxes]
+
+    def places(self) -> Dict[int, Place]:
+        """Where each object is: its last confident mask and its box prompt (tracking/places.py)."""
+        with self._lock:
+            return {o.id: Place(o.label, o.status, o.last.mask if o.last is not None else None,
+                                o.visual.box if o.visual is not None else None,
+                                o.visual.image_hw if o.visual is not None else None) for o in self._objects.values()}
 
     def _get(self, object_id: int) -> TrackedObject:
         obj = self._objects.get(object_id)
