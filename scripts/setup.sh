@@ -33,11 +33,23 @@ if [ ! -f "$STUBS/tensorrt_bindings/tensorrt.pyi" ]; then
 fi
 # seem_ros_interfaces: rosidl messages built with the wheels' cmake packages into the venv prefix
 "$ROOT/scripts/build_interfaces.sh" "$VENV"
-# vision_msgs (every ROS install has it; the wheels here lack it): built from the test-time copy in
-# ../shared/third_party where there is one, so that the node's vision_msgs topics are tested
-VISION_MSGS="$ROOT/../shared/third_party/vision_msgs/vision_msgs"
-if [ -d "$VISION_MSGS" ]; then
-  "$ROOT/scripts/build_interfaces.sh" "$VENV" "$VISION_MSGS"
+# ROS packages every ROS install has and the registries here lack (vision_msgs, launch, launch_ros,
+# launch_testing, composition_interfaces): installed from the unmodified test-time copies in
+# ../shared/third_party where there is one, for the tests of the node's vision_msgs topics and of
+# the launch file run for real. seem_ros itself does not need them to run.
+THIRD_PARTY="$ROOT/../shared/third_party"
+if [ -d "$THIRD_PARTY" ]; then
+  "$ROOT/scripts/build_interfaces.sh" "$VENV" "$THIRD_PARTY/vision_msgs/vision_msgs"
+  "$ROOT/scripts/build_interfaces.sh" "$VENV" "$THIRD_PARTY/rcl_interfaces/composition_interfaces"
+  if ! "$VENV/bin/python" -c "import launch, launch_ros" 2>/dev/null; then
+    $PIP install -q --no-deps --no-build-isolation "$THIRD_PARTY/launch/launch" "$THIRD_PARTY/launch_ros/launch_ros"
+  fi
+  # launch_testing registers a pytest plugin written for an older pytest, which fails to load in
+  # this one: it goes into a folder of its own, put on the path of the launch_test runs only
+  if [ ! -d "$VENV/launch_testing/launch_testing" ]; then
+    $PIP install -q --no-deps --no-build-isolation --target "$VENV/launch_testing" \
+      "$THIRD_PARTY/launch/launch_testing" "$THIRD_PARTY/launch_ros/launch_testing_ros"
+  fi
 fi
 $PIP install -q --no-deps --no-build-isolation -e "$ROOT"
 echo "seem_ros: environment ready in $VENV"

@@ -203,6 +203,15 @@ def answers_while_the_model_runs(ros, node_name: str) -> dict:
     return answers
 
 
+def node_parameters(ros, names, node: str = "/seem_node") -> dict:
+    """The node's current values of `names`, read through its parameter service."""
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+    client = ros.create_client(GetParameters, f"{node}/get_parameters")
+    answer = call(ros, client, GetParameters.Request(names=list(names)))
+    return {name: parameter_value_to_python(value) for name, value in zip(names, answer.values)}
+
+
 def rgb_image(width=64, height=48, stamp=1):
     import numpy as np
     from sensor_msgs.msg import Image

@@ -5,14 +5,10 @@ import subprocess
 import sys
 
 import numpy as np
-import yaml
 
 from conftest import REPO, reference_path
-from launch_stand_ins import launch_module, launched_node
 from ros_harness import (NodeProcess, answers_while_the_model_runs, apply_ros_environment, call, node_watching_a_camera,
                          result_objects, rgb_image, ros_environment, spin_until)
-from seem_ros.node.parameters import from_launch_text
-from test_defects_parameters import readme_launch_lines
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
@@ -53,38 +49,6 @@ def test_a_click_on_a_text_object_changes_its_mask_in_the_node_from_the_next_fra
 
 
 # ---------------------------------------------------------------- parameters (items 4 and 10)
-def _parameters(ros, names):
-    from rcl_interfaces.srv import GetParameters
-    from rclpy.parameter import parameter_value_to_python
-    client = ros.create_client(GetParameters, "/seem_node/get_parameters")
-    answer = call(ros, client, GetParameters.Request(names=list(names)))
-    return {name: parameter_value_to_python(value) for name, value in zip(names, answer.values)}
-
-
-def test_each_readme_launch_line_reaches_the_nodes_parameters(tmp_path, ros, monkeypatch):
-    """What `ros2 launch` does with each README line: the launch file's Node gets params_file and the
-    typed overrides, which launch_ros hands to the process as parameter files, in that order. The
-    tiny checkpoint is added as launch arguments too (the released one is not here)."""
-    tiny = {"checkpoint": str(reference_path("tiny", "tiny_seem.pt")),
-            "model_config": str(reference_path("tiny", "tiny_config.yaml"))}
-    for index, (line, arguments) in enumerate(readme_launch_lines()):
-        _, overrides = launched_node(monkeypatch, {**arguments, **tiny})["parameters"]
-        overrides_file = tmp_path / f"overrides{index}.yaml"
-        overrides_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
-        node = NodeProcess(tmp_path / f"seem_node{index}.log", params_files=[REPO / "config" / "seem.yaml",
-                                                                            overrides_file])
-        try:
-            assert node.wait_for_log("configuring: loading", timeout=120), node.log()
-            seen = _parameters(ros, list(overrides))
-        finally:
-            node.stop()
-        parameter_of = launch_module(monkeypatch).CAMERA_ARGUMENTS  # arguments named otherwise than their parameter
-        expected = {parameter_of.get(name, name): from_launch_text(parameter_of.get(name, name), value)
-                    for name, value in {**arguments, **tiny}.items() if name != "fastdds_profile"}
-        assert {name: seen[name] for name in expected} == expected, line
-        assert f"({tiny['model_config']}, {overrides.get('backend', 'torch')}, {overrides.get('device', 'cpu')}" \
-               in node.log(), line
-
 
 def test_parameters_that_would_break_every_frame_leave_the_node_unconfigured_and_alive(tmp_path):
     node = NodeProcess(tmp_path / "seem_node.log", {"input_canvas": "512x0", "score_threshold": ".nan",

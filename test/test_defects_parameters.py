@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import REPO
-from launch_stand_ins import declared_arguments, launched_node
+from launch_file import declared_arguments, launched_node
 from seem_ros.node.parameters import PARAMETERS, from_launch_text, parameter_errors
 from seem_ros.weights import CheckpointError, resolve_checkpoint
 
@@ -85,7 +85,7 @@ def test_launch_arguments_become_typed_node_parameters(monkeypatch):
     given = {"backend": "tensorrt", "device": "cuda", "precision": "fp16", "input_canvas": "512x704",
              "checkpoint": "/data/models/seem_focalt_v1.pt", "max_objects": "8", "score_threshold": "0.5",
              "track_follow_memory": "true", "vocabulary": "[cup, table]"}
-    _, overrides = launched_node(monkeypatch, given)["parameters"]
+    _, overrides = launched_node(monkeypatch, given)
     assert {name: overrides[name] for name in given} == {
         "backend": "tensorrt", "device": "cuda", "precision": "fp16", "input_canvas": "512x704",
         "checkpoint": "/data/models/seem_focalt_v1.pt", "max_objects": 8, "score_threshold": 0.5,

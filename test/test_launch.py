@@ -1,10 +1,11 @@
-"""launch/seem.launch.py loaded with recording stand-ins for the launch API (launch_ros is not on
-PyPI) and checked for the node, arguments, parameter files and environment it declares. Where
-launch_testing is installed, test_robustness_launch_testing.py runs the launch file for real."""
+"""launch/seem.launch.py read with the real launch and launch_ros: the arguments, node, parameter
+files and environment it declares (test_deploy_launch.py runs it from a colcon install space)."""
 import yaml
+from launch.actions import OpaqueFunction, SetEnvironmentVariable
+from launch.conditions import IfCondition
 
 from conftest import REPO
-from launch_stand_ins import declared_arguments, launch_entities, launched_node
+from launch_file import declared_arguments, launch_context, launch_description, launched_node
 from seem_ros.node.parameters import PARAMETERS
 
 
@@ -12,33 +13,28 @@ def test_launch_declares_arguments_node_and_params(monkeypatch):
     arguments = declared_arguments(monkeypatch)
     assert {"camera_topic", "camera_info_topic", "params_file", "namespace", "fastdds_profile"} <= set(arguments)
     assert set(PARAMETERS) - {"image_topic", "camera_info_topic"} <= set(arguments)  # every node parameter
-    assert all(a.get("description") for a in arguments.values())
-    params_file = arguments["params_file"]["default_value"]
-    assert params_file == str(REPO / "config" / "seem.yaml")
-    node = launched_node(monkeypatch, {"camera_topic": "/cam"})
-    assert (node["package"], node["executable"], node["name"]) == ("seem_ros", "seem_node", "seem_node")
-    assert node["namespace"].args == ("namespace",)
-    file_arg, overrides = node["parameters"]
-    assert file_arg.args == ("params_file",)
+    assert all(argument.description for argument in arguments.values())
+    context = launch_context(monkeypatch, {})
+    assert context.launch_configurations["params_file"] == str(REPO / "config" / "seem.yaml")
+    node, overrides = launched_node(monkeypatch, {"camera_topic": "/cam"})
+    assert (node.node_package, node.node_executable) == ("seem_ros", "seem_node")
     # arguments not given leave params_file's values; the camera arguments always set their parameters
     assert overrides == {"image_topic": "/cam", "camera_info_topic": "/camera/camera_info"}
 
 
-def test_launch_applies_the_large_fastdds_profile_by_default(monkeypatch):
-    entities = launch_entities(monkeypatch)
-    profile = next(e for e in entities if type(e).__name__ == "DeclareLaunchArgument"
-                   and e.args[0] == "fastdds_profile").kwargs["default_value"]
-    # an existing FASTDDS_DEFAULT_PROFILES_FILE wins; otherwise the shipped profile
-    assert profile.args == ("FASTDDS_DEFAULT_PROFILES_FILE",)
-    assert profile.kwargs["default_value"] == str(REPO / "config" / "fastdds_large_shm.xml")
+def test_launch_applies_the_large_fastdds_profile_by_default(monkeypatch, tmp_path):
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    context = launch_context(monkeypatch, {})
+    # without FASTDDS_DEFAULT_PROFILES_FILE set, the shipped profile; an existing setting wins
+    assert context.launch_configurations["fastdds_profile"] == str(REPO / "config" / "fastdds_large_shm.xml")
     assert (REPO / "config" / "fastdds_large_shm.xml").is_file()
-    setters = [e for e in entities if type(e).__name__ == "SetEnvironmentVariable"]
-    assert len(setters) == 1 and setters[0].args[0] == "FASTDDS_DEFAULT_PROFILES_FILE"
-    assert setters[0].args[1].args == ("fastdds_profile",)
-    assert type(setters[0].kwargs["condition"]).__name__ == "IfCondition"  # '' leaves Fast DDS's defaults
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(tmp_path / "mine.xml"))
+    assert launch_context(monkeypatch, {}).launch_configurations["fastdds_profile"] == str(tmp_path / "mine.xml")
+    entities = launch_description(monkeypatch).entities
+    setters = [e for e in entities if isinstance(e, SetEnvironmentVariable)]
+    assert len(setters) == 1 and isinstance(setters[0].condition, IfCondition)  # '' leaves Fast DDS's defaults
     # the environment is set before the node starts (the OpaqueFunction that makes its Node)
-    names = [type(e).__name__ for e in entities]
-    assert names.index("SetEnvironmentVariable") < names.index("OpaqueFunction")
+    assert entities.index(setters[0]) < next(i for i, e in enumerate(entities) if isinstance(e, OpaqueFunction))
 
 
 def test_params_file_sets_every_node_parameter_and_nothing_else():

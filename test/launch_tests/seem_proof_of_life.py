@@ -1,24 +1,22 @@
-"""launch/seem.launch.py run for real by launch_testing, on a ROS 2 install where seem_ros is built
-(launch, launch_ros and launch_testing are not on PyPI: skipped here; test_launch.py checks the
-file's structure with stand-ins). The node must come up active with the tiny checkpoint, run with
-the shipped Fast DDS profile in its environment, and exit with code 0 when the launch ends."""
+"""Proof of life under launch_testing: the installed seem.launch.py (seem_ros built in a colcon
+workspace) brings the node up active with the tiny checkpoint, with the shipped Fast DDS profile in
+its environment, and it exits with code 0 when the launch ends. Run by `launch_test` (see
+test_deploy_launch.py, which builds the workspace and runs this file), not collected by pytest:
+launch_testing's pytest plugin does not load in the pytest the tests use."""
+import os
 import pathlib
 import tempfile
 import unittest
 
-import pytest
+import launch
+import launch_testing.actions
+import launch_testing.asserts
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 
-launch_testing = pytest.importorskip("launch_testing")
-pytest.importorskip("launch_ros")
-
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import launch_testing.asserts  # noqa: E402
-import yaml  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-
-from conftest import REPO, reference_path  # noqa: E402
+from conftest import reference_path
 
 
 def _params_file() -> str:
@@ -30,10 +28,10 @@ def _params_file() -> str:
     return str(path)
 
 
-@pytest.mark.launch_test
 def generate_test_description():
     seem = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(REPO / "launch" / "seem.launch.py")),
+        PythonLaunchDescriptionSource(os.path.join(get_package_share_directory("seem_ros"), "launch",
+                                                   "seem.launch.py")),
         launch_arguments={"params_file": _params_file(), "camera_topic": "/launch_test/image"}.items())
     return launch.LaunchDescription([seem, launch_testing.actions.ReadyToTest()]), {}
 
