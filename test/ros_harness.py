@@ -230,11 +230,17 @@ def diagnostics_values(reports, key: str, node: str = "seem_node") -> List[str]:
 
 
 def camera_frame(rgb: np.ndarray, frame_id: str = "test_camera"):
-    """A sensor_msgs/Image of an RGB array, as a camera driver sends it."""
-    from std_msgs.msg import Header
-
-    from seem_ros.ros_out.publishers import image_message
-    return image_message(Header(frame_id=frame_id), rgb, "rgb8")
+    """A sensor_msgs/Image of an RGB array, as a camera driver sends it; where ROS is not installed
+    (the GPU machines), an object with an Image's fields, which the converter reads alike."""
+    import types
+    try:
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Header
+    except ImportError:
+        Image, Header = types.SimpleNamespace, types.SimpleNamespace
+    rgb = np.ascontiguousarray(rgb)
+    return Image(header=Header(frame_id=frame_id), height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
+                 is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.tobytes())
 
 
 class PublishedFrames(list):

@@ -149,3 +149,26 @@ def test_the_node_class_only_wires():
     no_math = {"torch", "numpy", "cv2"}
     imported = {name.split(".")[0] for name, _ in _imports("seem_ros.node.node", PACKAGE / "node" / "node.py")}
     assert not imported & no_math
+
+
+# what benchmarks/gpu_check.sh runs on the GPU machines, which have no ROS
+GPU_CHECKED = ["seem_ros.runtime.backends", "seem_ros.node.frame_worker", "seem_ros.node.shared_model",
+               "seem_ros.node.one_shot"]
+WITHOUT_ROS = """
+import importlib.abc, sys
+class NoRos(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {ros}:
+            raise ImportError("no ROS here: " + name)
+sys.meta_path.insert(0, NoRos())
+for module in {modules}:
+    __import__(module)
+"""
+
+
+def test_the_modules_the_gpu_checks_run_import_without_ros():
+    import subprocess
+    import sys
+    code = WITHOUT_ROS.format(ros=set(ROS_PACKAGES), modules=GPU_CHECKED)
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr[-2000:]

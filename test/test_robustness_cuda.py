@@ -17,7 +17,7 @@ from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
 from seem_ros.inference.official_layout import OfficialLayoutPredictor
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.node.frame_worker import FrameCounts, FrameWorker
-from seem_ros.node.segment_image import segment_once
+from seem_ros.node.one_shot import segment_once
 from seem_ros.node.shared_model import SharedModel
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.prompt_messages import ParsedPrompt

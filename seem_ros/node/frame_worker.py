@@ -10,7 +10,7 @@ one stage at most.
 import collections
 import threading
 import time
-from typing import Deque, Dict, List
+from typing import TYPE_CHECKING, Deque, Dict, List
 
 import torch
 
@@ -18,9 +18,11 @@ from seem_ros.node.loop_thread import LoopThread
 from seem_ros.node.shared_model import SharedModel
 from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, message_to_rgb
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
-from seem_ros.ros_out.publishers import FramePublishers
 from seem_ros.throttled_log import ThrottledLog
 from seem_ros.tracking.tracker import ObjectTracker
+
+if TYPE_CHECKING:  # the GPU checks run the worker where ROS (which the publishers import) is not installed
+    from seem_ros.ros_out.publishers import FramePublishers
 
 
 class FrameCounts:
@@ -54,7 +56,7 @@ class FrameCounts:
 
 
 class FrameWorker:
-    def __init__(self, mailbox: LatestFrame, model: SharedModel, tracker: ObjectTracker, publishers: FramePublishers,
+    def __init__(self, mailbox: LatestFrame, model: SharedModel, tracker: ObjectTracker, publishers: "FramePublishers",
                  image_size: ImageSize, counts: FrameCounts, log: ThrottledLog,
                  image_limits: ImageLimits = ImageLimits(), lock_canvas: bool = False):
         """lock_canvas: the first frame's padded size becomes the canvas of every later frame

@@ -1,41 +1,21 @@
-"""~/segment_image: one image segmented on demand, beside the camera stream; no tracking state is
-touched."""
+"""~/segment_image: one image segmented on demand, beside the camera stream (segment_once); no
+tracking state is touched."""
 import contextlib
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator
 
-import cv2
-import numpy as np
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from seem_ros_interfaces.srv import SegmentImage
 
 from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.node.one_shot import segment_once
 from seem_ros.node.shared_model import SharedModel
 from seem_ros.ros_in.image_conversion import ImageConversionError, ImageLimits, image_to_rgb
-from seem_ros.ros_in.prompt_messages import ParsedPrompt, PromptError, parse_prompt
+from seem_ros.ros_in.prompt_messages import PromptError, parse_prompt
 from seem_ros.ros_out.publishers import result_message
 from seem_ros.throttled_log import ThrottledLog, failed_response, guarded
-from seem_ros.tracking.objects import FrameObject
-from seem_ros.tracking.tracker import ObjectTracker
-
-
-def segment_once(predictor: SeemPredictor, rgb: np.ndarray, prompt: Optional[ParsedPrompt]) -> List[FrameObject]:
-    """The prompt's object in `rgb`, or, without a prompt, everything (panoptic segments, whose ids
-    are segment numbers of this image)."""
-    reference = predictor.encode_reference(*prompt.reference) if prompt and prompt.reference is not None else None
-    predictor.set_image(rgb)
-    if prompt is None:
-        panoptic, _ = predictor.segment_everything()
-        ids = panoptic.id_map.cpu().numpy()
-        if ids.shape != rgb.shape[:2]:
-            ids = cv2.resize(ids.astype(np.int32), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
-        names = predictor.class_names
-        return [FrameObject(s.id, names[s.category_id], ids == s.id, s.score) for s in panoptic.segments]
-    tracker = ObjectTracker(max_objects=1)
-    tracker.add(prompt.label, text=prompt.text, visual=prompt.visual, reference=reference)
-    return tracker.step(predictor)
 
 
 class SegmentImageService:
