@@ -74,7 +74,7 @@ def test_each_readme_launch_line_runs_through_launch_ros_from_the_install_space(
         launch = subprocess.Popen([sys.executable, str(TOOLS / "ros2_launch.py"), "seem_ros", "seem.launch.py"]
                                   + [f"{name}:={value}" for name, value in given.items()],
                                   env=_launch_environment(install_space), stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=tmp_path)
+                                  cwd=tmp_path, start_new_session=True)
     camera = None
     try:
         assert _wait_for(log_path, "configuring: loading", launch, 120), log_path.read_text()
@@ -102,8 +102,8 @@ def test_each_readme_launch_line_runs_through_launch_ros_from_the_install_space(
         if camera is not None:
             camera.kill()
             camera.wait()
-        if launch.poll() is None:
-            launch.kill()
+        if launch.poll() is None:  # a failed check: the launch and the node it started go together
+            os.killpg(launch.pid, signal.SIGKILL)
             launch.wait()
 
 
@@ -124,9 +124,14 @@ def test_the_launch_testing_proof_of_life_passes(install_space, tmp_path):
     plugin does not load in this pytest)."""
     env = _launch_environment(install_space)
     env["PYTHONPATH"] = os.pathsep.join([str(VENV / "launch_testing"), str(REPO / "test"), env["PYTHONPATH"]])
-    run = subprocess.run([sys.executable, "-m", "launch_testing.launch_test",
-                          str(REPO / "test" / "launch_tests" / "seem_proof_of_life.py")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
-    output = run.stdout + run.stderr
+    run = subprocess.Popen([sys.executable, "-m", "launch_testing.launch_test",
+                            str(REPO / "test" / "launch_tests" / "seem_proof_of_life.py")], env=env, cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:  # timed out: the runner and what it launched go together
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
     assert run.returncode == 0, output[-4000:]
     assert "Ran 1 test" in output and "OK" in output, output[-4000:]
