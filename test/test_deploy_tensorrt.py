@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from fake_tensorrt import ICudaEngine, fake_tensorrt
+from fake_tensorrt import ICudaEngine, IExecutionContext, fake_tensorrt
 from seem_ros.runtime import tensorrt_backend
 from seem_ros.runtime.exported import ExportedGraphs
 from seem_ros.runtime.onnx_graphs import default_slots
@@ -99,10 +99,14 @@ def test_the_fake_has_the_names_and_signatures_of_the_stubs():
 
 @pytest.fixture
 def on_a_fake_gpu(monkeypatch):
-    """The device queries the backend makes, answered as a GPU would; buffers stay on the host."""
+    """The device queries the backend makes, answered as a GPU would; buffers stay on the host.
+    Yields the devices whose current stream was asked for."""
+    streams_of = []
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda device: types.SimpleNamespace(name="Fake GPU", major=8, minor=7))
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=7))
+    monkeypatch.setattr(torch.cuda, "current_stream",
+                        lambda device=None: streams_of.append(device) or types.SimpleNamespace(cuda_stream=7))
+    return streams_of
 
 
 def _with_tensorrt(monkeypatch, version: str):
@@ -127,7 +131,7 @@ def test_an_fp32_engine_is_built_strongly_typed_cached_deserialized_and_run(tiny
     assert tuple(mask_features.shape[-2:]) == (16, 24) and len(levels) == 3
     addresses, stream = fake.executions[0]
     encoder = graphs.graphs[("encoder", (64, 96))]
-    assert stream == 7  # torch's current stream
+    assert stream == 7 and set(on_a_fake_gpu) == {torch.device("cpu")}  # the current stream of the engine's device
     assert set(addresses) == {"image", "mask_features", "level0", "level1", "level2"}
     assert [addresses[name] for name in ("mask_features", "level0", "level1", "level2")] == [
         buffer.data_ptr() for buffer in encoder.outputs]
@@ -171,6 +175,25 @@ def test_every_io_type_of_an_engine_has_a_torch_buffer_type(monkeypatch, on_a_fa
                                                 torch.uint8, torch.int32, torch.int64, torch.bool]
     graph({f"in_{k}": torch.zeros(2) for k in kinds})  # each input cast to its engine type and bound
     assert len(fake.executions) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs two CUDA devices (the engine on the second, another one current)")
+def test_an_engine_on_cuda_1_gets_its_buffers_context_and_stream_there(monkeypatch):
+    fake = _with_tensorrt(monkeypatch, "10.3.0")
+    device = torch.device("cuda:1")
+    spec = {"version": "10.3.0", "tensors": [dict(name="x", mode="INPUT", dtype="FLOAT", shape=[2]),
+                                             dict(name="y", mode="OUTPUT", dtype="FLOAT", shape=[2])]}
+    current = []
+    monkeypatch.setattr(ICudaEngine, "create_execution_context",
+                        lambda engine: current.append(torch.cuda.current_device()) or IExecutionContext(engine))
+    with torch.cuda.device(0):  # the caller's current device is another one
+        graph = TensorRTGraph(ICudaEngine(fake, spec), ["y"], device)
+        graph({"x": torch.ones(2, device=device)})
+    addresses, stream = fake.executions[0]
+    assert current == [1] and graph.outputs[0].device == device
+    assert addresses["y"] == graph.outputs[0].data_ptr()  # device addresses only
+    assert stream == torch.cuda.current_stream(device).cuda_stream
 
 
 def _one_layer_norm_graph(tmp_path) -> str:

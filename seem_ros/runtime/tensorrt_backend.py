@@ -13,10 +13,11 @@ instead of failing inside the build.
 
 `trt` below is the tensorrt module, imported at its first use (the stubs type-check every call).
 """
+import contextlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, ContextManager, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -151,6 +152,13 @@ def deserializer() -> Callable[[bytes], "trt.ICudaEngine"]:
     return deserialize
 
 
+def _on_device(device) -> ContextManager:
+    """TensorRT works on the current CUDA device: an engine for cuda:1 is deserialised, given its
+    execution context and run with cuda:1 current."""
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _shape(dims: "trt.Dims") -> Tuple[int, ...]:
     return tuple(dims[i] for i in range(len(dims)))
 
@@ -158,14 +166,15 @@ def _shape(dims: "trt.Dims") -> Tuple[int, ...]:
 class TensorRTGraph:
     """An engine as a GraphRunner: inputs bound as they are (made contiguous, cast to the
     engine's types), outputs written into buffers allocated once and copied out (the next run
-    overwrites them), run on torch's current CUDA stream."""
+    overwrites them), run on torch's current CUDA stream of the engine's device."""
 
     def __init__(self, engine: "trt.ICudaEngine", output_names: Sequence[str], device):
         dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
                   trt.int64: torch.int64, trt.int32: torch.int32, trt.int8: torch.int8, trt.uint8: torch.uint8,
                   trt.bool: torch.bool}
         self.engine = engine
-        self.context = engine.create_execution_context()
+        with _on_device(device):
+            self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = {n: dtypes[engine.get_tensor_dtype(n)] for n in names
                        if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
@@ -185,7 +194,9 @@ class TensorRTGraph:
             tensor = inputs[name].to(dtype).contiguous()
             bound.append(tensor)
             self.context.set_tensor_address(name, tensor.data_ptr())
-        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+        with _on_device(self.device):
+            ran = self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream)
+        if not ran:
             raise RuntimeError("TensorRT execution failed (its log says why)")
         return [buffer.clone() for buffer in self.outputs]
 
@@ -200,7 +211,8 @@ def tensorrt_opener(precision: str, cache_dir: str, device, built: List[str], lo
                         cache_dir, log)
 
     def open_graph(path: str, spec: GraphSpec, example: Dict[str, Tensor]) -> GraphRunner:
-        cached = cache.get(path, engine_key(trt.__version__, path, precision, example, device))
+        with _on_device(device):
+            cached = cache.get(path, engine_key(trt.__version__, path, precision, example, device))
         if cached.built:
             built.append(f"{os.path.basename(cached.path)}: {cached.reason}")
         return TensorRTGraph(cached.engine, ENCODER_OUTPUTS if spec.graph == "encoder" else DECODER_OUTPUTS,
