@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import reference_path
 from ros_harness import apply_ros_environment, node_watching_a_camera, result_objects, spin_until
-from seem_ros.ros_out.encoding import bounding_box
+from seem_ros.tracking.places import bounding_box
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
@@ -99,15 +99,17 @@ def test_detection_boxes_are_clipped_labelled_and_refused_whole_when_one_is_unus
 
 
 def test_a_box_is_held_by_the_object_of_its_label_whose_mask_or_box_prompt_overlaps_it():
-    from seem_ros.tracking.places import Place, object_in_box
+    from seem_ros.tracking.places import Place, objects_holding
     mask = np.zeros((60, 80), bool)
     mask[10:20, 10:30] = True  # bounding box (10, 10) - (29, 19)
     places = {1: Place("cup", "tracked", mask, None, None),
               2: Place("cup", "tracked", None, (40.0, 40.0, 59.0, 49.0), (60, 80)),
               3: Place("plate", "tracked", mask, None, None)}
-    assert object_in_box(places, "cup", (10.0, 10.0, 29.0, 19.0), (60, 80), 0.5) == 1
-    assert object_in_box(places, "the cup", (12.0, 10.0, 31.0, 19.0), (60, 80), 0.5) == 1  # IoU 18/22
-    assert object_in_box(places, "cup", (41.0, 40.0, 60.0, 49.0), (60, 80), 0.5) == 2  # no mask yet: its box
-    assert object_in_box(places, "cup", (80.0, 80.0, 119.0, 99.0), (120, 160), 0.5) == 2  # a camera twice as big
-    assert object_in_box(places, "cup", (20.0, 10.0, 39.0, 19.0), (60, 80), 0.5) is None  # IoU 1/3
-    assert object_in_box(places, "bowl", (10.0, 10.0, 29.0, 19.0), (60, 80), 0.5) is None
+    assert objects_holding(places, [("cup", (10.0, 10.0, 29.0, 19.0))], (60, 80), 0.5) == [1]
+    assert objects_holding(places, [("the cup", (12.0, 10.0, 31.0, 19.0))], (60, 80), 0.5) == [1]  # IoU 18/22
+    assert objects_holding(places, [("cup", (41.0, 40.0, 60.0, 49.0))], (60, 80), 0.5) == [2]  # no mask yet: its box
+    assert objects_holding(places, [("cup", (80.0, 80.0, 119.0, 99.0))], (120, 160), 0.5) == [2]  # camera 2x as big
+    assert objects_holding(places, [("cup", (20.0, 10.0, 39.0, 19.0))], (60, 80), 0.5) == [None]  # IoU 1/3
+    assert objects_holding(places, [("bowl", (10.0, 10.0, 29.0, 19.0))], (60, 80), 0.5) == [None]
+    assert objects_holding(places, [("cup", (41.0, 40.0, 60.0, 49.0)), ("plate", (10.0, 10.0, 29.0, 19.0)),
+                                    ("cup", (20.0, 10.0, 39.0, 19.0))], (60, 80), 0.5) == [2, 3, None]  # one pass

@@ -61,8 +61,6 @@ class SlotOutputs:
     object_masks: Optional[Tensor] = None  # segment-everything: (Q, h4, w4)
 
 
-
-
 def text_slots(objects: Sequence[ObjectQuery]) -> TextSlots:
     """Text objects packed into rows, tokens padded to the longest text's."""
     tokens = pad_sequence([obj.text_tokens for obj in objects], batch_first=True)

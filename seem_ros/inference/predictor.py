@@ -35,6 +35,7 @@ from seem_ros.inference.visual_prompt import VisualPrompt, no_negatives, rasteri
 from seem_ros.model.seem import SEEM, pad_to_multiple
 from seem_ros.model.visual_sampler import DecoderRandomness, SpatialPrompt
 
+
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
     """PIL bicubic resize so the short side is `short_side` (torchvision Resize(int) semantics)."""
     h, w = image.shape[:2]

@@ -21,7 +21,7 @@ from seem_ros.ros_in.latest_frame import ImageSize
 from seem_ros.ros_in.prompt_messages import PromptError, check_pixel, parse_prompt
 from seem_ros.throttled_log import ThrottledLog
 from seem_ros.tracking.objects import Added
-from seem_ros.tracking.places import lost_object_at, object_in_box
+from seem_ros.tracking.places import lost_object_at, objects_holding
 from seem_ros.tracking.tracker import ObjectTracker
 
 
@@ -161,12 +161,11 @@ class PromptApplier:
         by its class id, unless an object of that label already holds the box."""
         size = self.image_size.get()
         boxes = detection_boxes(msg, size)
-        places = self.tracker.places()
-        held = {i: object_in_box(places, label, box, size, DETECTION_MATCH_IOU) for i, (label, box) in enumerate(boxes)}
-        new = [(label, VisualPrompt(box=box, image_hw=size)) for i, (label, box) in enumerate(boxes)
-               if held[i] is None]
+        held = objects_holding(self.tracker.places(), boxes, size, DETECTION_MATCH_IOU)
+        new = [(label, VisualPrompt(box=box, image_hw=size)) for (label, box), holder in zip(boxes, held)
+               if holder is None]
         ids = self.tracker.add_boxes(new) if new else []
-        known = sorted({object_id for object_id in held.values() if object_id is not None})
+        known = sorted({object_id for object_id in held if object_id is not None})
         message = (f"{len(boxes)} detections: " + (f"new objects {ids}" if ids else "no new object")
                    + (f", already tracked {known}" if known else "") + f"; {self._objects_now()}")
         return Outcome(True, message, ids + known, changed=bool(ids))

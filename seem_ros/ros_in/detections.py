@@ -7,13 +7,13 @@ from typing import List, Optional, Tuple
 
 from seem_ros.prompts.text_commands import MAX_TEXT_LENGTH
 from seem_ros.ros_in.prompt_messages import PromptError
+from seem_ros.tracking.places import Box
 
 try:
     from vision_msgs.msg import Detection2DArray
 except ImportError:
     Detection2DArray = None
 
-Box = Tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, inclusive (VisualPrompt.box)
 DEFAULT_LABEL = "object"  # for a detection without a class id
 
 

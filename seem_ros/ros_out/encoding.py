@@ -4,6 +4,8 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import cv2
 import numpy as np
 
+from seem_ros.tracking.places import bounding_box
+
 
 def encode_rle(mask: np.ndarray) -> List[int]:
     """Row-major run lengths of a bool mask, starting with a (possibly empty) background run."""
@@ -20,14 +22,6 @@ def decode_rle(runs: Sequence[int], height: int, width: int) -> np.ndarray:
     values = np.zeros(len(runs), bool)
     values[1::2] = True
     return np.repeat(values, runs).reshape(height, width)
-
-
-def bounding_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
-    """(x, y, width, height) of the mask's pixels; zeros when empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return 0, 0, 0, 0
-    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
 class LabelSlots:

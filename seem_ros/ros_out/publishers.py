@@ -14,8 +14,9 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from seem_ros_interfaces.msg import LabelInfo, SegmentationResult, SegmentedObject
 
 from seem_ros.ros_out import vision
-from seem_ros.ros_out.encoding import LabelSlots, bounding_box, encode_rle, label_image, overlay
+from seem_ros.ros_out.encoding import LabelSlots, encode_rle, label_image, overlay
 from seem_ros.tracking.objects import FrameObject
+from seem_ros.tracking.places import bounding_box
 
 
 class FramePublishers:

@@ -3,8 +3,8 @@ Detection2DArray per frame (one detection per object: its mask's bounding box, t
 label and score as the hypothesis) and a LabelInfo naming the label image's values."""
 from typing import Dict, List
 
-from seem_ros.ros_out.encoding import bounding_box
 from seem_ros.tracking.objects import FrameObject
+from seem_ros.tracking.places import bounding_box
 
 try:
     from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose,

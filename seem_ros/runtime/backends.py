@@ -30,7 +30,7 @@ from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphRunner, Cuda
 from seem_ros.runtime.engine_cache import default_cache_dir, export_code_digest, write_atomically
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import DecoderSlots, default_slots
-from seem_ros.runtime.tensorrt_backend import check_precision, import_tensorrt, tensorrt_opener
+from seem_ros.runtime.tensorrt_backend import import_tensorrt, tensorrt_opener
 from seem_ros.weights import load_seem, remembered_sha256, resolve_checkpoint
 
 LOG = logging.getLogger(__name__)
@@ -118,14 +118,12 @@ def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
         return graphs
     if not cfg.device.startswith("cuda"):
         raise BackendError("backend 'tensorrt' runs on a GPU: set device to cuda")
-    try:
-        trt = import_tensorrt()
-        check_precision(cfg.precision)
+    graphs = RuntimeGraphs(open_graph=None, runtime="tensorrt", **common)
+    try:  # the opener refuses a precision this TensorRT cannot build, before anything is exported
+        graphs.open_graph = tensorrt_opener(cfg.precision, cache_dir, torch.device(cfg.device), graphs.built, LOG)
+        graphs.version = import_tensorrt().__version__
     except (ImportError, ValueError) as exc:
         raise BackendError(str(exc)) from exc
-    graphs = RuntimeGraphs(open_graph=None, runtime="tensorrt", **common)
-    graphs.open_graph = tensorrt_opener(cfg.precision, cache_dir, torch.device(cfg.device), graphs.built, LOG)
-    graphs.version = trt.__version__
     return graphs
 
 

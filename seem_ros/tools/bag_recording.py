@@ -9,7 +9,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from seem_ros.ros_out.encoding import bounding_box
+from seem_ros.tracking.places import bounding_box
 
 INTERFACES = "seem_ros_interfaces"
 TOPICS = {"/image": "sensor_msgs/msg/Image",

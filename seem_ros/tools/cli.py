@@ -203,8 +203,9 @@ def segment(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
     from seem_ros.node.segment_image import segment_once
-    from seem_ros.ros_out.encoding import bounding_box, overlay
+    from seem_ros.ros_out.encoding import overlay
     from seem_ros.runtime.backends import BackendConfig, create_predictor
+    from seem_ros.tracking.places import bounding_box
     visual, vocabulary = _prompts(args, "segment")
     try:
         rgb = np.asarray(Image.open(args.image).convert("RGB"))

@@ -16,8 +16,10 @@ from typing import Sequence, Tuple
 
 import cv2
 
-from seem_ros.ros_out.encoding import LabelSlots, bounding_box, label_image, overlay
+from seem_ros.ros_out.encoding import LabelSlots, label_image, overlay
+
 from seem_ros.tools.bag_recording import BagRecorder
+from seem_ros.tracking.places import bounding_box
 
 
 OUTPUTS = ("overlay.mp4", "labels", "objects.jsonl", "bag")

@@ -13,6 +13,7 @@ from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import SpatialPrompt
 
 TRACKED, LOST, REMOVED = "tracked", "lost", "removed"
+
 _object_ids = itertools.count(1)
 _object_ids_lock = threading.Lock()
 

@@ -1,6 +1,7 @@
 """Finding tracked objects by place (ObjectTracker.places): which lost object was last seen under
-a click, which object a detector's box already holds."""
-from typing import Dict, List, NamedTuple, Optional, Tuple
+a click, which objects a detector's boxes already hold; a mask's bounding box (also what the
+results and vision_msgs detections report)."""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,28 +35,42 @@ def lost_object_at(places: Dict[int, Place], x: float, y: float,
     return None
 
 
-def object_in_box(places: Dict[int, Place], label: str, box: Box, image_hw: Tuple[int, int],
-                  min_iou: float) -> Optional[int]:
-    """The object labelled `label` that overlaps `box` (on an image of size image_hw) most, by an
-    IoU of at least min_iou with its last mask's bounding box or with its own box prompt (a
-    detector's box for an object that has not moved, or has no mask yet)."""
-    best, best_iou = None, min_iou
-    for object_id, place in places.items():
-        if not same_object(place.label, label):
-            continue
-        iou = max((_box_iou(own, box) for own in _bounds(place, image_hw)), default=0.0)
-        if iou >= best_iou:
-            best, best_iou = object_id, iou
-    return best
+def objects_holding(places: Dict[int, Place], boxes: Sequence[Tuple[str, Box]], image_hw: Tuple[int, int],
+                    min_iou: float) -> List[Optional[int]]:
+    """Per (label, box) on an image of size image_hw: the object of that label overlapping the box
+    most, by an IoU of at least min_iou with its last mask's bounding box or with its own box prompt
+    (a detector's box for an object that has not moved, or has no mask yet); None if none does.
+    Each object's boxes are found once for all the boxes (a detector sends every frame)."""
+    bounds = {object_id: _bounds(place, image_hw) for object_id, place in places.items()}
+    holders: List[Optional[int]] = []
+    for label, box in boxes:
+        best, best_iou = None, min_iou
+        for object_id, place in places.items():
+            if not same_object(place.label, label):
+                continue
+            iou = max((_box_iou(own, box) for own in bounds[object_id]), default=0.0)
+            if iou >= best_iou:
+                best, best_iou = object_id, iou
+        holders.append(best)
+    return holders
+
+
+def bounding_box(mask: np.ndarray) -> Tuple[int, int, int, int]:
+    """(x, y, width, height) of the mask's pixels; zeros when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0, 0, 0, 0
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
 
 
 def _bounds(place: Place, image_hw: Tuple[int, int]) -> List[Box]:
     """The place's boxes on an image of size image_hw: its last mask's bounding box, its box prompt."""
     bounds = []
-    if place.mask is not None and place.mask.any():
-        rows, cols = np.nonzero(place.mask)
-        sy, sx = image_hw[0] / place.mask.shape[0], image_hw[1] / place.mask.shape[1]
-        bounds.append((cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx - 1, (rows.max() + 1) * sy - 1))
+    if place.mask is not None:
+        x, y, width, height = bounding_box(place.mask)
+        if width:
+            sy, sx = image_hw[0] / place.mask.shape[0], image_hw[1] / place.mask.shape[1]
+            bounds.append((x * sx, y * sy, (x + width) * sx - 1, (y + height) * sy - 1))
     if place.box is not None:
         sy, sx = (image_hw[0] / place.box_hw[0], image_hw[1] / place.box_hw[1]) if place.box_hw else (1.0, 1.0)
         x0, y0, x1, y1 = place.box

@@ -61,9 +61,9 @@ from seem_ros.inference.visual_prompt import VisualPrompt, merge_prompts
 from seem_ros.model.visual_sampler import SpatialPrompt
 from seem_ros.tracking.association import mask_iou, match_by_iou
 from seem_ros.tracking.naming import same_object
-from seem_ros.tracking.places import Place
 from seem_ros.tracking.objects import (LOST, REMOVED, TRACKED, Added, FrameObject, TrackedObject, new_object_id,
                                       object_query)
+from seem_ros.tracking.places import Place
 
 MAX_CATEGORIES = 16  # category commands tracked at once: each is a row of every frame's vocabulary
 
