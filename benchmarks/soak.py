@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from seem_ros.ros_in.fastdds import LARGE_SHM_PROFILE, profile_environment
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = pathlib.Path(os.environ.get("SEEM_REFERENCE", REPO.parent / "shared" / "seem_reference"))
 CAMERA_KILL_PERIOD_S = 15.0
@@ -39,7 +41,7 @@ def ros_environment() -> dict:
     domain = env.setdefault("SEEM_SOAK_DOMAIN_ID", str(200 + os.getpid() % 30))
     env.update({"AMENT_PREFIX_PATH": sys.prefix, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
                 "ROS_DOMAIN_ID": domain,
-                "FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_large_shm.xml"),
+                **profile_environment(str(REPO / LARGE_SHM_PROFILE), [sys.prefix]),
                 "RCUTILS_LOGGING_BUFFERED_STREAM": "0", "PYTHONUNBUFFERED": "1"})
     return env
 

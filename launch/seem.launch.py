@@ -8,10 +8,12 @@ params_file, one not given leaves params_file's value. camera_topic and camera_i
 image_topic and camera_info_topic parameters.
 
 Fast DDS: a camera frame is larger than Fast DDS's default 512 KB shared-memory segment, and
-best-effort frames that do not fit are lost. This launch file sets FASTDDS_DEFAULT_PROFILES_FILE to
-the shipped 64 MB profile for every process it starts (an existing setting is kept; another file
-with fastdds_profile:=FILE, none with fastdds_profile:=''). The segment that matters is the
-publisher's: a camera driver started elsewhere needs the same variable (README, troubleshooting).
+best-effort frames that do not fit are lost. This launch file names the shipped 64 MB profile for
+every process it starts, in the variable the installed Fast DDS reads (FASTDDS_DEFAULT_PROFILES_FILE
+for Fast DDS 3: Kilted; FASTRTPS_DEFAULT_PROFILES_FILE for Fast DDS 2: Jazzy, Humble); a profile
+already named in it is kept, another file with fastdds_profile:=FILE, none with fastdds_profile:=''.
+The segment that matters is the publisher's: a camera driver started elsewhere needs the same
+variable (README, troubleshooting).
 """
 import os
 
@@ -23,6 +25,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration, Pytho
 from launch_ros.actions import Node
 
 from seem_ros.node.parameters import PARAMETERS, from_launch_text
+from seem_ros.ros_in.fastdds import LARGE_SHM_PROFILE, profile_variable
 
 NOT_GIVEN = "(params_file)"  # the default of a parameter's launch argument: params_file's value stands
 CAMERA_ARGUMENTS = {"camera_topic": "image_topic", "camera_info_topic": "camera_info_topic"}  # argument: parameter
@@ -48,6 +51,7 @@ def _node(context):
 def generate_launch_description():
     share = get_package_share_directory("seem_ros")
     fastdds_profile = LaunchConfiguration("fastdds_profile")
+    variable = profile_variable()
     camera = [DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw",
                                     description="sensor_msgs/Image topic to segment (the image_topic parameter)"),
               DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
@@ -63,10 +67,9 @@ def generate_launch_description():
         *parameters,
         DeclareLaunchArgument(
             "fastdds_profile",
-            default_value=EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                              default_value=os.path.join(share, "config", "fastdds_large_shm.xml")),
+            default_value=EnvironmentVariable(variable, default_value=os.path.join(share, LARGE_SHM_PROFILE)),
             description="Fast DDS profile for the processes of this launch ('' = Fast DDS defaults)"),
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile,
+        SetEnvironmentVariable(variable, fastdds_profile,
                                condition=IfCondition(PythonExpression(["'", fastdds_profile, "' != ''"]))),
         OpaqueFunction(function=_node),
     ])

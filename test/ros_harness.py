@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from conftest import REPO, reference_path
+from seem_ros.ros_in.fastdds import LARGE_SHM_PROFILE, profile_environment
 
 TOOLS = pathlib.Path(__file__).parent / "ros_tools"
 
@@ -22,7 +23,7 @@ def ros_environment() -> dict:
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         # a domain per test run, so parallel runs on one machine do not see each other
         "ROS_DOMAIN_ID": env.get("SEEM_TEST_DOMAIN_ID", str(100 + os.getpid() % 100)),
-        "FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_large_shm.xml"),
+        **profile_environment(str(REPO / LARGE_SHM_PROFILE), [str(prefix)]),
         "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
         "PYTHONUNBUFFERED": "1",
     })

@@ -7,6 +7,7 @@ from launch.conditions import IfCondition
 from conftest import REPO
 from launch_file import declared_arguments, launch_context, launch_description, launched_node
 from seem_ros.node.parameters import PARAMETERS
+from seem_ros.ros_in.fastdds import profile_variable
 
 
 def test_launch_declares_arguments_node_and_params(monkeypatch):
@@ -23,18 +24,31 @@ def test_launch_declares_arguments_node_and_params(monkeypatch):
 
 
 def test_launch_applies_the_large_fastdds_profile_by_default(monkeypatch, tmp_path):
-    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    variable = profile_variable()  # the one this install's Fast DDS reads
+    monkeypatch.delenv(variable, raising=False)
     context = launch_context(monkeypatch, {})
-    # without FASTDDS_DEFAULT_PROFILES_FILE set, the shipped profile; an existing setting wins
+    # without the variable set, the shipped profile; an existing setting wins
     assert context.launch_configurations["fastdds_profile"] == str(REPO / "config" / "fastdds_large_shm.xml")
     assert (REPO / "config" / "fastdds_large_shm.xml").is_file()
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(tmp_path / "mine.xml"))
+    monkeypatch.setenv(variable, str(tmp_path / "mine.xml"))
     assert launch_context(monkeypatch, {}).launch_configurations["fastdds_profile"] == str(tmp_path / "mine.xml")
     entities = launch_description(monkeypatch).entities
     setters = [e for e in entities if isinstance(e, SetEnvironmentVariable)]
-    assert len(setters) == 1 and isinstance(setters[0].condition, IfCondition)  # '' leaves Fast DDS's defaults
+    assert [setter.name[0].text for setter in setters] == [variable]
+    assert isinstance(setters[0].condition, IfCondition)  # '' leaves Fast DDS's defaults
     # the environment is set before the node starts (the OpaqueFunction that makes its Node)
     assert entities.index(setters[0]) < next(i for i, e in enumerate(entities) if isinstance(e, OpaqueFunction))
+
+
+def test_the_profile_variable_is_the_one_the_installed_fastdds_reads(tmp_path):
+    kilted, jazzy, overlay = (tmp_path / name for name in ("kilted", "jazzy", "overlay"))
+    (kilted / "share" / "fastdds").mkdir(parents=True)  # Fast DDS 3's CMake package
+    (jazzy / "share" / "fastrtps").mkdir(parents=True)  # Fast DDS 2's
+    overlay.mkdir()
+    assert profile_variable([str(overlay), str(kilted)]) == "FASTDDS_DEFAULT_PROFILES_FILE"
+    assert profile_variable([str(overlay), str(jazzy)]) == "FASTRTPS_DEFAULT_PROFILES_FILE"
+    assert profile_variable([str(jazzy), str(kilted)]) == "FASTRTPS_DEFAULT_PROFILES_FILE"  # the first found
+    assert profile_variable([]) == "FASTDDS_DEFAULT_PROFILES_FILE"  # no Fast DDS found: today's name
 
 
 def test_params_file_sets_every_node_parameter_and_nothing_else():

@@ -9,7 +9,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 FASTDDS_HINT = ("best-effort frames larger than the camera driver's Fast DDS shared-memory segment (512 KB by "
-                "default) are lost: start the camera with FASTDDS_DEFAULT_PROFILES_FILE set to seem_ros's "
+                "default) are lost: start the camera with FASTDDS_DEFAULT_PROFILES_FILE (Kilted and later) or "
+                "FASTRTPS_DEFAULT_PROFILES_FILE (Jazzy, Humble) set to seem_ros's "
                 "config/fastdds_large_shm.xml (README, troubleshooting)")
 
 

@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+from seem_ros.ros_in.fastdds import LARGE_SHM_PROFILE, profile_environment, profile_in
 from seem_ros.tools.cli import OVERWRITE_HELP
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,9 +29,10 @@ FRAME_TIMEOUT_S = 120.0  # the first frame includes the model's warm-up
 
 def _environment() -> dict:
     env = dict(os.environ)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(REPO, "config", "fastdds_large_shm.xml"))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(p for p in (sys.prefix, env.get("AMENT_PREFIX_PATH", "")) if p)
+    prefixes = env["AMENT_PREFIX_PATH"].split(os.pathsep)
+    env.update(profile_environment(profile_in(env) or os.path.join(REPO, LARGE_SHM_PROFILE), prefixes))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

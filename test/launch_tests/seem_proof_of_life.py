@@ -17,6 +17,7 @@ from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 
 from conftest import reference_path
+from seem_ros.ros_in.fastdds import profile_variable
 
 
 def _params_file() -> str:
@@ -41,8 +42,9 @@ class TestSeemLaunch(unittest.TestCase):
         proc_output.assertWaitFor("processing /launch_test/image (raw)", timeout=180, stream="stderr")
         node = next(name for name in proc_info.process_names() if "seem_node" in name)
         environment = pathlib.Path(f"/proc/{proc_info[node].pid}/environ").read_bytes().split(b"\0")
-        assert any(entry.startswith(b"FASTDDS_DEFAULT_PROFILES_FILE=") and entry.endswith(b"fastdds_large_shm.xml")
-                   for entry in environment), "the launch file did not apply the large Fast DDS profile"
+        variable = profile_variable().encode() + b"="  # the one this install's Fast DDS reads
+        assert any(entry.startswith(variable) and entry.endswith(b"fastdds_large_shm.xml") for entry in environment), \
+            f"the launch file did not name the large Fast DDS profile in {variable.decode()}"
 
 
 @launch_testing.post_shutdown_test()
