@@ -193,11 +193,15 @@ def test_frames_arriving_during_inference_are_dropped_and_counted(seem_node, ros
         return max((int(v) for v in values), default=0)
 
     assert spin_until(ros, lambda: dropped_total() > 0, 30), "no replaced frames reported on /diagnostics"
-    spin_until(ros, lambda: False, 3.0)
+    # a frame after the burst is processed, and last: the node is not working through a backlog. (The
+    # burst's own last frames are not a fair test of that: the sensor-data QoS is best effort, and
+    # Jazzy's Fast DDS 2.14 lost up to 4 of the last frames of this 100 Hz burst of 1 MB images here.)
+    images.publish(rgb_image(640, 480, 6000))
+    assert spin_until(ros, lambda: any(r.header.stamp.sec == 6000 for r in results), 30)
+    spin_until(ros, lambda: False, 1.0)
+    assert results[-1].header.stamp.sec == 6000
     processed = {r.header.stamp.sec for r in results} & set(sent)
     assert 0 < len(processed) < len(sent)
-    # the newest frame is processed last (allowing for the transport losing one of the final frames)
-    assert max(processed) >= sent[-2]
 
 
 def test_rviz_clicked_points_are_projected_with_camera_info(seem_node, ros):

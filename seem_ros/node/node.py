@@ -8,6 +8,7 @@ frame worker -> inference and runtime (predictor, backend) -> tracking -> ros_ou
 prompt: the prompt intake (topics, services) -> prompts (ordered queue) -> the applier -> tracking.
 """
 import functools
+import inspect
 import os
 import sys
 import threading
@@ -259,7 +260,11 @@ def run(stop: threading.Event, args=None) -> None:
     deadline = time.monotonic() + SHUTDOWN_GRACE_S
     starter.join(max(deadline - time.monotonic(), 0.0))
     clean = not starter.is_alive() and node.shut_down(deadline)
-    executor.shutdown(timeout_sec=max(deadline - time.monotonic(), 0.0), wait_for_threads=clean)
+    remaining = max(deadline - time.monotonic(), 0.0)
+    if "wait_for_threads" in inspect.signature(executor.shutdown).parameters:
+        executor.shutdown(timeout_sec=remaining, wait_for_threads=clean)
+    else:  # rclpy 7 (Jazzy): no such argument, and its shutdown never waits for the executor's threads
+        executor.shutdown(timeout_sec=remaining)
     if not clean:
         # a thread is still inside the model (torch): letting the interpreter tear down under it
         # aborts the process, so leave now; everything that could be released was released

@@ -3,7 +3,10 @@
 Every publisher numbers its messages 1, 2, 3, ...; the middleware hands the number to the
 subscriber (rclpy MessageInfo `publication_sequence_number`). A jump from 7 to 10 means two
 messages were lost on the way: in transport (best-effort QoS, a frame larger than the transport can
-carry) or overwritten in the subscription's queue. Works on plain values, so it needs no ROS import.
+carry) or overwritten in the subscription's queue. Each publisher counts on its own, so a message
+whose publisher is not named counts nothing: Jazzy's rclpy gives no publisher GID (there, frames lost
+in transport are still counted, from the subscription's message-lost event). Works on plain values,
+so it needs no ROS import.
 """
 import threading
 from collections import OrderedDict
@@ -21,7 +24,7 @@ class SequenceGaps:
         """Records one received message; returns how many of that publisher's messages were missed
         since its newest one, or -1 for a message older than that: one counted as missed that came
         late after all (a reliable writer re-sending what a full subscription queue had refused)."""
-        if not sequence:  # the middleware does not report sequence numbers
+        if not sequence or publisher is None:  # the middleware does not report them
             return 0
         with self._lock:
             last = self._last.get(publisher)
