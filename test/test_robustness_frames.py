@@ -51,7 +51,8 @@ def _started(tmp_path, name, **params):
 
 
 def _frame_accounting(watch) -> dict:
-    keys = ("received", "processed", "replaced", "refused", "failed", "abandoned", "lost in transport", "missed")
+    keys = ("received", "processed", "replaced", "refused", "failed", "abandoned", "lost in transport", "missed",
+            "without publisher id")
     return {k: watch.total(f"frames {k}") for k in keys}
 
 
@@ -82,7 +83,10 @@ def test_frames_lost_in_transport_are_counted_and_explained(tmp_path, ros):
         delta = {k: after[k] - before[k] for k in after}
         print(f"{sent} frames sent, node's counts: {delta}")
         assert delta["lost in transport"] == 0
-        assert delta["received"] + delta["missed"] == sent
+        if delta["without publisher id"]:  # Jazzy: gaps cannot be counted, so only an upper bound holds
+            assert delta["received"] <= sent
+        else:
+            assert delta["received"] + delta["missed"] == sent
         outcomes = sum(delta[k] for k in ("processed", "replaced", "refused", "failed", "abandoned"))
         assert delta["received"] - outcomes in (0, 1)  # at most one frame still in the mailbox
     finally:

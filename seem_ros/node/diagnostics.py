@@ -39,7 +39,8 @@ class DiagnosticsReporter:
             frames_received=self.mailbox.received, frames_processed=frames["processed"],
             frames_replaced=self.mailbox.replaced, frames_refused=frames["refused"], frames_failed=frames["failed"],
             frames_abandoned=frames["abandoned"], frames_lost_in_transport=self.frame_losses.lost_in_transport,
-            frames_missed=self.frame_losses.gaps.missed, prompts_received=prompts.received,
+            frames_missed=self.frame_losses.gaps.missed,
+            frames_without_publisher_id=self.frame_losses.gaps.unattributed, prompts_received=prompts.received,
             prompts_applied=prompts.applied, prompts_refused=prompts.refused, prompts_dropped=prompts.dropped)
 
     def start(self, model: SharedModel, tracker: ObjectTracker, period_s: float) -> None:

@@ -17,6 +17,7 @@ class SequenceGaps:
     def __init__(self, max_publishers: int = 64):
         self.max_publishers = max_publishers
         self.missed = 0
+        self.unattributed = 0  # messages with a sequence number but no publisher: not checked for gaps
         self._last = OrderedDict()  # publisher -> last sequence number seen
         self._lock = threading.Lock()
 
@@ -24,7 +25,11 @@ class SequenceGaps:
         """Records one received message; returns how many of that publisher's messages were missed
         since its newest one, or -1 for a message older than that: one counted as missed that came
         late after all (a reliable writer re-sending what a full subscription queue had refused)."""
-        if not sequence or publisher is None:  # the middleware does not report them
+        if not sequence:  # the middleware does not report sequence numbers
+            return 0
+        if publisher is None:
+            with self._lock:
+                self.unattributed += 1
             return 0
         with self._lock:
             last = self._last.get(publisher)

@@ -26,6 +26,7 @@ class NodeCounts:
     frames_abandoned: int = 0
     frames_lost_in_transport: int = 0  # reported by the middleware (QoS message-lost events)
     frames_missed: int = 0  # gaps in the publishers' sequence numbers (transport or queue overwrite)
+    frames_without_publisher_id: int = 0  # received with no publisher named (rclpy 7): not in frames_missed
     prompts_received: int = 0
     prompts_applied: int = 0
     prompts_refused: int = 0
