@@ -8,8 +8,8 @@ VENV="$(cd "$1" && pwd)"
 SOURCE="$(cd "${2:-$ROOT/seem_ros_interfaces}" && pwd)"
 NAME="$(basename "$SOURCE")"
 PY="$VENV/bin/python"
-BUILD="$ROOT/build/$NAME"
-mkdir -p "$ROOT/build"
+BUILD="$VENV/build/$NAME"  # per venv: a Kilted and a Jazzy build of one package must not share a CMake cache
+mkdir -p "$VENV/build"
 
 # Skip when the installed interfaces are newer than every source file.
 STAMP="$VENV/share/$NAME/.seem_ros_build_stamp"

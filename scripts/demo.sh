@@ -9,12 +9,14 @@
 # SOURCE: a video file, an image folder or a rosbag2 (--topic chooses its image topic); without one,
 # demo/zebras_pan (12 frames shipped with the repository, see demo/README.md). The default checkpoint is
 # the released Focal-T v1, fetched once into the Hugging Face cache (seem-ros download).
+# SEEM_ROS_DISTRO=jazzy: on ROS 2 Jazzy (in .venv-jazzy) instead of Kilted.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/ros_distro.sh"
 "$ROOT/scripts/setup.sh" >&2
 SOURCE="$ROOT/demo/zebras_pan"
 if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
   SOURCE="$1"
   shift
 fi
-exec "$ROOT/.venv/bin/python" -m seem_ros.tools.demo "$SOURCE" "$@"
+exec "$VENV/bin/python" -m seem_ros.tools.demo "$SOURCE" "$@"

@@ -2,10 +2,11 @@
 # One-command set-up on a fresh machine (Python 3.11, gcc, cmake, git):
 # creates .venv, installs ROS 2 wheels, torch (CPU), onnxruntime, opencv, builds the
 # seem_ros_interfaces messages and installs seem_ros itself (editable).
+# SEEM_ROS_DISTRO=jazzy sets up ROS 2 Jazzy instead of Kilted, in .venv-jazzy (scripts/ros_distro.sh).
 # Idempotent: a second run only re-checks what is already there.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${SEEM_ROS_VENV:-$ROOT/.venv}"
+source "$ROOT/scripts/ros_distro.sh"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 
@@ -16,7 +17,14 @@ PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip wheel setuptools
 
 # requirements.txt pins torch==2.13.0: the CPU build on this disk (unpinned, pip takes a multi-GB CUDA build).
-$PIP install -q -r "$ROOT/requirements.txt"
+if [ "$DISTRO" = kilted ]; then
+  $PIP install -q -r "$ROOT/requirements.txt"
+else
+  REQUIREMENTS="$VENV/requirements-$DISTRO.txt"
+  sed -E -e "/# on $DISTRO:/{s/^.*# on $DISTRO: +//; s/ +/\n/g}" -e "s/(^|\n)ros-/\1ros-$DISTRO-/g" \
+    "$ROOT/requirements.txt" > "$REQUIREMENTS"
+  $PIP install -q -r "$REQUIREMENTS"
+fi
 # open_clip ships the CLIP BPE vocabulary we tokenize with; --no-deps because its dependencies
 # (torchvision, timm) are not needed for the vocabulary and torchvision does not load beside torch 2.13.
 $PIP install -q --no-deps open_clip_torch==3.3.0

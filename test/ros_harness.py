@@ -1,5 +1,6 @@
 """Running seem_node and helper processes on loopback, isolated by a per-run ROS_DOMAIN_ID."""
 import contextlib
+import importlib.metadata
 import os
 import pathlib
 import subprocess
@@ -15,6 +16,15 @@ from seem_ros.ros_in.fastdds import LARGE_SHM_PROFILE, profile_environment
 TOOLS = pathlib.Path(__file__).parent / "ros_tools"
 
 
+def ros_distribution() -> str:
+    """The ROS 2 distribution of this venv's wheels: Jazzy's are ros-jazzy-*, Kilted's plain ros-*."""
+    try:
+        importlib.metadata.version("ros-jazzy-rclpy")
+        return "jazzy"
+    except importlib.metadata.PackageNotFoundError:
+        return "kilted"
+
+
 def ros_environment() -> dict:
     env = dict(os.environ)
     prefix = pathlib.Path(sys.prefix)  # the venv: ROS wheels and seem_ros_interfaces live there
@@ -25,6 +35,8 @@ def ros_environment() -> dict:
         "ROS_DOMAIN_ID": env.get("SEEM_TEST_DOMAIN_ID", str(100 + os.getpid() % 100)),
         **profile_environment(str(REPO / LARGE_SHM_PROFILE), [str(prefix)]),
         "RCUTILS_LOGGING_BUFFERED_STREAM": "0",
+        # scripts (demo.sh) run in this venv, on its distribution (scripts/ros_distro.sh)
+        "SEEM_ROS_VENV": str(prefix), "SEEM_ROS_DISTRO": ros_distribution(),
         "PYTHONUNBUFFERED": "1",
     })
     return env
