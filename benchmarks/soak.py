@@ -94,7 +94,7 @@ class Soak:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import Point
         from std_msgs.msg import String
-        from seem_ros_interfaces.msg import SegmentationPrompt, SegmentationResult
+        from seem_ros.msg import SegmentationPrompt, SegmentationResult
         self.args, self.workdir = args, workdir
         self.rclpy = rclpy
         rclpy.init()
@@ -207,8 +207,8 @@ class Soak:
         from geometry_msgs.msg import Point
         from std_msgs.msg import String
         from std_srvs.srv import Trigger
-        from seem_ros_interfaces.msg import SegmentationPrompt
-        from seem_ros_interfaces.srv import SetPrompt
+        from seem_ros.msg import SegmentationPrompt
+        from seem_ros.srv import SetPrompt
         kind = step % 10
         if kind in (0, 4, 7):
             text = {0: "segment the zebra and the grass", 4: "stop tracking the grass", 7: "clear"}[kind]

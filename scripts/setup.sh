@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh machine (Python 3.11, gcc, cmake, git):
 # creates .venv, installs ROS 2 wheels, torch (CPU), onnxruntime, opencv, builds the
-# seem_ros_interfaces messages and installs seem_ros itself (editable).
+# seem_ros messages and services and installs seem_ros itself (editable).
 # SEEM_ROS_DISTRO=jazzy sets up ROS 2 Jazzy instead of Kilted, in .venv-jazzy (scripts/ros_distro.sh).
 # Idempotent: a second run only re-checks what is already there.
 set -euo pipefail
@@ -39,7 +39,8 @@ if [ ! -f "$STUBS/tensorrt_bindings/tensorrt.pyi" ]; then
   sed -i -E 's/([(,] ?)in: /\1in_: /g; s/power: Weights = None, channel_axis: int\)/power: Weights = None, channel_axis: int = ...)/' \
     "$STUBS/tensorrt_bindings/tensorrt.pyi"
 fi
-# seem_ros_interfaces: rosidl messages built with the wheels' cmake packages into the venv prefix
+# seem_ros's messages and services (seem_ros.msg, seem_ros.srv): rosidl, built with the wheels' cmake
+# packages into the venv prefix
 "$ROOT/scripts/build_interfaces.sh" "$VENV"
 # ROS packages every ROS install has and the registries here lack (vision_msgs, launch, launch_ros,
 # launch_testing, composition_interfaces): installed from the unmodified test-time copies in
@@ -59,5 +60,7 @@ if [ -d "$THIRD_PARTY" ]; then
       "$THIRD_PARTY/launch/launch_testing" "$THIRD_PARTY/launch_ros/launch_testing_ros"
   fi
 fi
-$PIP install -q --no-deps --no-build-isolation -e "$ROOT"
+# compat mode: the checkout's root on sys.path (a .pth file), not an import hook, so that seem_ros
+# here and the generated seem_ros.msg/.srv form one package (seem_ros/__init__.py)
+$PIP install -q --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
 echo "seem_ros: environment ready in $VENV"

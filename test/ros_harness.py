@@ -27,7 +27,7 @@ def ros_distribution() -> str:
 
 def ros_environment() -> dict:
     env = dict(os.environ)
-    prefix = pathlib.Path(sys.prefix)  # the venv: ROS wheels and seem_ros_interfaces live there
+    prefix = pathlib.Path(sys.prefix)  # the venv: ROS wheels and seem_ros's messages live there
     env.update({
         "AMENT_PREFIX_PATH": str(prefix),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
@@ -125,7 +125,7 @@ def run_tool(name: str, *args: str, env: Optional[dict] = None) -> subprocess.Po
 def node_watching_a_camera(tmp_path, ros, params, *camera):
     """seem_node started and ready, a camera_publisher process with `camera`'s arguments, and the
     results as they arrive: yields (node, results); both processes are stopped afterwards."""
-    from seem_ros_interfaces.msg import SegmentationResult
+    from seem_ros.msg import SegmentationResult
     node = NodeProcess(tmp_path / "seem_node.log", params)
     results = []
     ros.create_subscription(SegmentationResult, "/seem_node/result", results.append, 50)
@@ -189,8 +189,8 @@ def answers_while_the_model_runs(ros, node_name: str) -> dict:
     call keeps the model busy (seconds at a large input_short_side): {service: [seconds of each
     answer that arrived while segment_image was still running]}. Every answer must be a success."""
     from lifecycle_msgs.srv import GetState
-    from seem_ros_interfaces.msg import SegmentationPrompt
-    from seem_ros_interfaces.srv import SegmentImage, SetPrompt
+    from seem_ros.msg import SegmentationPrompt
+    from seem_ros.srv import SegmentImage, SetPrompt
     from std_srvs.srv import Trigger
     get_state = ros.create_client(GetState, f"/{node_name}/get_state")
     set_prompt = ros.create_client(SetPrompt, f"/{node_name}/set_prompt")

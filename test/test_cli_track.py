@@ -71,9 +71,9 @@ def test_the_bag_holds_the_input_frames_and_the_outputs_with_the_packages_types(
     lines = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
     with AnyReader([out / "bag"], default_typestore=typestore()) as reader:
         assert {c.topic: c.msgtype for c in reader.connections} == {
-            "/image": "sensor_msgs/msg/Image", "/seem_node/result": "seem_ros_interfaces/msg/SegmentationResult",
+            "/image": "sensor_msgs/msg/Image", "/seem_node/result": "seem_ros/msg/SegmentationResult",
             "/seem_node/label_image": "sensor_msgs/msg/Image", "/seem_node/overlay": "sensor_msgs/msg/Image",
-            "/seem_node/label_info": "seem_ros_interfaces/msg/LabelInfo"}
+            "/seem_node/label_info": "seem_ros/msg/LabelInfo"}
 
         def read(topic):
             return [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(

@@ -15,7 +15,7 @@ apply_ros_environment()  # before rclpy is imported anywhere in this process
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from seem_ros_interfaces.msg import SegmentationPrompt  # noqa: E402
+from seem_ros.msg import SegmentationPrompt  # noqa: E402
 
 RELIABLE_KEEP_ALL = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -82,7 +82,7 @@ def test_prompt_callers_waiting_on_a_busy_model_leave_threads_for_the_lifecycle_
     more set_prompt calls then wait; the lifecycle services must still answer while the model is
     busy, and the calls beyond the waiting limit are refused at once, changing nothing."""
     from lifecycle_msgs.srv import GetState
-    from seem_ros_interfaces.srv import SegmentImage, SetPrompt
+    from seem_ros.srv import SegmentImage, SetPrompt
     from sensor_msgs.msg import Image
 
     node = NodeProcess(tmp_path / "seem_node.log", {"input_short_side": 2048})
@@ -136,7 +136,7 @@ def test_the_demo_sends_each_frame_once_and_prompts_before_the_first(tmp_path, r
     """Listening beside the demo: every recorded frame is segmented exactly once (it resent each
     frame every second, so a frame slower than that was segmented twice and the tracker counted it
     twice) and both prompts are applied before the first recorded frame."""
-    from seem_ros_interfaces.msg import SegmentationResult
+    from seem_ros.msg import SegmentationResult
 
     stamps = []
     ros.create_subscription(SegmentationResult, "/seem_node/result",
@@ -164,7 +164,7 @@ def test_segment_image_of_another_size_exports_nothing_inside_the_service(tmp_pa
     """ONNX Runtime with a fixed canvas: both graphs are exported at configure; an image of another
     size and shape on demand is letterboxed into the canvas, so no graph is exported for it (it was
     exported, under the model lock, inside the service callback, and kept for good)."""
-    from seem_ros_interfaces.srv import SegmentImage
+    from seem_ros.srv import SegmentImage
     cache = tmp_path / "engines"
     node = NodeProcess(tmp_path / "seem_node.log", {"backend": "onnxruntime", "input_canvas": "128x160",
                                                     "input_short_side": 128, "engine_cache_dir": str(cache)})

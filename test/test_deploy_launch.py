@@ -1,15 +1,13 @@
-"""`ros2 launch` for real: a colcon workspace holding this clone is built into a scratch folder
-with colcon and the ROS wheels (seem_ros installed the ament way: ament index entry,
-lib/seem_ros/seem_node, share/seem_ros/{launch,config}), and every `ros2 launch` line of the README
+"""`ros2 launch` for real: a colcon workspace whose src/ holds this clone is built into a scratch
+folder with a plain `colcon build` and the ROS wheels (seem_ros, one ament_cmake package, installed
+the ament way: ament index entry, lib/seem_ros/seem_node, share/seem_ros/{launch,config}, the
+generated seem_ros.msg/.srv beside the Python package), and every `ros2 launch` line of the README
 is run from that install space as ros2launch runs it (ros_tools/ros2_launch.py: a LaunchService
 including the installed launch file with the line's launch arguments; launch and launch_ros from
 ../shared/third_party). Each line's arguments reach the node, read back through its parameter
 service; frames are processed where the line can run here (the CUDA lines cannot: no GPU, and
 their node says so and stays up unconfigured); SIGINT to the launch stops everything with exit
-code 0.
-
-The workspace build still names the two packages with --paths: the interfaces package is nested
-inside seem_ros's folder, where colcon's discovery does not look."""
+code 0."""
 import os
 import pathlib
 import re
@@ -28,7 +26,7 @@ from test_defects_parameters import readme_launch_lines
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process
 
-from seem_ros_interfaces.msg import SegmentationResult  # noqa: E402
+from seem_ros.msg import SegmentationResult  # noqa: E402
 
 VENV = pathlib.Path(sys.prefix)
 TINY = {"checkpoint": str(reference_path("tiny", "tiny_seem.pt")),
@@ -36,19 +34,29 @@ TINY = {"checkpoint": str(reference_path("tiny", "tiny_seem.pt")),
 SITE_PACKAGES = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
 
 
+def readme_colcon_build() -> str:
+    """The README quick start's workspace build command."""
+    return next(line.split("&&")[0].strip() for line in (REPO / "README.md").read_text().splitlines()
+                if line.startswith("colcon build"))
+
+
 @pytest.fixture(scope="module")
 def install_space(tmp_path_factory) -> pathlib.Path:
+    assert readme_colcon_build() == "colcon build"  # what runs below, plus the CMake arguments the wheels need
     workspace = tmp_path_factory.mktemp("workspace")
     (workspace / "src").mkdir()
     (workspace / "src" / "seem_ros").symlink_to(REPO)
     env = ros_environment()
     env.update(CMAKE_PREFIX_PATH=str(VENV), PATH=f"{VENV / 'bin'}:{env['PATH']}")
-    built = subprocess.run([str(VENV / "bin" / "colcon"), "build", "--paths", "src/seem_ros",
-                            "src/seem_ros/seem_ros_interfaces", "--cmake-args", "-DBUILD_TESTING=OFF",
+    built = subprocess.run([str(VENV / "bin" / "colcon"), "build", "--cmake-args", "-DBUILD_TESTING=OFF",
                             f"-DPython3_EXECUTABLE={sys.executable}"], cwd=workspace, env=env, capture_output=True,
                            text=True, timeout=1200)
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
     install = workspace / "install"
+    assert sorted(path.name for path in install.iterdir() if path.is_dir()) == ["seem_ros"]  # found by itself
+    package = install / "seem_ros" / SITE_PACKAGES / "seem_ros"
+    assert (package / "msg" / "_segmentation_result.py").is_file() and (package / "node" / "process.py").is_file()
+    assert "Layers" in (package / "__init__.py").read_text()  # seem_ros's own, not rosidl's empty one
     assert (install / "seem_ros" / "lib" / "seem_ros" / "seem_node").is_file()
     assert (install / "seem_ros" / "share" / "ament_index" / "resource_index" / "packages" / "seem_ros").is_file()
     assert (install / "seem_ros" / "share" / "seem_ros" / "launch" / "seem.launch.py").is_file()
@@ -58,9 +66,10 @@ def install_space(tmp_path_factory) -> pathlib.Path:
 def _launch_environment(install: pathlib.Path) -> dict:
     """What sourcing the install space's setup.bash sets, as far as launching needs it."""
     env = ros_environment()
-    packages = [install / "seem_ros", install / "seem_ros_interfaces"]
-    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(p) for p in packages] + [env["AMENT_PREFIX_PATH"]])
-    env["PYTHONPATH"] = os.pathsep.join([str(p / SITE_PACKAGES) for p in packages] + [env.get("PYTHONPATH", "")])
+    package = install / "seem_ros"
+    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(package), env["AMENT_PREFIX_PATH"]])
+    env["PYTHONPATH"] = os.pathsep.join([str(package / SITE_PACKAGES), env.get("PYTHONPATH", "")])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([str(package / "lib"), env.get("LD_LIBRARY_PATH", "")])
     return env
 
 

@@ -15,7 +15,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, LabelInfo,  # noqa: E402
                              ObjectHypothesisWithPose)
 
-from seem_ros_interfaces.msg import LabelInfo as SeemLabelInfo  # noqa: E402
+from seem_ros.msg import LabelInfo as SeemLabelInfo  # noqa: E402
 
 STILL = str(reference_path("images", "zebras1.jpg"))  # sent as 320 x 167 by the camera process
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)

@@ -20,8 +20,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from seem_ros_interfaces.msg import SegmentationPrompt, SegmentationResult  # noqa: E402
-from seem_ros_interfaces.srv import SegmentImage, SetPrompt  # noqa: E402
+from seem_ros.msg import SegmentationPrompt, SegmentationResult  # noqa: E402
+from seem_ros.srv import SegmentImage, SetPrompt  # noqa: E402
 
 ZEBRAS = str(reference_path("images", "zebras1.jpg"))
 

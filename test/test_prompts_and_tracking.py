@@ -8,6 +8,7 @@ from geometry_msgs.msg import Point
 from conftest import load_case
 from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.msg import Scribble, SegmentationPrompt
 from seem_ros.prompts.text_commands import CommandError, parse_command
 from seem_ros.ros_in.latest_frame import LatestFrame
 from seem_ros.ros_in.prompt_messages import PromptError, parse_prompt, project_to_pixel
@@ -15,7 +16,6 @@ from seem_ros.ros_out.encoding import decode_rle, encode_rle, label_image
 from seem_ros.tracking.objects import FrameObject
 from seem_ros.tracking.places import bounding_box
 from seem_ros.tracking.tracker import ObjectTracker
-from seem_ros_interfaces.msg import Scribble, SegmentationPrompt
 
 
 @pytest.mark.parametrize("text, action, phrases", [

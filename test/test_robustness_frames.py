@@ -17,9 +17,9 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from seem_ros.msg import SegmentationResult  # noqa: E402
 from seem_ros.ros_in.fastdds import FASTDDS_VARIABLE, FASTRTPS_VARIABLE  # noqa: E402
-from seem_ros_interfaces.msg import SegmentationResult  # noqa: E402
-from seem_ros_interfaces.srv import SegmentImage  # noqa: E402
+from seem_ros.srv import SegmentImage  # noqa: E402
 
 ZEBRAS = str(reference_path("images", "zebras1.jpg"))
 

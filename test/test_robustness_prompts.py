@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import reference_path
 from ros_harness import (NodeProcess, apply_ros_environment, call, diagnostics_values, publish_until, rgb_image,
                          run_tool, spin_until)
 
@@ -23,8 +22,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from seem_ros_interfaces.msg import LabelInfo, SegmentationResult  # noqa: E402
-from seem_ros_interfaces.srv import SetPrompt  # noqa: E402
+from seem_ros.msg import LabelInfo, SegmentationResult  # noqa: E402
+from seem_ros.srv import SetPrompt  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 

@@ -17,6 +17,7 @@ from PIL import Image
 from ros_harness import PublishedFrames, camera_frame
 from seem_ros.inference.predictor import MaskResult
 from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.msg import SegmentationPrompt
 from seem_ros.node.applier import PromptApplier
 from seem_ros.node.frame_worker import FrameCounts, FrameWorker
 from seem_ros.node.shared_model import SharedModel
@@ -30,7 +31,6 @@ from seem_ros.runtime import backends
 from seem_ros.runtime.backends import BackendConfig
 from seem_ros.throttled_log import ThrottledLog, message_kind
 from seem_ros.tracking.tracker import ObjectTracker
-from seem_ros_interfaces.msg import SegmentationPrompt
 from geometry_msgs.msg import Point
 
 

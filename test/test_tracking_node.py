@@ -14,7 +14,7 @@ apply_ros_environment()  # before rclpy is imported anywhere in this process
 from geometry_msgs.msg import Point  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from seem_ros_interfaces.msg import SegmentationPrompt  # noqa: E402
+from seem_ros.msg import SegmentationPrompt  # noqa: E402
 
 DOG = sorted(str(p) for p in reference_path("davis", "JPEGImages", "480p", "dog").glob("*.jpg"))
 

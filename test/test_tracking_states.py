@@ -191,7 +191,7 @@ def test_a_negative_click_changes_a_tracked_objects_mask_from_the_next_frame(tin
 
 def test_a_refinement_message_may_hold_only_negative_clicks():
     from geometry_msgs.msg import Point
-    from seem_ros_interfaces.msg import SegmentationPrompt
+    from seem_ros.msg import SegmentationPrompt
     from seem_ros.ros_in.prompt_messages import PromptError, parse_prompt
     msg = SegmentationPrompt(object_id=7, negative_points=[Point(x=3.0, y=4.0)])
     parsed = parse_prompt(msg, (20, 30))

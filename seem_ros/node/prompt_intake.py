@@ -18,8 +18,8 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from seem_ros_interfaces.msg import SegmentationPrompt
-from seem_ros_interfaces.srv import SetPrompt
+from seem_ros.msg import SegmentationPrompt
+from seem_ros.srv import SetPrompt
 
 from seem_ros.node.applier import Outcome
 from seem_ros.prompts.queue import PromptQueue, PromptRequest

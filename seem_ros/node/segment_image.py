@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
-from seem_ros_interfaces.srv import SegmentImage
+from seem_ros.srv import SegmentImage
 
 from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.node.one_shot import segment_once

@@ -11,7 +11,7 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, RegionOfInterest
 
-from seem_ros_interfaces.msg import LabelInfo, SegmentationResult, SegmentedObject
+from seem_ros.msg import LabelInfo, SegmentationResult, SegmentedObject
 
 from seem_ros.ros_out import vision
 from seem_ros.ros_out.encoding import LabelSlots, encode_rle, label_image, overlay

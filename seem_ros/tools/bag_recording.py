@@ -11,7 +11,7 @@ import numpy as np
 
 from seem_ros.tracking.places import bounding_box
 
-INTERFACES = "seem_ros_interfaces"
+INTERFACES = "seem_ros"  # the package that holds the message types
 TOPICS = {"/image": "sensor_msgs/msg/Image",
           "/seem_node/result": f"{INTERFACES}/msg/SegmentationResult",
           "/seem_node/label_image": "sensor_msgs/msg/Image",
@@ -20,9 +20,8 @@ TOPICS = {"/image": "sensor_msgs/msg/Image",
 
 
 def interface_message_dir() -> Path:
-    """The package's msg/ folder: inside an installed seem_ros (setup.py ships it), beside the
-    seem_ros package in a checkout, else where a ROS install put seem_ros_interfaces
-    (share/seem_ros_interfaces/msg)."""
+    """The package's msg/ folder: inside a pip-installed seem_ros (setup.py ships it), beside the
+    seem_ros package in a checkout, else where a ROS install put them (share/seem_ros/msg)."""
     package = Path(__file__).resolve().parents[1]
     candidates = [package / "msg", package.parent / "msg"]
     candidates += [Path(prefix) / "share" / INTERFACES / "msg"

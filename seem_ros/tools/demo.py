@@ -80,7 +80,7 @@ def run(args) -> int:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header, String
-    from seem_ros_interfaces.msg import SegmentationResult
+    from seem_ros.msg import SegmentationResult
     from seem_ros.ros_out.publishers import image_message
     from seem_ros.tools.recording import OUTPUTS, RecordingWriter, claim_output_folder
     from seem_ros.tools.sources import FrameSource

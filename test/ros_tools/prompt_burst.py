@@ -12,7 +12,7 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from seem_ros_interfaces.msg import SegmentationPrompt
+from seem_ros.msg import SegmentationPrompt
 
 
 def main():

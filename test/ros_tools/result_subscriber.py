@@ -11,7 +11,7 @@ import numpy as np
 import rclpy
 from sensor_msgs.msg import Image
 
-from seem_ros_interfaces.msg import LabelInfo, SegmentationResult
+from seem_ros.msg import LabelInfo, SegmentationResult
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 
