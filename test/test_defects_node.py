@@ -108,7 +108,10 @@ def test_prompt_callers_waiting_on_a_busy_model_leave_threads_for_the_lifecycle_
         assert state.result().current_state.label == "active"
         assert all(not f.result().success for f in refused_at_once())
         assert spin_until(ros, lambda: busy.done() and example.done() and all(f.done() for f in texts), 120)
-        assert busy.result().success and example.result().success, (busy.result(), example.result())
+        # the example waits behind the busy model: applied, or (on a loaded machine, where segment_image
+        # took 33 s) still being applied when the service's 40 s wait ends, which the caller is told
+        assert busy.result().success, busy.result()
+        assert example.result().success or "still being applied" in example.result().message, example.result()
         waited = [f.result() for f in texts if f not in refused_at_once()]
         assert len(waited) == 2 and all(r.success or "not applied within" in r.message for r in waited), waited
         assert node.alive()
