@@ -43,6 +43,10 @@ cmake -S "$SOURCE" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 cmake --build "$BUILD" -j"$(nproc)" > "$BUILD.build.log" 2>&1 || { tail -50 "$BUILD.build.log"; exit 1; }
 cmake --install "$BUILD" > "$BUILD.install.log" 2>&1 || { tail -50 "$BUILD.install.log"; exit 1; }
 if [ -n "${MESSAGES_DIR:-}" ]; then
+  # rosidl registers the generated modules as a distribution named seem_ros (an egg-info listing
+  # them): pip, installing seem_ros editable, took it for an older seem_ros and uninstalled the
+  # generated modules with it. The egg-info this build wrote goes.
+  rm -rf "$VENV/$MESSAGES_DIR"/seem_ros-*.egg-info
   # after the editable install's .pth (names sort so), whichever seem_ros folder Python meets first
   # joins the other (rosidl wrote an empty __init__.py here)
   SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
