@@ -20,6 +20,8 @@ from seem_ros.ros_in.fastdds import FASTDDS_VARIABLE, FASTRTPS_VARIABLE
 JAZZY_PYTHON = pathlib.Path(os.environ.get("SEEM_ROS_JAZZY_VENV", REPO / ".venv-jazzy")) / "bin" / "python"
 TESTS = REPO / "test"
 MODULE_TIMEOUT_S = 900
+pytestmark = pytest.mark.skipif(not JAZZY_PYTHON.exists(), reason=f"no Jazzy venv at {JAZZY_PYTHON.parents[1]}: "
+                                "SEEM_ROS_DISTRO=jazzy scripts/setup.sh makes it")
 
 
 def ros_side_modules():
@@ -40,8 +42,6 @@ def jazzy_environment() -> dict:
 
 
 def test_the_jazzy_venv_has_jazzy():
-    if not JAZZY_PYTHON.exists():
-        pytest.skip(f"no Jazzy venv at {JAZZY_PYTHON.parents[1]}: SEEM_ROS_DISTRO=jazzy scripts/setup.sh makes it")
     versions = subprocess.run([str(JAZZY_PYTHON), "-c", "import importlib.metadata as m, rclpy; "
                                "print(m.version('ros-jazzy-rclpy'), rclpy.__file__)"],
                               env=jazzy_environment(), capture_output=True, text=True, timeout=120)
@@ -52,8 +52,6 @@ def test_the_jazzy_venv_has_jazzy():
 
 @pytest.mark.parametrize("module", ros_side_modules())
 def test_ros_side_module_passes_on_jazzy(module):
-    if not JAZZY_PYTHON.exists():
-        pytest.skip(f"no Jazzy venv at {JAZZY_PYTHON.parents[1]}: SEEM_ROS_DISTRO=jazzy scripts/setup.sh makes it")
     run = subprocess.run([str(JAZZY_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"test/{module}"],
                          cwd=REPO, env=jazzy_environment(), capture_output=True, text=True, timeout=MODULE_TIMEOUT_S)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
