@@ -4,8 +4,9 @@
 what each execution binds (addresses, stream). It computes nothing: a test double for the calls,
 never proof that an engine runs.
 
-`fake_tensorrt("10.13.0")` has weak typing (BuilderFlag.FP16, OBEY_PRECISION_CONSTRAINTS, layer
-precisions); `fake_tensorrt("11.0.0")` has not, as in TensorRT 11."""
+`fake_tensorrt("10.13.0")` still has weak typing's builder flags (BuilderFlag.FP16,
+OBEY_PRECISION_CONSTRAINTS), which a strongly typed network refuses; `fake_tensorrt("11.0.0")` has
+not, as in TensorRT 11."""
 import enum
 import json
 import types
@@ -34,10 +35,6 @@ class MemoryPoolType(enum.Enum):
     WORKSPACE = 0
 
 
-class LayerType(enum.Enum):
-    CONVOLUTION, NORMALIZATION, SOFTMAX, MATRIX_MULTIPLY = 0, 1, 2, 3
-
-
 class ILogger:
     class Severity(enum.IntEnum):
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = 0, 1, 2, 3, 4
@@ -64,49 +61,12 @@ class ITensor:
         self.name, self.dtype, self.shape = name, dtype, Dims(shape)
 
 
-class ILayer:
-    def __init__(self, layer_type: LayerType, outputs: List[ITensor]) -> None:
-        self.type = layer_type
-        self._outputs = outputs
-        self.num_outputs = len(outputs)
-        self.output_types: Dict[int, DataType] = {}
-        self._precision = None
-
-    @property
-    def precision(self) -> DataType:
-        return self._precision
-
-    @precision.setter
-    def precision(self, dtype: DataType) -> None:
-        self._precision = dtype
-
-    def get_output(self, index: int) -> ITensor:
-        return self._outputs[index]
-
-    def set_output_type(self, index: int, dtype: DataType) -> None:
-        self.output_types[index] = dtype
-
-
 class INetworkDefinition:
     def __init__(self, flags: int) -> None:
         self.flags = flags
         self.inputs: List[ITensor] = []
         self.outputs: List[ITensor] = []
-        self.layers: List[ILayer] = []
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.outputs)
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    def get_output(self, index: int) -> ITensor:
-        return self.outputs[index]
-
-    def get_layer(self, index: int) -> ILayer:
-        return self.layers[index]
+        self.fp16_values = 0  # fp16 weights and Casts to fp16 in the parsed graph
 
 
 class ParserError:
@@ -118,7 +78,7 @@ class ParserError:
 
 
 class OnnxParser:
-    """Reads the ONNX graph's inputs and outputs (names, types, shapes) and its layers' kinds."""
+    """Reads the ONNX graph's inputs and outputs (names, types, shapes) and counts its fp16 values."""
 
     def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
         self.network = network
@@ -141,12 +101,9 @@ class OnnxParser:
             return ITensor(value.name, DataType[ONNX_TYPES[kind.elem_type]], shape)
         self.network.inputs = [tensor(v) for v in graph.input if v.name not in initializers]
         self.network.outputs = [tensor(v) for v in graph.output]
-        by_name = {t.name: t for t in self.network.outputs}
-        kinds = {"LayerNormalization": LayerType.NORMALIZATION, "Softmax": LayerType.SOFTMAX,
-                 "MatMul": LayerType.MATRIX_MULTIPLY}
-        for node in graph.node:
-            outputs = [by_name.get(name) or ITensor(name, DataType.FLOAT, ()) for name in node.output]
-            self.network.layers.append(ILayer(kinds.get(node.op_type, LayerType.CONVOLUTION), outputs))
+        half = onnx.TensorProto.FLOAT16
+        self.network.fp16_values = (sum(i.data_type == half for i in graph.initializer)
+                                    + sum(n.op_type == "Cast" and n.attribute[0].i == half for n in graph.node))
         return True
 
 
@@ -249,14 +206,13 @@ def fake_tensorrt(version: str) -> types.ModuleType:
 
         def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes:
             strongly_typed = bool(network.flags & 1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-            constrained = [i for i, layer in enumerate(network.layers) if layer.precision is not None]
-            if strongly_typed and (config.flags & {"FP16", "OBEY_PRECISION_CONSTRAINTS"} or constrained):
-                raise AssertionError("a strongly typed network takes no precision flags or layer precisions")
+            if strongly_typed and config.flags & {"FP16", "OBEY_PRECISION_CONSTRAINTS"}:
+                raise AssertionError("a strongly typed network takes no precision flags")
             tensors = ([dict(name=t.name, mode="INPUT", dtype=t.dtype.name, shape=list(t.shape)) for t in network.inputs]
                        + [dict(name=t.name, mode="OUTPUT", dtype=t.dtype.name, shape=list(t.shape))
                           for t in network.outputs])
             module.builds.append(dict(strongly_typed=strongly_typed, flags=sorted(config.flags),
-                                      cleared=sorted(config.cleared), constrained_layers=len(constrained),
+                                      cleared=sorted(config.cleared), fp16_values=network.fp16_values,
                                       progress_monitor=isinstance(config.progress_monitor, IProgressMonitor)))
             return json.dumps(dict(version=version, tensors=tensors)).encode()
 
@@ -274,7 +230,7 @@ def fake_tensorrt(version: str) -> types.ModuleType:
     names = dict(__version__=version, Builder=Builder, Runtime=Runtime, Logger=Logger, ILogger=ILogger,
                  OnnxParser=OnnxParser, IProgressMonitor=IProgressMonitor, DataType=DataType,
                  TensorIOMode=TensorIOMode, NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag,
-                 MemoryPoolType=MemoryPoolType, LayerType=LayerType, float32=DataType.FLOAT,
+                 MemoryPoolType=MemoryPoolType, float32=DataType.FLOAT,
                  float16=DataType.HALF, bfloat16=DataType.BF16, int8=DataType.INT8, uint8=DataType.UINT8,
                  int32=DataType.INT32, int64=DataType.INT64, bool=DataType.BOOL)
     for name, value in names.items():

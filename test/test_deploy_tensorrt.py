@@ -1,7 +1,9 @@
 """The TensorRT backend checked without TensorRT (no TensorRT library exists on these machines, nor
 on the GPU machine): every call type-checked against TensorRT's stubs with mypy, and build ->
 cache -> deserialize -> execute driven through a recording fake with the stubs' names and
-signatures (fake_tensorrt.py), as TensorRT 10 and as TensorRT 11 (no weak typing)."""
+signatures (fake_tensorrt.py), as TensorRT 10 and as TensorRT 11 (no weak typing); the
+mixed-precision graphs fp16 engines are built from, their types checked and their masks compared
+with fp32 in ONNX Runtime; the exported graphs' operators against TensorRT's ONNX parser."""
 import ast
 import inspect
 import pathlib
@@ -9,16 +11,22 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import TensorProto
+from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, reference_path
 from fake_tensorrt import ICudaEngine, IExecutionContext, fake_tensorrt
-from seem_ros.runtime import tensorrt_backend
-from seem_ros.runtime.exported import ExportedGraphs
+from seem_ros.inference.predictor import SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.runtime.exported import ExportedGraphs, ort_opener
+from seem_ros.runtime.mixed_precision import DATA_MOVEMENT, FP32_ISLANDS, HEAVY, to_mixed_precision
 from seem_ros.runtime.onnx_graphs import default_slots
-from seem_ros.runtime.tensorrt_backend import TensorRTGraph, build_serialized_engine, check_precision, tensorrt_opener
+from seem_ros.runtime.tensorrt_backend import TensorRTGraph, tensorrt_opener
+from seem_ros.tools.evaluation import read_davis
 
 STUBS = pathlib.Path(sys.prefix) / "typing" / "tensorrt-stubs"
 STUB_MODULE = STUBS / "tensorrt_bindings" / "tensorrt.pyi"
@@ -74,7 +82,7 @@ def test_the_fake_has_the_names_and_signatures_of_the_stubs():
     classes = {"Builder": fake.Builder, "Runtime": fake.Runtime, "Logger": fake.Logger, "OnnxParser": fake.OnnxParser,
                "IProgressMonitor": fake.IProgressMonitor, "ICudaEngine": ICudaEngine,
                **{name: getattr(sys.modules["fake_tensorrt"], name) for name in (
-                   "IBuilderConfig", "IExecutionContext", "INetworkDefinition", "ILayer", "ITimingCache")}}
+                   "IBuilderConfig", "IExecutionContext", "INetworkDefinition", "ITimingCache")}}
     checked = 0
     for name, cls in classes.items():
         assert name in stubs, f"{name} is not in the stubs"
@@ -94,7 +102,7 @@ def test_the_fake_has_the_names_and_signatures_of_the_stubs():
                        for names, required in stub_methods[method]), (
                 f"{name}.{method}{params}: the stubs have {stub_methods[method]}")
             checked += 1
-    assert checked >= 20
+    assert checked >= 15
 
 
 @pytest.fixture
@@ -122,7 +130,7 @@ def test_an_fp32_engine_is_built_strongly_typed_cached_deserialized_and_run(tiny
     built = []
     slots = default_slots(tiny_model, visual=2, text=1)
     graphs = ExportedGraphs(tiny_model, "tiny", "0" * 64, slots,
-                            tensorrt_opener("fp32", str(tmp_path), torch.device("cpu"), built), str(tmp_path))
+                            tensorrt_opener(str(tmp_path), torch.device("cpu"), built), str(tmp_path))
     mask_features, levels = graphs.encode_image(torch.zeros((1, 3, 64, 96)))
     graphs.prepare((64, 96))  # the decoder too
     assert [b["strongly_typed"] for b in fake.builds] == [True, True]
@@ -138,31 +146,29 @@ def test_an_fp32_engine_is_built_strongly_typed_cached_deserialized_and_run(tiny
     # a second start finds both engines in the cache: deserialized, not built again
     again = []
     cached = ExportedGraphs(tiny_model, "tiny", "0" * 64, slots,
-                            tensorrt_opener("fp32", str(tmp_path), torch.device("cpu"), again), str(tmp_path))
+                            tensorrt_opener(str(tmp_path), torch.device("cpu"), again), str(tmp_path))
     cached.encode_image(torch.zeros((1, 3, 64, 96)))
     cached.prepare((64, 96))
     assert len(fake.builds) == 2 and again == [] and len(fake.deserialized) == 4
 
 
-def test_fp16_is_built_weakly_typed_on_tensorrt_10_with_fp32_islands(tmp_path, monkeypatch, on_a_fake_gpu):
-    fake = _with_tensorrt(monkeypatch, "10.3.0")
-    onnx_path = _one_layer_norm_graph(tmp_path)
-    key = tensorrt_backend.engine_key("10.3.0", onnx_path, "fp16", {"x": torch.zeros(2, 8)}, "cuda:0")
-    build_serialized_engine(onnx_path, key, str(tmp_path / "timing.cache"))
-    (build,) = fake.builds
-    assert not build["strongly_typed"] and build["flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
-    assert build["constrained_layers"] == 1  # the LayerNorm, which also produces the output
-
-
-def test_fp16_on_tensorrt_11_is_refused_with_the_reason_before_anything_is_built(tmp_path, monkeypatch,
-                                                                                 on_a_fake_gpu):
-    fake = _with_tensorrt(monkeypatch, "11.0.0")
-    with pytest.raises(ValueError, match="TensorRT 11.0.0 builds fp16 engines only from a mixed-precision ONNX"):
-        check_precision("fp16")
-    with pytest.raises(ValueError, match="use precision fp32 with this TensorRT, or TensorRT 10.x"):
-        tensorrt_opener("fp16", str(tmp_path), torch.device("cpu"), [])
-    assert fake.builds == []
-    check_precision("fp32")
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_fp16_engines_are_built_strongly_typed_from_the_mixed_precision_graphs(tiny_model, tmp_path, monkeypatch,
+                                                                                on_a_fake_gpu, version):
+    """One build for TensorRT 10 and 11: no precision flag (11 has none), the types from the graph."""
+    fake = _with_tensorrt(monkeypatch, version)
+    built = []
+    graphs = ExportedGraphs(tiny_model, "tiny", "0" * 64, default_slots(tiny_model, visual=2, text=1),
+                            tensorrt_opener(str(tmp_path), torch.device("cpu"), built), str(tmp_path),
+                            precision="fp16")
+    graphs.prepare((64, 96))
+    assert [(b["strongly_typed"], b["flags"], b["cleared"]) for b in fake.builds] == [(True, [], ["TF32"])] * 2
+    assert all(b["fp16_values"] > 100 for b in fake.builds)  # built from the fp16 graphs, not the fp32 ones
+    assert sorted(p.name.split("_")[1] for p in tmp_path.glob("*_fp16_*.onnx")) == ["decoder", "encoder"]
+    assert len(list(tmp_path.glob("*_fp16_*.engine"))) == 2
+    encoder = graphs.graphs[("encoder", (64, 96))]
+    assert set(encoder.inputs.values()) == {torch.float32}  # the engines take and give fp32
+    assert {b.dtype for b in encoder.outputs} == {torch.float32}
 
 
 def test_every_io_type_of_an_engine_has_a_torch_buffer_type(monkeypatch, on_a_fake_gpu):
@@ -196,13 +202,6 @@ def test_an_engine_on_cuda_1_gets_its_buffers_context_and_stream_there(monkeypat
     assert stream == torch.cuda.current_stream(device).cuda_stream
 
 
-def _one_layer_norm_graph(tmp_path) -> str:
-    path = str(tmp_path / "layer_norm.onnx")
-    torch.onnx.export(torch.nn.LayerNorm(8), (torch.zeros(2, 8),), path, input_names=["x"], output_names=["y"],
-                      opset_version=17, dynamo=False)
-    return path
-
-
 # ONNX operators TensorRT's ONNX parser supports: onnx/onnx-tensorrt docs/operators.md at 96e7811
 # (10.1-GA, the newest release the mirror here holds; JetPack 6 ships 10.3, whose parser adds to it)
 TENSORRT_10_1_OPERATORS = set("""
@@ -232,7 +231,8 @@ def exported_graphs(tiny_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("graphs")
     export_image_encoder(tiny_model, (64, 96), str(folder / "encoder.onnx"))
     export_slot_decoder(tiny_model, (64, 96), default_slots(tiny_model, visual=2, text=1), str(folder / "decoder.onnx"))
-    return {name: onnx.load(str(folder / f"{name}.onnx")) for name in ("encoder", "decoder")}
+    graphs = {name: onnx.load(str(folder / f"{name}.onnx")) for name in ("encoder", "decoder")}
+    return {**graphs, **{f"{name} fp16": to_mixed_precision(model) for name, model in graphs.items()}}
 
 
 def test_every_operator_of_the_exported_graphs_is_one_tensorrts_onnx_parser_takes(exported_graphs):
@@ -258,3 +258,81 @@ def test_every_operator_of_the_exported_graphs_is_one_tensorrts_onnx_parser_take
                 assert attributes.get("sorted", 1) == 1, node.name
             if node.op_type == "Constant":
                 assert not {"sparse_value", "value_string", "value_strings"} & set(attributes), node.name
+
+
+def _types(model: onnx.ModelProto):
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.input, *inferred.output]}
+    return {**types, **{t.name: t.data_type for t in inferred.initializer}}
+
+
+@pytest.mark.parametrize("name", ["encoder", "decoder"])
+def test_the_mixed_precision_graphs_compute_in_fp16_with_fp32_islands(exported_graphs, name):
+    """What a strongly typed network computes each operator in: the heavy ones in fp16, the
+    normalisations, softmax and reductions in fp32, inputs and outputs as in the fp32 graph."""
+    fp32, mixed = exported_graphs[name], exported_graphs[f"{name} fp16"]
+    types = _types(mixed)
+    assert [(v.name, v.type.tensor_type.elem_type) for v in mixed.graph.input] == [
+        (v.name, v.type.tensor_type.elem_type) for v in fp32.graph.input]
+    assert [(v.name, v.type.tensor_type.elem_type) for v in mixed.graph.output] == [
+        (v.name, v.type.tensor_type.elem_type) for v in fp32.graph.output]
+    producer = {o: node for node in mixed.graph.node for o in node.output}
+    computing_outputs, todo = set(), [v.name for v in mixed.graph.output]  # back through data movement
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and node.name not in computing_outputs:
+            computing_outputs.add(node.name)
+            todo += list(node.input) if node.op_type in DATA_MOVEMENT | {"Cast"} else []
+    computed_in = {}
+    for node in mixed.graph.node:
+        floats = {types[i] for i in node.input if i and types.get(i) in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+        if node.op_type in HEAVY | FP32_ISLANDS and node.name not in computing_outputs:
+            computed_in.setdefault(node.op_type, set()).update(floats)
+    for op, kinds in computed_in.items():
+        assert kinds == ({TensorProto.FLOAT16} if op in HEAVY else {TensorProto.FLOAT}), op
+    assert {"MatMul", "LayerNormalization"} <= set(computed_in)
+    for node in mixed.graph.node:  # the outputs computed in fp32
+        if node.name in computing_outputs and node.op_type in HEAVY:
+            assert {types[i] for i in node.input if i} == {TensorProto.FLOAT}, node.name
+    half = sum(t.data_type == TensorProto.FLOAT16 for t in mixed.graph.initializer)
+    casts = sum(n.op_type == "Cast" for n in mixed.graph.node) - sum(n.op_type == "Cast" for n in fp32.graph.node)
+    print(f"{name}: {half} fp16 weights, {casts} Casts between fp16 and fp32 for {len(fp32.graph.node)} nodes")
+
+
+def test_the_mixed_precision_graphs_agree_with_fp32_on_the_davis_frames(tiny_model, tmp_path):
+    """The fp16 graphs TensorRT builds from, run in ONNX Runtime on the CPU (every tensor stored in
+    fp16 as the graph says; operators without an fp16 CPU kernel compute in fp32 between Casts, as
+    TensorRT's fp16 matmuls and convolutions accumulate in fp32), against the fp32 graphs: every
+    object of the 4 DAVIS sequences prompted on each frame by its previous frame's ground truth,
+    and the sequence's name as a text prompt. Noise model: fp16 keeps 11 significant bits (unit
+    roundoff 2^-11 = 4.9e-4), so logits move by about 1e-2 and masks at the few pixels where the
+    fp32 logit is that close to 0, except where rounding reorders candidates whose scores are
+    equal to 4 digits (the tiny random-weight model has such ties among its text queries)."""
+    sequences = read_davis(str(reference_path("davis")))
+    masks = {}
+    for precision in ("fp32", "fp16"):
+        graphs = ExportedGraphs(tiny_model, "tiny", "0" * 64, default_slots(tiny_model, visual=4, text=1),
+                                ort_opener(["CPUExecutionProvider"], {}), str(tmp_path), precision=precision)
+        predictor = SeemPredictor(tiny_model)
+        predictor.image_encoder = graphs
+        predictor.engine.run_slots = graphs.decode_slots
+        masks[precision] = []
+        with torch.inference_mode():
+            for sequence in sequences:
+                for t in range(1, len(sequence.frames)):
+                    predictor.set_image(np.asarray(Image.open(sequence.frames[t]).convert("RGB")))
+                    truths = [sequence.truth(t - 1, obj) for obj in sequence.objects]
+                    queries = [predictor.visual_query(VisualPrompt(mask=truth)) for truth in truths
+                               if truth is not None and truth.any()]
+                    queries.append(predictor.text_query(sequence.name.split("-")[0]))
+                    masks[precision] += [(r.mask, r.low_res_logits) for r in predictor.decode(queries)]
+    pairs = list(zip(masks["fp32"], masks["fp16"]))
+    agreement = np.array([float((a == b).mean()) for (a, _), (b, _) in pairs])
+    logit_diff = np.array([float((a - b).abs().max()) for (_, a), (_, b) in pairs])
+    overall = 1 - sum(int((a != b).sum()) for (a, _), (b, _) in pairs) / sum(a.size for (a, _), _ in pairs)
+    print(f"mixed-precision fp16 vs fp32 graphs, ONNX Runtime CPU, {len(pairs)} masks on DAVIS frames: pixel "
+          f"agreement overall {overall:.5f}, per mask min {agreement.min():.4f}, {np.mean(agreement >= 0.995):.3f} of "
+          f"masks >= 0.995; max |logit diff| per mask median {np.median(logit_diff):.3f}, max {logit_diff.max():.2f}")
+    assert overall >= 0.995  # here 0.99872
+    assert np.mean(agreement >= 0.995) >= 0.95  # here 71 of 72; the other a text query between tied scores
+    assert np.median(logit_diff) <= 0.25  # here 0.030; margin for CPUs whose fp16 kernels accumulate in fp16

@@ -118,11 +118,11 @@ def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
         return graphs
     if not cfg.device.startswith("cuda"):
         raise BackendError("backend 'tensorrt' runs on a GPU: set device to cuda")
-    graphs = RuntimeGraphs(open_graph=None, runtime="tensorrt", **common)
-    try:  # the opener refuses a precision this TensorRT cannot build, before anything is exported
-        graphs.open_graph = tensorrt_opener(cfg.precision, cache_dir, torch.device(cfg.device), graphs.built, LOG)
+    graphs = RuntimeGraphs(open_graph=None, runtime="tensorrt", precision=cfg.precision, **common)
+    try:  # TensorRT is looked for before anything is exported
+        graphs.open_graph = tensorrt_opener(cache_dir, torch.device(cfg.device), graphs.built, LOG)
         graphs.version = import_tensorrt().__version__
-    except (ImportError, ValueError) as exc:
+    except ImportError as exc:
         raise BackendError(str(exc)) from exc
     return graphs
 
@@ -208,8 +208,7 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
     encoder = predictor.image_encoder
     if isinstance(encoder, RuntimeGraphs):
         built = f"; engines built: {' | '.join(encoder.built)}" if encoder.built else ""
-        precision = cfg.precision if encoder.runtime == "tensorrt" else "fp32"
-        return f"{encoder.describe()} (image encoder and decoder), {precision}{built}", encoder.fallback_warning
+        return f"{encoder.describe()} (image encoder and decoder), {encoder.precision}{built}", encoder.fallback_warning
     replayed = [part for part in _runtime_parts(predictor) if isinstance(part, CudaGraphRunner)]
     graphs = "".join(f", {part.what} {'eager: capture failed' if part.failed else 'in CUDA graphs'}"
                      for part in replayed)

@@ -32,12 +32,12 @@ LOG = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=1)
 def export_code_digest() -> str:
     """The sha256 (16 hex digits) of the source the graphs are traced from (the model and inference
-    packages, where the frame engine lives, and onnx_graphs.py): a change to any of it exports
-    anew. A hand-bumped format number was forgotten twice while the exported decoder changed."""
+    packages, where the frame engine lives, onnx_graphs.py, and mixed_precision.py, which rewrites
+    them for fp16): a change to any of it exports anew. A hand-bumped format number was forgotten twice while the exported decoder changed."""
     package = pathlib.Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     traced = sorted((package / "model").glob("*.py")) + sorted((package / "inference").glob("*.py"))
-    for path in traced + [package / "runtime" / "onnx_graphs.py"]:
+    for path in traced + [package / "runtime" / "onnx_graphs.py", package / "runtime" / "mixed_precision.py"]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -107,7 +107,7 @@ class GraphSpec:
     checkpoint_sha256: str
     canvas: Tuple[int, int]  # padded input (height, width)
     slots: str = ""  # decoder slot layout (DecoderSlots.describe())
-    precision: str = "fp32"  # exported in fp32; TensorRT builds fp16 from it where asked
+    precision: str = "fp32"  # or "fp16": the fp32 graph rewritten with fp32 islands (mixed_precision)
     exporter: Dict[str, Any] = field(default_factory=lambda: {"torch": torch.__version__,
                                                               "code": export_code_digest()}, compare=False)
 

@@ -1,10 +1,12 @@
 """The exported graphs (onnx_graphs) run by ONNX Runtime or TensorRT in place of the torch
 encoder and the frame engine's slot decoder: one encoder and one decoder per input canvas
-(a camera has one), taken from the persistent cache (engine_cache) or exported into it."""
+(a camera has one), taken from the persistent cache (engine_cache) or exported into it. fp16
+graphs are the fp32 ones rewritten with fp32 islands (mixed_precision), cached beside them."""
 import logging
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import onnx
 import torch
 from torch import Tensor
 
@@ -13,6 +15,7 @@ from seem_ros.inference.frame_engine import FrameFeatures
 from seem_ros.inference.frame_slots import SlotOutputs, TextSlots, VisualSlots
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.engine_cache import GraphSpec, cached_onnx
+from seem_ros.runtime.mixed_precision import to_mixed_precision
 from seem_ros.runtime.onnx_graphs import (DECODER_INPUTS, DECODER_OUTPUTS, DecoderSlots, ENCODER_OUTPUTS, export_image_encoder,
                                           export_slot_decoder, pad_slots, slot_inputs)
 
@@ -39,11 +42,12 @@ class OrtGraph:
 class ExportedGraphs:
     """open_graph(onnx_path, spec, example_inputs) -> GraphRunner opens a graph on the runtime
     (an ONNX Runtime session, a TensorRT engine). Graphs are opened on first use per canvas and
-    dropped by release() (their device memory with them); the ONNX files stay in the cache."""
+    dropped by release() (their device memory with them); the ONNX files stay in the cache.
+    precision: "fp32", or "fp16" for the mixed-precision graphs (inputs and outputs stay fp32)."""
 
     def __init__(self, model: SEEM, variant: str, checkpoint_sha256: str, slots: DecoderSlots,
                  open_graph: Callable[[str, GraphSpec, Dict[str, Tensor]], GraphRunner], cache_dir: str = "",
-                 max_canvases: int = 4):
+                 max_canvases: int = 4, precision: str = "fp32"):
         self.model = model
         self.variant = variant
         self.checkpoint_sha256 = checkpoint_sha256
@@ -51,20 +55,30 @@ class ExportedGraphs:
         self.open_graph = open_graph
         self.cache_dir = cache_dir
         self.max_canvases = max_canvases
+        self.precision = precision
         self.graphs: "OrderedDict[Tuple[str, Tuple[int, int]], GraphRunner]" = OrderedDict()
 
-    def spec(self, graph: str, canvas: Tuple[int, int]) -> GraphSpec:
+    def spec(self, graph: str, canvas: Tuple[int, int], precision: str = "") -> GraphSpec:
         return GraphSpec(graph, self.variant, self.checkpoint_sha256, tuple(canvas),
-                         slots=self.slots.describe() if graph == "decoder" else "")
+                         slots=self.slots.describe() if graph == "decoder" else "", precision=precision or self.precision)
+
+    def onnx_path(self, graph: str, canvas: Tuple[int, int]) -> str:
+        """The graph's ONNX file in the cache, exported (and rewritten in mixed precision) when missing."""
+        def export_fp32(path: str) -> None:
+            if graph == "encoder":
+                export_image_encoder(self.model, canvas, path)
+            else:
+                export_slot_decoder(self.model, canvas, self.slots, path)
+        fp32 = cached_onnx(self.spec(graph, canvas, "fp32"), export_fp32, self.cache_dir)
+        if self.precision == "fp32":
+            return fp32
+        return cached_onnx(self.spec(graph, canvas), lambda path: onnx.save(to_mixed_precision(onnx.load(fp32)), path),
+                           self.cache_dir)
 
     def graph(self, graph: str, canvas: Tuple[int, int], example: Callable[[], Dict[str, Tensor]]) -> GraphRunner:
         key = (graph, tuple(canvas))
         if key not in self.graphs:
-            spec = self.spec(graph, canvas)
-            export = ((lambda path: export_image_encoder(self.model, canvas, path)) if graph == "encoder"
-                      else (lambda path: export_slot_decoder(self.model, canvas, self.slots, path)))
-            path = cached_onnx(spec, export, self.cache_dir)
-            self.graphs[key] = self.open_graph(path, spec, example())
+            self.graphs[key] = self.open_graph(self.onnx_path(graph, canvas), self.spec(graph, canvas), example())
             while len(self.graphs) > 2 * self.max_canvases:  # frames of ever new sizes: keep the newest
                 (graph_name, size), _ = self.graphs.popitem(last=False)
                 LOG.info("closed the %s for %dx%d (the least recently used of more than %d canvases)",

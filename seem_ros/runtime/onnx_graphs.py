@@ -10,7 +10,7 @@ example region's) rather than its prompt masks: sampling is a few gathers, done 
 device, and the same graph then serves clicks, previous masks and example regions.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn

@@ -2,14 +2,13 @@
 built from the exported ONNX graphs and kept by EngineCache, run with torch CUDA tensors as bindings
 on the current CUDA stream (no host copies).
 
-fp32 networks are created strongly typed (NetworkDefinitionCreationFlag.STRONGLY_TYPED: every
-tensor computes in the type the ONNX graph gives it; TensorRT 11 knows no other mode), with TF32
-off, so that fp32 means fp32. fp16 engines are built weakly typed where TensorRT still has weak
-typing (10.x: BuilderFlag.FP16, with LayerNorm, softmax and the layers producing the outputs
-constrained to fp32: fp16 LayerNorm overflows in SAM-like encoders, NVIDIA/TensorRT#2564,
-segment-anything#696). TensorRT 11 removed those flags: it builds fp16 only from a mixed-precision
-graph, which seem_ros does not export yet, so fp16 is refused there at configure, with the reason,
-instead of failing inside the build.
+Every network is created strongly typed (NetworkDefinitionCreationFlag.STRONGLY_TYPED: each tensor
+computes in the type the ONNX graph gives it), the one mode TensorRT 11 has and the same build on
+10.x, with TF32 off so that fp32 means fp32. fp16 engines are built from the mixed-precision graph
+(mixed_precision: fp16 with LayerNorm, softmax, reductions and the outputs in fp32 islands; fp16
+LayerNorm overflows in SAM-like encoders, NVIDIA/TensorRT#2564, segment-anything#696), so no
+precision flag or per-layer constraint is set: weak typing (BuilderFlag.FP16, precision
+constraints) is deprecated in 10.x and gone in 11.x.
 
 `trt` below is the tensorrt module, imported at its first use (the stubs type-check every call).
 """
@@ -28,8 +27,7 @@ from seem_ros.runtime.onnx_graphs import DECODER_OUTPUTS, ENCODER_OUTPUTS
 from seem_ros.weights import remembered_sha256
 
 LOG = logging.getLogger(__name__)
-BUILDER_FLAGS = {"fp32": ("strongly typed", "no TF32"),
-                 "fp16": ("no TF32", "FP16", "OBEY_PRECISION_CONSTRAINTS", "fp32: LayerNorm, softmax, outputs")}
+BUILDER_FLAGS = ("strongly typed", "no TF32")
 
 
 def import_tensorrt():
@@ -53,25 +51,12 @@ else:
     trt = _ImportedAtFirstUse()
 
 
-def weakly_typed_fp16() -> bool:
-    """Whether this TensorRT can build fp16 engines from an fp32 graph (10.x; gone in 11.x)."""
-    return hasattr(trt.BuilderFlag, "FP16")
-
-
-def check_precision(precision: str) -> None:
-    """ValueError, with the reason and what to do, for a precision this TensorRT cannot build."""
-    if precision == "fp16" and not weakly_typed_fp16():
-        raise ValueError(f"TensorRT {trt.__version__} builds fp16 engines only from a mixed-precision ONNX graph "
-                         "(weak typing, BuilderFlag.FP16, is gone since TensorRT 11), which seem_ros does not export "
-                         "yet: use precision fp32 with this TensorRT, or TensorRT 10.x (JetPack 6 and 7 ship it)")
-
-
 def engine_key(trt_version: str, onnx_path: str, precision: str, example: Dict[str, Tensor], device) -> EngineKey:
     props = torch.cuda.get_device_properties(device)
     return EngineKey(tensorrt=trt_version, gpu=props.name, compute_capability=f"{props.major}.{props.minor}",
                      onnx_sha256=remembered_sha256(onnx_path), precision=precision,
                      shapes=tuple((name, tuple(t.shape)) for name, t in example.items()),
-                     builder_flags=BUILDER_FLAGS[precision])
+                     builder_flags=BUILDER_FLAGS)
 
 
 def _progress_monitor(log) -> "trt.IProgressMonitor":
@@ -95,26 +80,11 @@ def _progress_monitor(log) -> "trt.IProgressMonitor":
     return Progress()
 
 
-def _keep_fp32(network: "trt.INetworkDefinition") -> None:
-    outputs = {network.get_output(i).name for i in range(network.num_outputs)}
-    floats = (trt.float32, trt.float16)
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        produces_output = any(layer.get_output(j).name in outputs for j in range(layer.num_outputs))
-        if layer.type in (trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX) or produces_output:
-            layer.precision = trt.float32
-            for j in range(layer.num_outputs):
-                if layer.get_output(j).dtype in floats:
-                    layer.set_output_type(j, trt.float32)
-
-
 def build_serialized_engine(onnx_path: str, key: EngineKey, timing_cache_path: str, log=LOG,
                             workspace_bytes: int = 4 << 30) -> bytes:
-    check_precision(key.precision)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    weak = key.precision == "fp16"
-    network = builder.create_network(0 if weak else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -122,10 +92,6 @@ def build_serialized_engine(onnx_path: str, key: EngineKey, timing_cache_path: s
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     config.clear_flag(trt.BuilderFlag.TF32)
-    if weak:
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _keep_fp32(network)
     timing = b""
     if os.path.isfile(timing_cache_path):
         with open(timing_cache_path, "rb") as f:
@@ -201,10 +167,9 @@ class TensorRTGraph:
         return [buffer.clone() for buffer in self.outputs]
 
 
-def tensorrt_opener(precision: str, cache_dir: str, device, built: List[str], log=LOG):
-    """Opens graphs as TensorRT engines from the engine cache (building them when needed);
-    built collects a line per engine built, with the reason."""
-    check_precision(precision)
+def tensorrt_opener(cache_dir: str, device, built: List[str], log=LOG):
+    """Opens graphs as TensorRT engines from the engine cache (building them when needed), in the
+    precision of the graph's spec; built collects a line per engine built, with the reason."""
     props = torch.cuda.get_device_properties(device)
     timing_cache = os.path.join(cache_dir, f"timing_{props.name.replace(' ', '_')}_trt{trt.__version__}.cache")
     cache = EngineCache(lambda onnx, key: build_serialized_engine(onnx, key, timing_cache, log), deserializer(),
@@ -212,7 +177,7 @@ def tensorrt_opener(precision: str, cache_dir: str, device, built: List[str], lo
 
     def open_graph(path: str, spec: GraphSpec, example: Dict[str, Tensor]) -> GraphRunner:
         with _on_device(device):
-            cached = cache.get(path, engine_key(trt.__version__, path, precision, example, device))
+            cached = cache.get(path, engine_key(trt.__version__, path, spec.precision, example, device))
         if cached.built:
             built.append(f"{os.path.basename(cached.path)}: {cached.reason}")
         return TensorRTGraph(cached.engine, ENCODER_OUTPUTS if spec.graph == "encoder" else DECODER_OUTPUTS,
