@@ -10,7 +10,8 @@ masks, as in tracking; text objects):
 - engine: the frame engine (one pass for all objects, see seem_ros/inference/frame_engine.py).
 Also ONNX Runtime against PyTorch for the image encoder (CPU), and the FLOPs of each stage with the
 GFLOP/s achieved against this machine's measured matmul peak. Prints a table; the last line is JSON
-(ms unless named otherwise) with decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and
+(ms unless named otherwise) with decoder_fixed_ms (the decoder's per-frame work with no objects),
+decoder_1_over_encoder, decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and
 ort_over_torch_cpu among the figures. Each engine case is the median of --repeats frames (5) in every
 mode; --quick (2 minutes on a 2-core CPU) times the before path and the image encoders once after a
 warm-up and leaves out 16 objects on the before path.
@@ -118,8 +119,11 @@ def main():
         everything_ms = timed(lambda: predictor.segment_everything(), once, sync)
     results = {"image_encoder_ms": encoder_ms, "segment_everything_decoder_ms": everything_ms}
     engine_step = lambda p, t: t.step(p)  # noqa: E731
+    # the decoder's per-frame work with no objects (the frame's preparation), then per object count
+    results["decoder_fixed_ms"] = decode_only(lambda p, t: p.frame, None)
     for n in (1, 4, 16):
         results[f"decoder_{n}_clicks_ms_engine"] = decode_only(engine_step, tracker_of("clicks", n))
+    results["decoder_1_over_encoder"] = results["decoder_1_clicks_ms_engine"] / encoder_ms
     results["decoder_4_texts_ms_engine"] = decode_only(engine_step, tracker_of("texts", 4))
     # track_follow_memory: each followed object's row has 32 memory queries more (3 -> 35)
     results["decoder_16_clicks_ms_memory"] = decode_only(engine_step, tracker_of("clicks", 16, follow_memory=True))

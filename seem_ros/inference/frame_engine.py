@@ -20,12 +20,18 @@ outputs for every object of a frame in one call:
   the grounding or spatial queries;
 - the intermediate attention masks are predicted at their level's size directly: bilinear resizing
   is linear, so resizing the mask features and then projecting equals projecting and then resizing;
+  on a canvas padded to a multiple of 32 the resize is by 2, 4 and 8, where bilinear sampling
+  (align_corners=False) reads two pixels per axis at a fixed offset: strided slices instead;
+- the image's keys and values: projected once per layer for all rows, or, where the queries are
+  few (one clicked object: 3), folded into the queries instead (as for the spatial tokens below);
+- the position encodings depend on the level's size only: computed once per canvas;
 - only the spatial queries attend the spatial tokens (up to 512 per level and prompt): the key
   and value projections are folded into those few queries instead of applied to every token, and
   the tokens' own self-attention outputs, never used (each layer takes them anew from the prompt),
   are not computed;
 - final masks are computed for each object's selected query only.
 """
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -44,7 +50,7 @@ class FrameFeatures:
     """One encoded frame, prepared for any number of decodes."""
     mask_features: Tensor  # (1, D, h4, w4) on the padded input
     src: List[Tensor]  # per level (HW, 1, C): projected decoder inputs + level embedding
-    pos: List[Tensor]  # per level (HW, 1, C): positional encodings
+    keyed: List[Tensor]  # per level (HW, 1, C): src + positional encodings, what the keys are computed from
     sizes: List[Tuple[int, int]]
     level_mask_features: List[Tensor]  # per level (D, HW): mask features resized to the level
     spatial_maps: List[Tensor]  # per level (1, C, h, w): what spatial tokens are sampled from
@@ -60,20 +66,31 @@ class Decoded:
 
 
 class FrameEngine:
-    def __init__(self, model, rng: DecoderRandomness):
+    def __init__(self, model, rng: DecoderRandomness, max_canvases: int = 4):
         self.decoder = model.decoder
         self.rng = rng
         # decode_slots' runner: this engine's torch code, or an exported decoder (runtime backends)
         self.run_slots = self.decode_slots
+        self.max_canvases = max_canvases
+        self.positions: "OrderedDict[tuple, List[Tensor]]" = OrderedDict()  # per canvas: each level's encodings
 
     # ---------------------------------------------------------------- per frame
     def prepare(self, mask_features: Tensor, multi_scale: Sequence[Tensor]) -> FrameFeatures:
         dec = self.decoder
-        src, pos, sizes = dec.prepare_features(multi_scale)
-        level = [F.interpolate(mask_features, size, mode="bilinear", align_corners=False)[0].flatten(1)
-                 for size in sizes]
-        return FrameFeatures(mask_features, src, pos, sizes, level, project_levels(src, sizes, dec.mask_sptial_embed),
-                             list(multi_scale))
+        src, pos, sizes = dec.prepare_features(multi_scale, self.level_positions(multi_scale))
+        level = [bilinear_downsample(mask_features, size)[0].flatten(1) for size in sizes]
+        return FrameFeatures(mask_features, src, [s + p for s, p in zip(src, pos)], sizes, level,
+                             project_levels(src, sizes, dec.mask_sptial_embed), list(multi_scale))
+
+    def level_positions(self, multi_scale: Sequence[Tensor]) -> List[Tensor]:
+        """Each level's position encodings (HW, B, C), computed once per canvas (a camera has one)."""
+        key = tuple((tuple(x.shape), x.dtype, x.device) for x in multi_scale)
+        if key not in self.positions:
+            self.positions[key] = [self.decoder.pe_layer(x).flatten(2).permute(2, 0, 1) for x in multi_scale]
+            while len(self.positions) > self.max_canvases:
+                self.positions.popitem(last=False)
+        self.positions.move_to_end(key)
+        return self.positions[key]
 
     @torch.no_grad()
     def spatial_prompts(self, frame: FrameFeatures, pos_masks: Sequence[Tensor],
@@ -148,7 +165,7 @@ class FrameEngine:
             flat = torch.cat([q.flatten(0, 1) for q in queries])
             cross = dec.transformer_cross_attention_layers[i]
             flat = cross.norm(flat + _image_attention(cross.multihead_attn, flat, query_pos, frame.src[level],
-                                                      frame.pos[level], blocked))
+                                                      frame.keyed[level], blocked))
             queries = [g.self_attend(dec.transformer_self_attention_layers[i], dec.transformer_ffn_layers[i],
                                      q.view_as(g.queries), level)
                        for g, q in zip(groups, flat.split(sizes))]
@@ -173,16 +190,45 @@ def _level_logits(dec, frame: FrameFeatures, groups: Sequence["_Group"], queries
                                                        predicted)]
 
 
-def _image_attention(attn, queries: Tensor, query_pos: Tensor, src: Tensor, pos: Tensor, blocked: Tensor) -> Tensor:
+def bilinear_downsample(x: Tensor, size: Tuple[int, int]) -> Tensor:
+    """F.interpolate(x, size, mode="bilinear", align_corners=False), by strided slices where size
+    divides x's by one integer factor f (the attention levels of a canvas padded to a multiple of
+    32: f = 2, 4, 8). Output pixel i samples input coordinate f*i + (f - 1)/2: for even f the mean
+    of pixels f*i + f/2 - 1 and f*i + f/2 (per axis: a 2x2 block), for odd f pixel f*i + (f - 1)/2."""
+    h, w = x.shape[-2:]
+    f = h // size[0]
+    if f < 1 or size[0] * f != h or size[1] * f != w:
+        return F.interpolate(x, size, mode="bilinear", align_corners=False)
+    o = (f - 1) // 2
+    if f % 2:
+        return x[..., o::f, o::f]
+    return (x[..., o::f, o::f] + x[..., o::f, o + 1::f] + x[..., o + 1::f, o::f] + x[..., o + 1::f, o + 1::f]) * 0.25
+
+
+def _image_attention(attn, queries: Tensor, query_pos: Tensor, src: Tensor, keyed: Tensor, blocked: Tensor) -> Tensor:
     """Cross-attention of (N, C) queries (every row's, stacked) to the image's (HW, 1, C) level
-    features: keys and values are projected once for all. blocked: (N, HW), True = masked out."""
+    features src (keyed: src + their positions). blocked: (N, HW), True = masked out (never a whole row).
+
+    Keys and values are projected once for all queries, or, where that is more work (few queries:
+    N (C + heads HW) < HW (C + N), about N < C / (heads - 1)), folded into the queries: per head,
+    q . (W_k x + b_k) = (W_k^T q) . x + q . b_k, and sum_t a_t (W_v x_t + b_v) = W_v (sum_t a_t x_t)
+    + b_v (the weights of a row sum to 1). The same arithmetic; the pixels are never projected."""
     n, dim = queries.shape
     heads = attn.num_heads
     head_dim = dim // heads
+    pixels = src.shape[0]
     w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
     b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
     q = (F.linear(queries + query_pos, w_q, b_q) * (float(head_dim) ** -0.5)).view(1, n, heads, head_dim)
-    k = F.linear((src + pos)[:, 0], w_k, b_k).view(1, -1, heads, head_dim).transpose(1, 2)  # (1, h, HW, d)
+    if n * (dim + heads * pixels) < pixels * (dim + n):
+        q = q[0].transpose(0, 1)  # (h, N, d)
+        folded = q @ w_k.view(heads, head_dim, dim)  # (h, N, C)
+        scores = folded @ keyed[:, 0].T + (q @ b_k.view(heads, head_dim, 1))  # (h, N, HW)
+        weights = F.softmax(scores.masked_fill(blocked[None], float("-inf")), dim=-1)
+        pooled = weights @ src[:, 0]  # (h, N, C)
+        out = pooled @ w_v.view(heads, head_dim, dim).transpose(1, 2) + b_v.view(heads, 1, head_dim)  # (h, N, d)
+        return attn.out_proj(out.transpose(0, 1).reshape(n, dim))
+    k = F.linear(keyed[:, 0], w_k, b_k).view(1, -1, heads, head_dim).transpose(1, 2)  # (1, h, HW, d)
     v = F.linear(src[:, 0], w_v, b_v).view(1, -1, heads, head_dim).transpose(1, 2)
     # fused attention (no (queries x pixels) weight tensor in memory); q is already scaled
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=~blocked[None, None], scale=1.0)

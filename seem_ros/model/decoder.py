@@ -165,13 +165,14 @@ class SEEMDecoder(nn.Module):
         self.pn_indicator = nn.Embedding(2, d)
 
     # ------------------------------------------------------------------ inputs
-    def prepare_features(self, multi_scale: Sequence[Tensor]):
-        """-> level features (HW, B, C) after projection + level embedding, their pos enc, sizes."""
+    def prepare_features(self, multi_scale: Sequence[Tensor], positions: Optional[Sequence[Tensor]] = None):
+        """-> level features (HW, B, C) after projection + level embedding, their pos enc, sizes.
+        positions: the levels' position encodings (HW, B, C) where the caller keeps them."""
         src, pos, sizes = [], [], []
         for i in range(self.num_feature_levels):
             x = multi_scale[i]
             sizes.append(tuple(x.shape[-2:]))
-            pos.append(self.pe_layer(x).flatten(2).permute(2, 0, 1))
+            pos.append(positions[i] if positions is not None else self.pe_layer(x).flatten(2).permute(2, 0, 1))
             src.append((self.input_proj[i](x).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1))
         return src, pos, sizes
 
