@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seem_ros.inference.frame_engine import FrameEngine, _image_attention, bilinear_downsample
+from seem_ros.inference.frame_attention import image_attention
+from seem_ros.inference.frame_engine import FrameEngine, bilinear_downsample
 from seem_ros.model.layers import MultiheadAttention
 from seem_ros.model.visual_sampler import DeterministicSampling
 
@@ -41,7 +42,7 @@ def test_image_attention_equals_the_official_attention_whether_or_not_keys_are_f
     blocked[-1] = True
     blocked[-1, 7] = False
     expected = attn((flat + query_pos)[:, None], src + pos, src, attn_mask=blocked)[:, 0]
-    ours = _image_attention(attn, flat, query_pos, src, src + pos, blocked)
+    ours = image_attention(attn, flat, query_pos, src, src + pos, blocked)
     assert torch.allclose(ours, expected, rtol=0, atol=1e-5), float((ours - expected).abs().max())
 
 

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from seem_ros.inference.frame_attention import image_attention, self_attention
 from seem_ros.inference.frame_slots import (ObjectQuery, SlotOutputs, TextSlots, VisualSlots, text_slots,
                                             visual_slots)
 from seem_ros.model.language_encoder import normalize
@@ -164,7 +165,7 @@ class FrameEngine:
             blocked = blocked & ~blocked.all(-1, keepdim=True)  # a query blocked everywhere sees all
             flat = torch.cat([q.flatten(0, 1) for q in queries])
             cross = dec.transformer_cross_attention_layers[i]
-            flat = cross.norm(flat + _image_attention(cross.multihead_attn, flat, query_pos, frame.src[level],
+            flat = cross.norm(flat + image_attention(cross.multihead_attn, flat, query_pos, frame.src[level],
                                                       frame.keyed[level], blocked))
             queries = [g.self_attend(dec.transformer_self_attention_layers[i], dec.transformer_ffn_layers[i],
                                      q.view_as(g.queries), level)
@@ -205,50 +206,6 @@ def bilinear_downsample(x: Tensor, size: Tuple[int, int]) -> Tensor:
     return (x[..., o::f, o::f] + x[..., o::f, o + 1::f] + x[..., o + 1::f, o::f] + x[..., o + 1::f, o + 1::f]) * 0.25
 
 
-def _image_attention(attn, queries: Tensor, query_pos: Tensor, src: Tensor, keyed: Tensor, blocked: Tensor) -> Tensor:
-    """Cross-attention of (N, C) queries (every row's, stacked) to the image's (HW, 1, C) level
-    features src (keyed: src + their positions). blocked: (N, HW), True = masked out (never a whole row).
-
-    Keys and values are projected once for all queries, or, where that is more work (few queries:
-    N (C + heads HW) < HW (C + N), about N < C / (heads - 1)), folded into the queries: per head,
-    q . (W_k x + b_k) = (W_k^T q) . x + q . b_k, and sum_t a_t (W_v x_t + b_v) = W_v (sum_t a_t x_t)
-    + b_v (the weights of a row sum to 1). The same arithmetic; the pixels are never projected."""
-    n, dim = queries.shape
-    heads = attn.num_heads
-    head_dim = dim // heads
-    pixels = src.shape[0]
-    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-    q = (F.linear(queries + query_pos, w_q, b_q) * (float(head_dim) ** -0.5)).view(1, n, heads, head_dim)
-    if n * (dim + heads * pixels) < pixels * (dim + n):
-        q = q[0].transpose(0, 1)  # (h, N, d)
-        folded = q @ w_k.view(heads, head_dim, dim)  # (h, N, C)
-        scores = folded @ keyed[:, 0].T + (q @ b_k.view(heads, head_dim, 1))  # (h, N, HW)
-        weights = F.softmax(scores.masked_fill(blocked[None], float("-inf")), dim=-1)
-        pooled = weights @ src[:, 0]  # (h, N, C)
-        out = pooled @ w_v.view(heads, head_dim, dim).transpose(1, 2) + b_v.view(heads, 1, head_dim)  # (h, N, d)
-        return attn.out_proj(out.transpose(0, 1).reshape(n, dim))
-    k = F.linear(keyed[:, 0], w_k, b_k).view(1, -1, heads, head_dim).transpose(1, 2)  # (1, h, HW, d)
-    v = F.linear(src[:, 0], w_v, b_v).view(1, -1, heads, head_dim).transpose(1, 2)
-    # fused attention (no (queries x pixels) weight tensor in memory); q is already scaled
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=~blocked[None, None], scale=1.0)
-    return attn.out_proj(out.transpose(1, 2).reshape(n, dim))
-
-
-def _self_attention(attn, x: Tensor, pos: Tensor, allowed: Optional[Tensor]) -> Tensor:
-    """Plain masked self-attention of (B, L, C) slots (before the residual and norm)."""
-    bsz, length, dim = x.shape
-    heads = attn.num_heads
-    w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-    # q scaled before the product, as the official attention does (the class logits are sensitive)
-    q = (F.linear(x + pos, w_q, b_q) * (float(dim // heads) ** -0.5)).view(bsz, length, heads, -1).transpose(1, 2)
-    k = F.linear(x + pos, w_k, b_k).view(bsz, length, heads, -1).transpose(1, 2)
-    v = F.linear(x, w_v, b_v).view(bsz, length, heads, -1).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)
-    return attn.out_proj(out.transpose(1, 2).reshape(bsz, length, dim))
-
-
 class _Group:
     """Rows of one kind: their query slots (B, Q, C) and positions, which of the image each query
     may attend, how the rows attend themselves, and how each row's mask is selected."""
@@ -263,7 +220,7 @@ class _Group:
         return logits.sigmoid() < 0.5
 
     def self_attend(self, layer, ffn, queries: Tensor, level: int) -> Tensor:
-        return ffn(layer.norm(queries + _self_attention(layer.self_attn, queries, self.query_pos, None)))
+        return ffn(layer.norm(queries + self_attention(layer.self_attn, queries, self.query_pos, None)))
 
     def select(self, dec, decoded: Tensor, mask_features: Tensor, size: Tuple[int, int],
                class_embeddings: Optional[Tensor], out: SlotOutputs) -> None:
@@ -298,7 +255,7 @@ class _TextRows(_Group):
         nq = queries.shape[1]
         carried = torch.cat([queries, self.tokens], 1)
         pos = torch.cat([self.query_pos, self.token_pos], 1)
-        carried = ffn(layer.norm(carried + _self_attention(layer.self_attn, carried, pos, self.allowed)))
+        carried = ffn(layer.norm(carried + self_attention(layer.self_attn, carried, pos, self.allowed)))
         self.tokens = carried[:, nq:]  # the text tokens go on to the next layer
         return carried[:, :nq]
 
