@@ -11,12 +11,13 @@ masks, as in tracking; text objects):
 Also ONNX Runtime against PyTorch for the image encoder (CPU), and the FLOPs of each stage with the
 GFLOP/s achieved against this machine's measured matmul peak. Prints a table; the last line is JSON
 (ms unless named otherwise) with decoder_fixed_ms (the decoder's per-frame work with no objects),
-decoder_1_over_encoder, decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and
-ort_over_torch_cpu among the figures. Each engine case is the median of --repeats frames (5) in every
+decoder_1_over_encoder, encoder_bf16_over_fp32 (where the device computes bf16 natively),
+decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and ort_over_torch_cpu among the figures. Each engine case is the median of --repeats frames (5) in every
 mode; --quick (2 minutes on a 2-core CPU) times the before path and the image encoders once after a
 warm-up and leaves out 16 objects on the before path.
 """
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -30,7 +31,7 @@ from seem_ros.inference.official_layout import OfficialLayoutPredictor
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.seem import SEEM
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import BackendConfig, inference_context
+from seem_ros.runtime.backends import BackendConfig, bf16_unsupported, inference_context
 from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
@@ -124,6 +125,14 @@ def main():
     for n in (1, 4, 16):
         results[f"decoder_{n}_clicks_ms_engine"] = decode_only(engine_step, tracker_of("clicks", n))
     results["decoder_1_over_encoder"] = results["decoder_1_clicks_ms_engine"] / encoder_ms
+    if not bf16_unsupported(args.device):  # precision bf16: the image encoder held in bf16, same run, same input
+        held = copy.deepcopy(model)
+        held.hold_image_encoder_in(torch.bfloat16)
+        x = model.normalize_and_pad(torch.zeros(3, *predictor.features.input_hw, device=args.device))
+        with torch.inference_mode():
+            fp32_ms, bf16_ms = (timed(lambda m=m: m.encode_image(x), once, sync) for m in (model, held))
+        results.update({"image_encoder_ms_bf16": bf16_ms, "encoder_bf16_over_fp32": bf16_ms / fp32_ms})
+        del held
     results["decoder_4_texts_ms_engine"] = decode_only(engine_step, tracker_of("texts", 4))
     # track_follow_memory: each followed object's row has 32 memory queries more (3 -> 35)
     results["decoder_16_clicks_ms_memory"] = decode_only(engine_step, tracker_of("clicks", 16, follow_memory=True))

@@ -22,7 +22,7 @@ def _has_tensorrt() -> bool:
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(backend="openvino"), "unknown backend 'openvino'"),
-    (dict(precision="int8"), "precision must be fp32 or fp16"),
+    (dict(precision="int8"), "precision must be one of fp32, fp16, bf16"),
     (dict(backend="tensorrt"), "backend 'tensorrt' runs on a GPU: set device to cuda"),
     pytest.param(dict(backend="tensorrt", device="cuda"), "needs TensorRT's Python package", marks=pytest.mark.skipif(
         _has_tensorrt() or not torch.cuda.is_available(), reason="TensorRT is installed, or no CUDA to get that far")),

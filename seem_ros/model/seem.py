@@ -140,10 +140,25 @@ class SEEM(nn.Module):
         x = (image_chw.to(self.device).float() - self.pixel_mean) / self.pixel_std
         return pad_to_multiple(x, self.cfg.size_divisibility)[None]
 
+    @property
+    def image_encoder_dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    def hold_image_encoder_in(self, dtype: torch.dtype) -> None:
+        """The backbone's and pixel decoder's weights in dtype (bf16 where the CPU computes it
+        natively: the image encoder is most of a frame's work); the rest of the model stays fp32."""
+        self.backbone.to(dtype)
+        self.sem_seg_head.pixel_decoder.to(dtype)
+
     def encode_image(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
         """(1, 3, Hp, Wp) normalised -> (mask_features, multi_scale_features). The expensive part:
-        run once per image, then prompt the decoder as often as needed."""
-        return self.sem_seg_head.pixel_decoder(self.backbone(image))
+        run once per image, then prompt the decoder as often as needed. An image encoder held in
+        another type (hold_image_encoder_in) computes in it and gives fp32 features."""
+        held = self.image_encoder_dtype
+        if held == torch.float32:
+            return self.sem_seg_head.pixel_decoder(self.backbone(image))
+        mask_features, multi_scale = self.sem_seg_head.pixel_decoder(self.backbone(image.to(held)))
+        return mask_features.float(), [x.float() for x in multi_scale]
 
 
 def pad_to_multiple(x: Tensor, divisor: int) -> Tensor:

@@ -16,7 +16,8 @@ PARAMETERS = {
     "model_config": ("focalt_v1", "variant (focalt_v1, focall_v1, samvitb_v1, samvitl_v1, davitd3_v1) or official YAML"),
     "backend": ("torch", "torch, onnxruntime or tensorrt"),
     "device": ("cpu", "cpu or cuda[:N]"),
-    "precision": ("fp32", "fp32 or fp16 (CUDA autocast, TensorRT engines)"),
+    "precision": ("fp32", "fp32, fp16 (CUDA autocast, TensorRT engines) or bf16 (torch: the image encoder, "
+                          "on CPUs with native bf16)"),
     "cuda_graphs": (True, "torch on CUDA: replay the image encoder and the fixed-slot frame decoder from CUDA graphs"),
     "input_short_side": (512, "model input short side in pixels"),
     "input_canvas": ("auto", "padded input size: auto (the first frame's, kept for the stream), HxW, or off"),
@@ -56,7 +57,7 @@ PARAMETERS = {
     "publish_overlay": (True, "publish the debug overlay (only while subscribed)"),
     "stats_period": (10.0, "seconds between diagnostics/log summaries"),
 }
-CHOICES = {"backend": ("torch", "onnxruntime", "tensorrt"), "precision": ("fp32", "fp16"),
+CHOICES = {"backend": ("torch", "onnxruntime", "tensorrt"), "precision": ("fp32", "fp16", "bf16"),
            "image_transport": ("raw", "compressed"), "mask_encoding": ("image", "rle"),
            "image_qos_reliability": ("best_effort", "reliable")}
 RANGES = {  # name: (least, most), both allowed
@@ -108,6 +109,8 @@ def parameter_errors(value: Callable[[str], object]) -> List[str]:
     if value("precision") == "fp16" and value("backend") == "torch" and not str(value("device")).startswith("cuda"):
         errors.append("parameter precision fp16 runs on CUDA (torch autocast) or TensorRT; the torch backend on the "
                       "CPU computes in fp32: set precision fp32 (or device cuda)")
+    if value("precision") == "bf16" and value("backend") != "torch":
+        errors.append(f"parameter precision bf16 is for the torch backend; {value('backend')} runs fp32 or fp16 graphs")
     return errors
 
 

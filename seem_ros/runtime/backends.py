@@ -1,7 +1,8 @@
 """Inference backends. Each gives a SeemPredictor whose image encoder (backbone + pixel decoder,
 the expensive part) runs on the chosen runtime; the prompt decoder runs in PyTorch.
 
-- torch: CPU or CUDA, fp32 or fp16 autocast; on CUDA the image encoder replayed from CUDA graphs.
+- torch: CPU or CUDA, fp32, fp16 autocast (CUDA) or the image encoder in bf16 (where the device
+  computes bf16 natively); on CUDA the image encoder replayed from CUDA graphs.
 - onnxruntime: the image encoder and the frame engine's slot decoder exported to ONNX (one pair
   per input canvas, kept in the engine cache) and run by ONNX Runtime (CPU, or CUDA where
   onnxruntime-gpu is installed).
@@ -35,6 +36,8 @@ from seem_ros.weights import load_seem, remembered_sha256, resolve_checkpoint
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Cooper Lake, Zen 4, Sapphire Rapids on), aarch64
 
 
 class BackendError(RuntimeError):
@@ -131,13 +134,21 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     """Loads the checkpoint and returns a predictor running on the configured backend."""
     if cfg.backend not in BACKENDS:
         raise BackendError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
-    if cfg.precision not in ("fp32", "fp16"):
-        raise BackendError(f"precision must be fp32 or fp16, not {cfg.precision!r}")
+    if cfg.precision not in PRECISIONS:
+        raise BackendError(f"precision must be one of {', '.join(PRECISIONS)}, not {cfg.precision!r}")
+    if cfg.precision == "bf16":
+        if cfg.backend != "torch":
+            raise BackendError(f"precision bf16 is for the torch backend; {cfg.backend} runs fp32 or fp16 graphs")
+        missing = bf16_unsupported(cfg.device)
+        if missing:
+            raise BackendError(f"precision bf16 refused: {missing}; use precision fp32")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
     if min(cfg.decoder_slots) < 1:
         raise BackendError(f"decoder slots must be at least 1 each, not {cfg.decoder_slots}")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
+    if cfg.precision == "bf16":
+        model.hold_image_encoder_in(torch.bfloat16)
     encoder = graphs = decoder = None
     if cfg.backend == "torch" and cfg.device.startswith("cuda") and cfg.cuda_graphs:
         encoder = CudaGraphEncoder(model)
@@ -157,6 +168,30 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         if cfg.canvas is not None:  # known now: export (or build) at configure, not at the first frame
             graphs.prepare(tuple(cfg.canvas))
     return predictor
+
+
+def cpu_flags() -> List[str]:
+    """The CPU's feature flags as Linux lists them (x86 "flags", aarch64 "Features"); [] elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return value.split()
+    except OSError:
+        pass
+    return []
+
+
+def bf16_unsupported(device: str) -> str:
+    """Why device cannot compute bf16 natively ("" where it can). Without native bf16 (AVX512-BF16,
+    AMX, ARMv8.6 BF16) torch emulates it, slower than fp32."""
+    if device.startswith("cuda"):
+        return "" if torch.cuda.is_bf16_supported() else f"{torch.cuda.get_device_name(device)} has no bf16 arithmetic"
+    if set(BF16_CPU_FLAGS) & set(cpu_flags()):
+        return ""
+    return (f"this CPU has no native bf16 arithmetic (none of the CPU flags {', '.join(BF16_CPU_FLAGS)}), "
+            "where bf16 would be emulated and slower than fp32")
 
 
 def cached_class_embeddings(model: SEEM, checkpoint_path: str, vocabulary: List[str], cache_dir: str) -> Tensor:
@@ -214,7 +249,8 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
                      for part in replayed)
     failed = "; ".join(f"the {part.what} cannot be replayed from a CUDA graph ({part.failed}): it runs eagerly"
                        for part in replayed if part.failed)
-    return f"torch {cfg.device} {cfg.precision}{graphs}", failed
+    precision = "bf16 image encoder, fp32 decoder" if cfg.precision == "bf16" else cfg.precision
+    return f"torch {cfg.device} {precision}{graphs}", failed
 
 
 @contextlib.contextmanager

@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES))
     evaluate.add_argument("--max-frames", type=_positive, default=None, help="first N frames of each sequence")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
-    evaluate.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    evaluate.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     download = commands.add_parser(
         "download", help="fetch a released checkpoint into the Hugging Face cache and verify its sha256",
         description="Fetches a released SEEM checkpoint from huggingface.co/xdecoder/SEEM (with a progress bar) "
