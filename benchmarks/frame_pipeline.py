@@ -1,7 +1,7 @@
 """Per-frame latency of seem_node's frame path, SEEM Focal-T with random weights of the real size,
 640x480 camera frames at short side 512: the image encoder, then every tracked object decoded.
 
-    .venv/bin/python benchmarks/frame_pipeline.py [--device cpu|cuda] [--precision fp32|fp16] [--quick]
+    .venv/bin/python benchmarks/frame_pipeline.py [--device cpu|cuda] [--precision fp32|fp16] [--compile] [--quick]
 
 Two decode paths in the same run, on the same frames and objects (clicked objects followed by their
 masks, as in tracking; text objects):
@@ -12,6 +12,7 @@ Also ONNX Runtime against PyTorch for the image encoder (CPU), and the FLOPs of 
 GFLOP/s achieved against this machine's measured matmul peak. Prints a table; the last line is JSON
 (ms unless named otherwise) with decoder_fixed_ms (the decoder's per-frame work with no objects),
 decoder_1_over_encoder, encoder_bf16_over_fp32 (where the device computes bf16 natively),
+encoder_compiled_over_eager (with --compile),
 decoder_16_over_1, frame_4obj_ms_before, frame_4obj_ms_engine and ort_over_torch_cpu among the figures. Each engine case is the median of --repeats frames (5) in every
 mode; --quick (2 minutes on a 2-core CPU) times the before path and the image encoders once after a
 warm-up and leaves out 16 objects on the before path.
@@ -75,17 +76,20 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="image encoder and fixed-slot frame decoder replayed from CUDA graphs")
+    parser.add_argument("--compile", action="store_true",
+                        help="the image encoder (and with --cuda-graphs the frame decoder) through torch.compile")
     args = parser.parse_args()
     repeats = args.repeats
     once = 1 if args.quick else repeats  # the slow cases in --quick: the before path and the image encoders
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
+    encode = torch.compile(model.encode_image, dynamic=False) if args.compile else None  # compiled at its first frame
     predictor = OfficialLayoutPredictor(model, class_names=["person", "cup", "table"], num_thing_classes=2,
                               rng=DeterministicSampling(),  # as the node runs it
-                              image_encoder=CudaGraphEncoder(model) if args.cuda_graphs else None)
+                              image_encoder=CudaGraphEncoder(model, encode) if args.cuda_graphs else encode)
     if args.cuda_graphs:  # the frame decoder too, over the node's default slots (4 text, 16 visual)
-        predictor.engine.run_slots = CudaGraphSlotDecoder(model, default_slots(model)).decode_slots
+        predictor.engine.run_slots = CudaGraphSlotDecoder(model, default_slots(model), compiled=args.compile).decode_slots
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2)]
     cfg = BackendConfig("", device=args.device, precision=args.precision)
@@ -125,13 +129,17 @@ def main():
     for n in (1, 4, 16):
         results[f"decoder_{n}_clicks_ms_engine"] = decode_only(engine_step, tracker_of("clicks", n))
     results["decoder_1_over_encoder"] = results["decoder_1_clicks_ms_engine"] / encoder_ms
+    x = model.normalize_and_pad(torch.zeros(3, *predictor.features.input_hw, device=args.device))
+    with torch.inference_mode():
+        eager_ms = timed(lambda: model.encode_image(x), once, sync)
+        if encode is not None:  # compiled at the first frame above, for this input
+            results["encoder_compiled_over_eager"] = timed(lambda: encode(x), once, sync) / eager_ms
     if not bf16_unsupported(args.device):  # precision bf16: the image encoder held in bf16, same run, same input
         held = copy.deepcopy(model)
         held.hold_image_encoder_in(torch.bfloat16)
-        x = model.normalize_and_pad(torch.zeros(3, *predictor.features.input_hw, device=args.device))
         with torch.inference_mode():
-            fp32_ms, bf16_ms = (timed(lambda m=m: m.encode_image(x), once, sync) for m in (model, held))
-        results.update({"image_encoder_ms_bf16": bf16_ms, "encoder_bf16_over_fp32": bf16_ms / fp32_ms})
+            bf16_ms = timed(lambda: held.encode_image(x), once, sync)
+        results.update({"image_encoder_ms_bf16": bf16_ms, "encoder_bf16_over_fp32": bf16_ms / eager_ms})
         del held
     results["decoder_4_texts_ms_engine"] = decode_only(engine_step, tracker_of("texts", 4))
     # track_follow_memory: each followed object's row has 32 memory queries more (3 -> 35)
@@ -176,12 +184,12 @@ def main():
             predictor.engine.run_slots = predictor.engine.decode_slots
 
     name = torch.cuda.get_device_name() if sync else f"CPU, {torch.get_num_threads()} threads"
-    graphs = ", encoder and decoder in CUDA graphs" if args.cuda_graphs else ""
+    graphs = (", compiled" if args.compile else "") + (", encoder and decoder in CUDA graphs" if args.cuda_graphs else "")
     print(f"SEEM {args.variant} (random weights), 640x480 -> {predictor.features.input_hw}, {name}, "
           f"{args.precision}{graphs}, torch {torch.__version__}, median of {repeats} (before path and encoders: {once})")
     for key, value in results.items():
         print(f"  {key:34s} {value:10.2f}")
-    print(json.dumps({"device": name, "precision": args.precision, "cuda_graphs": args.cuda_graphs,
+    print(json.dumps({"device": name, "precision": args.precision, "cuda_graphs": args.cuda_graphs, "compile": args.compile,
                       **{k: round(v, 3) for k, v in results.items()}}))
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check in one run (CI has no GPU): the CUDA tests (model parity, fp16, the node's GPU
-# duties at the model level, the frame engine, the exported graphs) and the frame benchmark on CUDA in fp32, fp32 with
-# the image encoder and frame decoder in CUDA graphs, and fp16 autocast with the graphs. Needs python3 with
-# torch (CUDA); no ROS. Writes logs to $OUT (default: gpu_check_out/).
+# duties at the model level, the frame engine, the exported graphs, torch.compile) and the frame benchmark on
+# CUDA in fp32, fp32 with the image encoder and frame decoder in CUDA graphs, fp16 autocast with the graphs, and
+# both compiled (torch.compile) inside the graphs; each run also times the image encoder held in bf16
+# (encoder_bf16_over_fp32). Needs python3 with torch (CUDA); no ROS. Writes logs to $OUT (default: gpu_check_out/).
 #
 #   benchmarks/gpu_check.sh                      # on a GPU machine, in the repository root
 #
@@ -24,12 +25,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 status=0
 # test_engine_export.py runs the exported graphs in ONNX Runtime on the CPU (as CI does) and in
 # TensorRT engines: worth its minutes here only where `import tensorrt` works
-tests=(test/test_model_cuda.py test/test_robustness_cuda.py test/test_engine_cuda.py)
+tests=(test/test_model_cuda.py test/test_robustness_cuda.py test/test_engine_cuda.py test/test_speed_compile.py)
 "$PY" -c "import tensorrt" 2>/dev/null && tests+=(test/test_engine_export.py)
 "$PY" -m pytest "${tests[@]}" -v -s -p no:cacheprovider 2>&1 | tee "$OUT/cuda_tests.log" || status=1
-for run in "fp32" "fp32 --cuda-graphs" "fp16 --cuda-graphs"; do
+for run in "fp32" "fp32 --cuda-graphs" "fp16 --cuda-graphs" "fp32 --cuda-graphs --compile" "fp16 --cuda-graphs --compile"; do
   set -- $run
   "$PY" benchmarks/frame_pipeline.py --device cuda --precision "$@" --repeats 10 2>&1 \
-    | tee "$OUT/frame_pipeline_cuda_${1}${2:+_graphs}.log" || status=1
+    | tee "$OUT/frame_pipeline_cuda_${1}${2:+_graphs}${3:+_compiled}.log" || status=1
 done
 exit $status

@@ -22,7 +22,7 @@ def backend_config(p: Value) -> BackendConfig:
     return BackendConfig(
         canvas=parse_canvas(p("input_canvas")) or None,
         checkpoint=p("checkpoint"), model_config=p("model_config"), backend=p("backend"), device=p("device"),
-        precision=p("precision"), cuda_graphs=bool(p("cuda_graphs")), short_side=int(p("input_short_side")),
+        precision=p("precision"), cuda_graphs=bool(p("cuda_graphs")), compile=bool(p("torch_compile")), short_side=int(p("input_short_side")),
         vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=os.path.expanduser(p("engine_cache_dir")),
         decoder_slots=(int(p("decoder_text_slots")), int(p("decoder_visual_slots"))),
         embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")))

@@ -19,6 +19,9 @@ PARAMETERS = {
     "precision": ("fp32", "fp32, fp16 (CUDA autocast, TensorRT engines) or bf16 (torch: the image encoder, "
                           "on CPUs with native bf16)"),
     "cuda_graphs": (True, "torch on CUDA: replay the image encoder and the fixed-slot frame decoder from CUDA graphs"),
+    "torch_compile": (False, "torch: compile the image encoder (on CUDA with cuda_graphs also the fixed-slot frame "
+                             "decoder) with torch.compile for the stream's canvas; the first frame of a canvas takes "
+                             "about a minute longer"),
     "input_short_side": (512, "model input short side in pixels"),
     "input_canvas": ("auto", "padded input size: auto (the first frame's, kept for the stream), HxW, or off"),
     "vocabulary": ([""], "class names for segment-everything; empty = COCO panoptic"),
@@ -111,6 +114,8 @@ def parameter_errors(value: Callable[[str], object]) -> List[str]:
                       "CPU computes in fp32: set precision fp32 (or device cuda)")
     if value("precision") == "bf16" and value("backend") != "torch":
         errors.append(f"parameter precision bf16 is for the torch backend; {value('backend')} runs fp32 or fp16 graphs")
+    if value("torch_compile") and value("backend") != "torch":
+        errors.append(f"parameter torch_compile is for the torch backend; {value('backend')} runs its own graphs")
     return errors
 
 

@@ -56,6 +56,7 @@ class BackendConfig:
     engine_cache_dir: str = ""  # exported graphs and engines; "" = default_cache_dir() (~/.cache/seem_ros/engines)
     decoder_slots: Tuple[int, int] = (4, 16)  # exported decoder: (text, visual) objects per pass
     cuda_graphs: bool = True  # torch on CUDA: the image encoder replayed from CUDA graphs
+    compile: bool = False  # torch: the image encoder (and the CUDA-graph frame decoder) through torch.compile
     canvas: Optional[Tuple[int, int]] = None  # one padded input size for all images (None: each its own)
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
@@ -142,6 +143,8 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         missing = bf16_unsupported(cfg.device)
         if missing:
             raise BackendError(f"precision bf16 refused: {missing}; use precision fp32")
+    if cfg.compile and cfg.backend != "torch":
+        raise BackendError(f"torch_compile is for the torch backend; {cfg.backend} runs its own graphs")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
     if min(cfg.decoder_slots) < 1:
@@ -149,10 +152,13 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
     if cfg.precision == "bf16":
         model.hold_image_encoder_in(torch.bfloat16)
-    encoder = graphs = decoder = None
+    # compiled for one shape (a camera's canvas); on the CPU the decoder stays eager: its exact-size
+    # decode costs less there than a fixed-slot graph however compiled
+    encoder = torch.compile(model.encode_image, dynamic=False) if cfg.compile else None
+    graphs = decoder = None
     if cfg.backend == "torch" and cfg.device.startswith("cuda") and cfg.cuda_graphs:
-        encoder = CudaGraphEncoder(model)
-        decoder = CudaGraphSlotDecoder(model, _slots(cfg, model))
+        encoder = CudaGraphEncoder(model, encoder)
+        decoder = CudaGraphSlotDecoder(model, _slots(cfg, model), compiled=cfg.compile)
     elif cfg.backend != "torch":
         encoder = graphs = _exported_graphs(cfg, model)
     vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
@@ -250,7 +256,8 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
     failed = "; ".join(f"the {part.what} cannot be replayed from a CUDA graph ({part.failed}): it runs eagerly"
                        for part in replayed if part.failed)
     precision = "bf16 image encoder, fp32 decoder" if cfg.precision == "bf16" else cfg.precision
-    return f"torch {cfg.device} {precision}{graphs}", failed
+    compiled = ", compiled (torch.compile)" if cfg.compile else ""
+    return f"torch {cfg.device} {precision}{compiled}{graphs}", failed
 
 
 @contextlib.contextmanager

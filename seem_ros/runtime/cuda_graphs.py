@@ -84,11 +84,13 @@ class CudaGraphRunner:
 
 
 class CudaGraphEncoder(CudaGraphRunner):
-    """model.encode_image replayed from a CUDA graph per input shape and precision. Outputs are
-    copied out of the graph's buffers, so that features kept by the caller survive the next replay."""
+    """model.encode_image (or encode: the same compiled) replayed from a CUDA graph per input shape
+    and precision. Outputs are copied out of the graph's buffers, so that features kept by the
+    caller survive the next replay."""
 
-    def __init__(self, model: SEEM, max_graphs: int = 4):
-        super().__init__(lambda inputs: model.encode_image(inputs["image"]), "image encoder", max_graphs)
+    def __init__(self, model: SEEM, encode: Optional[Callable] = None, max_graphs: int = 4):
+        encode = encode or model.encode_image
+        super().__init__(lambda inputs: encode(inputs["image"]), "image encoder", max_graphs)
 
     def __call__(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
         return super().__call__({"image": image})
@@ -97,10 +99,13 @@ class CudaGraphEncoder(CudaGraphRunner):
 class CudaGraphSlotDecoder(CudaGraphRunner):
     """FrameEngine.decode_slots (with the frame's preparation) over fixed slots, replayed from a
     CUDA graph per canvas: an engine's run_slots. Objects are packed into `slots` rows of each kind
-    (more take further passes); segment-everything runs eagerly."""
+    (more take further passes); segment-everything runs eagerly. compiled: the graph through
+    torch.compile first (its kernels fused; the warm-up before the capture compiles it)."""
 
-    def __init__(self, model: SEEM, slots: DecoderSlots, max_graphs: int = 4):
+    def __init__(self, model: SEEM, slots: DecoderSlots, max_graphs: int = 4, compiled: bool = False):
         graph = SlotDecoderGraph(model)
+        if compiled:
+            graph = torch.compile(graph, dynamic=False)
         super().__init__(lambda inputs: graph(*(inputs[name] for name in DECODER_INPUTS)), "frame decoder", max_graphs)
         self.model = model
         self.slots = slots
