@@ -75,3 +75,30 @@ def held_tensors(value):
     elif not isinstance(value, (list, tuple)):
         return []
     return [tensor for item in value for tensor in held_tensors(item)]
+
+
+def davis_results(predictor) -> list:
+    """Every object of the shared DAVIS sequences prompted on each of frames 1..9 by its previous
+    frame's ground truth, and the sequence's name as a text prompt: the MaskResults in order (the
+    reduced-precision tests compare them between precisions)."""
+    from PIL import Image
+    from seem_ros.inference.visual_prompt import VisualPrompt
+    from seem_ros.tools.evaluation import read_davis
+    results = []
+    with torch.inference_mode():
+        for sequence in read_davis(str(reference_path("davis"))):
+            for t in range(1, len(sequence.frames)):
+                predictor.set_image(np.asarray(Image.open(sequence.frames[t]).convert("RGB")))
+                truths = [sequence.truth(t - 1, obj) for obj in sequence.objects]
+                queries = [predictor.visual_query(VisualPrompt(mask=truth)) for truth in truths
+                           if truth is not None and truth.any()]
+                queries.append(predictor.text_query(sequence.name.split("-")[0]))
+                results += predictor.decode(queries)
+    return results
+
+
+def pixel_agreement(masks: list, reference: list):
+    """-> (the share of all mask pixels that agree, each mask's share)."""
+    per_mask = np.array([float((a == b).mean()) for a, b in zip(masks, reference)])
+    overall = 1 - sum(int((a != b).sum()) for a, b in zip(masks, reference)) / sum(a.size for a in reference)
+    return overall, per_mask

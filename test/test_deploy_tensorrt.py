@@ -16,17 +16,14 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto
-from PIL import Image
 
-from conftest import REPO, reference_path
+from conftest import REPO, davis_results, pixel_agreement
 from fake_tensorrt import ICudaEngine, IExecutionContext, fake_tensorrt
 from seem_ros.inference.predictor import SeemPredictor
-from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.mixed_precision import DATA_MOVEMENT, FP32_ISLANDS, HEAVY, to_mixed_precision
 from seem_ros.runtime.onnx_graphs import default_slots
 from seem_ros.runtime.tensorrt_backend import TensorRTGraph, tensorrt_opener
-from seem_ros.tools.evaluation import read_davis
 
 STUBS = pathlib.Path(sys.prefix) / "typing" / "tensorrt-stubs"
 STUB_MODULE = STUBS / "tensorrt_bindings" / "tensorrt.pyi"
@@ -308,29 +305,18 @@ def test_the_mixed_precision_graphs_agree_with_fp32_on_the_davis_frames(tiny_mod
     roundoff 2^-11 = 4.9e-4), so logits move by about 1e-2 and masks at the few pixels where the
     fp32 logit is that close to 0, except where rounding reorders candidates whose scores are
     equal to 4 digits (the tiny random-weight model has such ties among its text queries)."""
-    sequences = read_davis(str(reference_path("davis")))
-    masks = {}
+    results = {}
     for precision in ("fp32", "fp16"):
         graphs = ExportedGraphs(tiny_model, "tiny", "0" * 64, default_slots(tiny_model, visual=4, text=1),
                                 ort_opener(["CPUExecutionProvider"], {}), str(tmp_path), precision=precision)
         predictor = SeemPredictor(tiny_model)
         predictor.image_encoder = graphs
         predictor.engine.run_slots = graphs.decode_slots
-        masks[precision] = []
-        with torch.inference_mode():
-            for sequence in sequences:
-                for t in range(1, len(sequence.frames)):
-                    predictor.set_image(np.asarray(Image.open(sequence.frames[t]).convert("RGB")))
-                    truths = [sequence.truth(t - 1, obj) for obj in sequence.objects]
-                    queries = [predictor.visual_query(VisualPrompt(mask=truth)) for truth in truths
-                               if truth is not None and truth.any()]
-                    queries.append(predictor.text_query(sequence.name.split("-")[0]))
-                    masks[precision] += [(r.mask, r.low_res_logits) for r in predictor.decode(queries)]
-    pairs = list(zip(masks["fp32"], masks["fp16"]))
-    agreement = np.array([float((a == b).mean()) for (a, _), (b, _) in pairs])
-    logit_diff = np.array([float((a - b).abs().max()) for (_, a), (_, b) in pairs])
-    overall = 1 - sum(int((a != b).sum()) for (a, _), (b, _) in pairs) / sum(a.size for (a, _), _ in pairs)
-    print(f"mixed-precision fp16 vs fp32 graphs, ONNX Runtime CPU, {len(pairs)} masks on DAVIS frames: pixel "
+        results[precision] = davis_results(predictor)
+    overall, agreement = pixel_agreement([r.mask for r in results["fp16"]], [r.mask for r in results["fp32"]])
+    logit_diff = np.array([float((a.low_res_logits - b.low_res_logits).abs().max())
+                           for a, b in zip(results["fp16"], results["fp32"])])
+    print(f"mixed-precision fp16 vs fp32 graphs, ONNX Runtime CPU, {len(agreement)} masks on DAVIS frames: pixel "
           f"agreement overall {overall:.5f}, per mask min {agreement.min():.4f}, {np.mean(agreement >= 0.995):.3f} of "
           f"masks >= 0.995; max |logit diff| per mask median {np.median(logit_diff):.3f}, max {logit_diff.max():.2f}")
     assert overall >= 0.995  # here 0.99872

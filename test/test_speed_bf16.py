@@ -6,32 +6,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import reference_path
+from conftest import davis_results, pixel_agreement, reference_path
 from seem_ros.inference.predictor import SeemPredictor
-from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.node.parameters import PARAMETERS, parameter_errors
 from seem_ros.runtime import backends
 from seem_ros.runtime.backends import BackendConfig, BackendError, create_predictor, describe_backend
-from seem_ros.tools.evaluation import read_davis
-
-
-def _davis_masks(model):
-    """Every object of the 4 DAVIS sequences prompted on each of frames 1-9 by the previous frame's
-    ground truth, and the sequence's name as a text prompt."""
-    predictor = SeemPredictor(model)
-    masks = []
-    with torch.inference_mode():
-        for sequence in read_davis(str(reference_path("davis"))):
-            for t in range(1, len(sequence.frames)):
-                predictor.set_image(np.asarray(Image.open(sequence.frames[t]).convert("RGB")))
-                truths = [sequence.truth(t - 1, obj) for obj in sequence.objects]
-                queries = [predictor.visual_query(VisualPrompt(mask=truth)) for truth in truths
-                           if truth is not None and truth.any()]
-                queries.append(predictor.text_query(sequence.name.split("-")[0]))
-                masks += [r.mask for r in predictor.decode(queries)]
-    return masks
 
 
 def test_a_bf16_image_encoder_agrees_with_fp32_on_the_davis_frames(tiny_model):
@@ -44,10 +24,9 @@ def test_a_bf16_image_encoder_agrees_with_fp32_on_the_davis_frames(tiny_model):
     mask_features, levels = held.encode_image(image)
     assert mask_features.dtype == torch.float32 and {x.dtype for x in levels} == {torch.float32}
     assert held.decoder.class_embed.dtype == torch.float32  # the decoder stays fp32
-    pairs = list(zip(_davis_masks(tiny_model), _davis_masks(held)))
-    agreement = np.array([float((a == b).mean()) for a, b in pairs])
-    overall = 1 - sum(int((a != b).sum()) for a, b in pairs) / sum(a.size for a, _ in pairs)
-    print(f"bf16 image encoder vs fp32, {len(pairs)} masks on DAVIS frames: pixel agreement overall {overall:.5f}, "
+    overall, agreement = pixel_agreement([r.mask for r in davis_results(SeemPredictor(held))],
+                                         [r.mask for r in davis_results(SeemPredictor(tiny_model))])
+    print(f"bf16 image encoder vs fp32, {len(agreement)} masks on DAVIS frames: pixel agreement overall {overall:.5f}, "
           f"per mask min {agreement.min():.4f}, {np.mean(agreement >= 0.995):.3f} of masks >= 0.995")
     assert overall >= 0.995  # here 0.99651
 
