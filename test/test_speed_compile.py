@@ -51,6 +51,18 @@ def test_a_compiled_image_encoder_serves_the_cpu_predictor_as_eager_does():
         assert (ours.mask != expected.mask).mean() <= 1e-3  # only pixels whose logit is within noise of 0
 
 
+def test_a_model_moved_to_the_cpu_runs_its_eager_encoder_not_the_one_compiled_for_cuda(tiny_model):
+    """An inactive node keeps its model on the CPU and answers services there: the CUDA graph
+    runners hand CPU inputs to the eager code, so nothing is compiled again inside a service call."""
+    compiled_calls = []
+    encoder = CudaGraphEncoder(tiny_model, lambda image: compiled_calls.append(image) or tiny_model.encode_image(image))
+    image = torch.zeros(1, 3, 64, 96)
+    with torch.inference_mode():
+        mask_features, levels = encoder(image)
+        expected, _ = tiny_model.encode_image(image)
+    assert compiled_calls == [] and torch.equal(mask_features, expected)
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_torch_compile_with_an_exported_graph_backend_is_refused_at_configure(backend):
     with pytest.raises(BackendError, match=f"torch_compile is for the torch backend; {backend} runs its own graphs"):

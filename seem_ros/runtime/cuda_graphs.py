@@ -27,10 +27,14 @@ def _clone(outputs):
 class CudaGraphRunner:
     """fn(inputs) replayed from CUDA graphs, one per input shapes and autocast dtype (at most
     max_graphs: shapes that keep changing are not a stream, and run eagerly). A capture that
-    fails is logged once and the function runs eagerly from then on."""
+    fails is logged once and the function runs eagerly from then on. on_cpu: what runs inputs on
+    the CPU (default fn; a compiled fn's eager original, so that a model moved to the CPU is not
+    compiled again for it)."""
 
-    def __init__(self, fn: Callable[[Dict[str, Tensor]], object], what: str, max_graphs: int = 4):
+    def __init__(self, fn: Callable[[Dict[str, Tensor]], object], what: str, max_graphs: int = 4,
+                 on_cpu: Optional[Callable[[Dict[str, Tensor]], object]] = None):
         self.fn = fn
+        self.on_cpu = on_cpu or fn
         self.what = what
         self.max_graphs = max_graphs
         self.graphs: Dict[tuple, tuple] = {}  # key -> (graph, static inputs, static outputs)
@@ -40,7 +44,7 @@ class CudaGraphRunner:
     def __call__(self, inputs: Dict[str, Tensor]):
         if any(t.device.type != "cuda" for t in inputs.values()):
             # the model is on the CPU (an inactive node answering a service): nothing to capture
-            return self.fn(inputs)
+            return self.on_cpu(inputs)
         autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
         key = (tuple((name, tuple(t.shape), t.dtype) for name, t in inputs.items()), autocast)
         if key not in self.graphs:
@@ -90,7 +94,8 @@ class CudaGraphEncoder(CudaGraphRunner):
 
     def __init__(self, model: SEEM, encode: Optional[Callable] = None, max_graphs: int = 4):
         encode = encode or model.encode_image
-        super().__init__(lambda inputs: encode(inputs["image"]), "image encoder", max_graphs)
+        super().__init__(lambda inputs: encode(inputs["image"]), "image encoder", max_graphs,
+                         on_cpu=lambda inputs: model.encode_image(inputs["image"]))
 
     def __call__(self, image: Tensor) -> Tuple[Tensor, List[Tensor]]:
         return super().__call__({"image": image})
@@ -103,10 +108,10 @@ class CudaGraphSlotDecoder(CudaGraphRunner):
     torch.compile first (its kernels fused; the warm-up before the capture compiles it)."""
 
     def __init__(self, model: SEEM, slots: DecoderSlots, max_graphs: int = 4, compiled: bool = False):
-        graph = SlotDecoderGraph(model)
-        if compiled:
-            graph = torch.compile(graph, dynamic=False)
-        super().__init__(lambda inputs: graph(*(inputs[name] for name in DECODER_INPUTS)), "frame decoder", max_graphs)
+        eager = SlotDecoderGraph(model)
+        graph = torch.compile(eager, dynamic=False) if compiled else eager
+        super().__init__(lambda inputs: graph(*(inputs[name] for name in DECODER_INPUTS)), "frame decoder", max_graphs,
+                         on_cpu=lambda inputs: eager(*(inputs[name] for name in DECODER_INPUTS)))
         self.model = model
         self.slots = slots
 
