@@ -6,8 +6,9 @@ the reference fixtures): semantic maps use bicubic+antialias, the demo threshold
 interactive evaluation resizes again (bilinear or bicubic) to the original image size.
 """
 from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -21,6 +22,27 @@ def upsample_and_crop(logits: Tensor, padded_hw: Sequence[int], image_hw: Sequen
     x = F.interpolate(x, size=tuple(padded_hw), mode=mode, align_corners=False)
     x = x[..., : image_hw[0], : image_hw[1]]
     return x.reshape(*shape[:-2], *x.shape[-2:])
+
+
+def masks_to_host(masks: Tensor, scores: Tensor) -> Tuple[np.ndarray, List[float]]:
+    """bool (N, H, W) masks and (N,) scores -> numpy masks and a list of floats (on the CPU nothing
+    needs copying; from a GPU, packed_to_host)."""
+    if masks.device.type == "cpu":
+        return masks.numpy(), scores.float().tolist()
+    return packed_to_host(masks, scores)
+
+
+def packed_to_host(masks: Tensor, scores: Tensor) -> Tuple[np.ndarray, List[float]]:
+    """masks_to_host in one copy and one synchronisation: the masks packed 8 pixels to a byte on
+    their device (an eighth of the bytes over the bus), the scores' bytes behind them."""
+    n, h, w = masks.shape
+    pixels = masks.reshape(n, h * w)
+    pixels = F.pad(pixels, (0, (-h * w) % 8)).view(n, -1, 8).to(torch.uint8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=masks.device)
+    packed = (pixels * weights).sum(-1, dtype=torch.uint8).reshape(-1)  # np.packbits' bit order
+    host = torch.cat([packed, scores.float().contiguous().view(torch.uint8)]).cpu().numpy()
+    unpacked = np.unpackbits(host[:packed.numel()].reshape(n, -1), axis=1, count=h * w)
+    return unpacked.reshape(n, h, w).astype(bool), host[packed.numel():].view(np.float32).tolist()
 
 
 def resize(x: Tensor, out_hw: Sequence[int], mode: str = "bilinear", antialias: bool = False) -> Tensor:

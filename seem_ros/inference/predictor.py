@@ -29,8 +29,9 @@ from torch.nn import functional as F
 from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
 from seem_ros.inference.frame_engine import FrameEngine, FrameFeatures
 from seem_ros.inference.frame_slots import ObjectQuery
-from seem_ros.inference.postprocess import (InstanceResult, PanopticResult, instance_inference, panoptic_inference,
-                                            resize, semantic_inference, semantic_postprocess, upsample_and_crop)
+from seem_ros.inference.postprocess import (InstanceResult, PanopticResult, instance_inference, masks_to_host,
+                                            panoptic_inference, resize, semantic_inference, semantic_postprocess,
+                                            upsample_and_crop)
 from seem_ros.inference.visual_prompt import VisualPrompt, no_negatives, rasterize
 from seem_ros.model.seem import SEEM, pad_to_multiple
 from seem_ros.model.visual_sampler import DecoderRandomness, SpatialPrompt
@@ -247,8 +248,7 @@ class SeemPredictor:
         upsampled = upsample_and_crop(logits, f.padded_hw, f.input_hw)
         on_input = upsampled > 0  # kept on the device: the next frame's prompt (_canvas_masks)
         on_original = resize(upsampled, f.original_hw) > 0 if f.original_hw != f.input_hw else on_input
-        masks_np = on_original.cpu().numpy()
-        scores_list = scores.float().cpu().tolist()
+        masks_np, scores_list = masks_to_host(on_original, scores)
         return [MaskResult(mask, score, low, labels[i] if labels else "", tuple(f.input_hw), input_mask)
                 for i, (mask, score, low, input_mask) in enumerate(zip(masks_np, scores_list, logits, on_input))]
 
