@@ -37,6 +37,13 @@ def tiny_model(tiny_config):
     return load_seem(str(reference_path("tiny", "tiny_seem.pt")), tiny_config)
 
 
+def tiny_backend_config(**kwargs):
+    """A BackendConfig for the tiny reference checkpoint, without the class-embedding cache."""
+    from seem_ros.runtime.backends import BackendConfig
+    tiny = reference_path("tiny")
+    return BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), embedding_cache_dir="", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def ros():
     """rclpy and a client node shared by a module's tests (the module calls

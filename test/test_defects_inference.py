@@ -4,9 +4,9 @@ produces no tensor with an autograd graph, whatever kinds of objects are tracked
 import numpy as np
 from PIL import Image
 
-from conftest import held_tensors, reference_path
+from conftest import held_tensors, reference_path, tiny_backend_config
 from seem_ros.inference.visual_prompt import VisualPrompt
-from seem_ros.runtime.backends import BackendConfig, create_predictor, inference_context
+from seem_ros.runtime.backends import create_predictor, inference_context
 from seem_ros.tracking.tracker import ObjectTracker
 from seem_ros.weights import load_seem
 
@@ -21,9 +21,7 @@ def test_a_loaded_model_needs_no_gradient(tiny_config):
 
 
 def test_no_tensor_a_frame_produces_carries_an_autograd_graph():
-    tiny = reference_path("tiny")
-    cfg = BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), embedding_cache_dir="",
-                        vocabulary=("zebra", "grass"))
+    cfg = tiny_backend_config(vocabulary=("zebra", "grass"))
     predictor = create_predictor(cfg)
     tracker = ObjectTracker()
     example = _rgb("zebras1.jpg")

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, reference_path
-from seem_ros.runtime.backends import BackendConfig, create_predictor
+from conftest import REPO, reference_path, tiny_backend_config
+from seem_ros.runtime.backends import create_predictor
 
 
 def _run(*args, cache):
@@ -35,10 +35,8 @@ def test_build_engine_exports_ahead_of_time_what_the_node_then_loads(tmp_path):
     again = _run("build-engine", *_tiny(), "--canvas", "512x704", "--backend", "onnxruntime", "--visual-slots", "8",
                  cache=tmp_path)
     assert again.returncode == 0 and "exporting" not in again.stderr
-    tiny = reference_path("tiny")
-    create_predictor(BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), backend="onnxruntime",
-                                   engine_cache_dir=str(tmp_path / "engines"), embedding_cache_dir="",
-                                   canvas=(512, 704), decoder_slots=(4, 8)))
+    create_predictor(tiny_backend_config(backend="onnxruntime", engine_cache_dir=str(tmp_path / "engines"),
+                                         canvas=(512, 704), decoder_slots=(4, 8)))
     assert {f: f.stat().st_mtime_ns for f in files} == stamps  # the node's configure exported nothing
 
 

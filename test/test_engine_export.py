@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import load_case, reference_path
+from conftest import load_case, reference_path, tiny_backend_config
 from noise_model import assert_close, assert_masks_from_logits
 from parity_prompts import DEMO_PROMPTS, DOG, EVAL_CASES, eval_prompt, every_kind_of_object
 from replay import ReplayedRandomness
 from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend
+from seem_ros.runtime.backends import create_predictor, describe_backend
 from seem_ros.runtime.cuda_graphs import CudaGraphSlotDecoder
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import default_slots
@@ -138,16 +138,14 @@ def test_exported_image_encoder_equals_torch(tiny_model, graphs):
 
 
 def test_the_onnxruntime_backend_runs_both_graphs_from_its_cache(tmp_path):
-    tiny = reference_path("tiny")
-    cfg = BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), backend="onnxruntime",
-                        engine_cache_dir=str(tmp_path), embedding_cache_dir="", canvas=(512, 800))
+    cfg = tiny_backend_config(backend="onnxruntime", engine_cache_dir=str(tmp_path), canvas=(512, 800))
     predictor = create_predictor(cfg)  # a fixed canvas: both graphs exported at configure
     files = sorted(p.name for p in tmp_path.glob("*.onnx"))
     assert len(files) == 2 and files[0].startswith("seem_decoder_custom-") and files[1].startswith("seem_encoder_")
     assert all("_512x800_" in name and "_fp32_" in name for name in files)
     backend, warning = describe_backend(cfg, predictor)
     assert backend.startswith("onnxruntime [CPUExecutionProvider] (image encoder and decoder)") and not warning
-    torch_cfg = BackendConfig(cfg.checkpoint, cfg.model_config, embedding_cache_dir="", canvas=(512, 800))
+    torch_cfg = tiny_backend_config(canvas=(512, 800))
     results = []
     for p in (predictor, create_predictor(torch_cfg)):
         with torch.no_grad():
@@ -173,17 +171,14 @@ def _tensorrt_and_cuda() -> bool:
 @pytest.mark.skipif(not _tensorrt_and_cuda(), reason="needs TensorRT's Python package and a CUDA GPU")
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-3), ("fp16", None)])
 def test_tensorrt_engines_match_torch_and_are_cached(tmp_path, precision, tolerance):
-    tiny = reference_path("tiny")
-    cfg = BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), backend="tensorrt",
-                        device="cuda", precision=precision, engine_cache_dir=str(tmp_path), embedding_cache_dir="",
-                        canvas=(512, 800))
+    cfg = tiny_backend_config(backend="tensorrt", device="cuda", precision=precision, engine_cache_dir=str(tmp_path),
+                              canvas=(512, 800))
     predictor = create_predictor(cfg)
     assert "engines built" in describe_backend(cfg, predictor)[0]
     assert len(list(tmp_path.glob("*.engine"))) == 2 and len(list(tmp_path.glob("*.engine.json"))) == 2
     again = create_predictor(cfg)
     assert "engines built" not in describe_backend(cfg, again)[0]  # the same key: loaded, never rebuilt
-    torch_cfg = BackendConfig(cfg.checkpoint, cfg.model_config, device="cuda", embedding_cache_dir="",
-                              canvas=(512, 800))
+    torch_cfg = tiny_backend_config(device="cuda", canvas=(512, 800))
     results = []
     for p in (again, create_predictor(torch_cfg)):
         with torch.no_grad():

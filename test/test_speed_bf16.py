@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import davis_results, pixel_agreement, reference_path
+from conftest import davis_results, pixel_agreement, tiny_backend_config
 from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.node.parameters import PARAMETERS, parameter_errors
 from seem_ros.runtime import backends
-from seem_ros.runtime.backends import BackendConfig, BackendError, create_predictor, describe_backend
+from seem_ros.runtime.backends import BackendError, create_predictor, describe_backend
 
 
 def test_a_bf16_image_encoder_agrees_with_fp32_on_the_davis_frames(tiny_model):
@@ -31,21 +31,15 @@ def test_a_bf16_image_encoder_agrees_with_fp32_on_the_davis_frames(tiny_model):
     assert overall >= 0.995  # here 0.99651
 
 
-def _tiny_config(**kwargs) -> BackendConfig:
-    tiny = reference_path("tiny")
-    return BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), embedding_cache_dir="",
-                         **kwargs)
-
-
 def test_bf16_is_refused_with_the_reason_on_a_cpu_without_native_bf16(monkeypatch):
     monkeypatch.setattr(backends, "cpu_flags", lambda: ["sse4_2", "avx2", "avx512f"])
     with pytest.raises(BackendError, match="this CPU has no native bf16 arithmetic .*avx512_bf16.*use precision fp32"):
-        create_predictor(_tiny_config(precision="bf16"))
+        create_predictor(tiny_backend_config(precision="bf16"))
 
 
 def test_bf16_holds_the_image_encoder_in_bf16_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(backends, "cpu_flags", lambda: ["avx2", "avx512_bf16"])
-    cfg = _tiny_config(precision="bf16")
+    cfg = tiny_backend_config(precision="bf16")
     predictor = create_predictor(cfg)
     assert predictor.model.image_encoder_dtype == torch.bfloat16
     assert describe_backend(cfg, predictor)[0] == "torch cpu bf16 image encoder, fp32 decoder"
@@ -60,7 +54,7 @@ def test_this_machines_bf16_support_is_read_from_its_cpu_flags():
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_bf16_with_an_exported_graph_backend_is_refused_at_configure(backend):
     with pytest.raises(BackendError, match=f"precision bf16 is for the torch backend; {backend} runs fp32 or fp16"):
-        create_predictor(_tiny_config(precision="bf16", backend=backend))
+        create_predictor(tiny_backend_config(precision="bf16", backend=backend))
     values = {name: default for name, (default, _) in PARAMETERS.items()}
     values.update(precision="bf16", backend=backend)
     assert any("precision bf16 is for the torch backend" in e for e in parameter_errors(values.get))

@@ -9,21 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import reference_path
+from conftest import reference_path, tiny_backend_config
 from seem_ros.inference.predictor import SeemPredictor
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.node.parameters import PARAMETERS, parameter_errors
-from seem_ros.runtime.backends import BackendConfig, BackendError, create_predictor, describe_backend
+from seem_ros.runtime.backends import BackendError, create_predictor, describe_backend
 from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder
 from seem_ros.runtime.onnx_graphs import default_slots
 
 TOLERANCE = 5e-5
-
-
-def _tiny_config(**kwargs) -> BackendConfig:
-    tiny = reference_path("tiny")
-    return BackendConfig(str(tiny / "tiny_seem.pt"), str(tiny / "tiny_config.yaml"), embedding_cache_dir="",
-                         **kwargs)
 
 
 def _zebras() -> np.ndarray:
@@ -31,9 +25,9 @@ def _zebras() -> np.ndarray:
 
 
 def test_a_compiled_image_encoder_serves_the_cpu_predictor_as_eager_does():
-    cfg = _tiny_config(compile=True, canvas=(384, 576))
+    cfg = tiny_backend_config(compile=True, canvas=(384, 576))
     compiled = create_predictor(cfg)
-    eager = create_predictor(_tiny_config(canvas=(384, 576)))
+    eager = create_predictor(tiny_backend_config(canvas=(384, 576)))
     assert describe_backend(cfg, compiled)[0] == "torch cpu fp32, compiled (torch.compile)"
     results = []
     for predictor in (compiled, eager):
@@ -66,7 +60,7 @@ def test_a_model_moved_to_the_cpu_runs_its_eager_encoder_not_the_one_compiled_fo
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt"])
 def test_torch_compile_with_an_exported_graph_backend_is_refused_at_configure(backend):
     with pytest.raises(BackendError, match=f"torch_compile is for the torch backend; {backend} runs its own graphs"):
-        create_predictor(_tiny_config(compile=True, backend=backend))
+        create_predictor(tiny_backend_config(compile=True, backend=backend))
     values = {name: default for name, (default, _) in PARAMETERS.items()}
     values.update(torch_compile=True, backend=backend)
     assert any("torch_compile is for the torch backend" in e for e in parameter_errors(values.get))
