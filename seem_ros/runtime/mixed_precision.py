@@ -49,7 +49,7 @@ def to_mixed_precision(model: onnx.ModelProto) -> onnx.ModelProto:
                             and n.attribute[0].t.data_type == FLOAT})
     rewriter = _Rewriter(types, float_constants)
     rewriter.initializers.extend(t for t in graph.initializer if t.data_type != FLOAT)
-    forced_fp32 = _computing_outputs(graph, types, float_constants)
+    forced_fp32 = _computing_outputs(graph, types)
     for index, node in enumerate(graph.node):
         if not (node.op_type == "Constant" and node.output[0] in float_constants):  # emitted where read
             rewriter.add(node, index in forced_fp32)
@@ -67,16 +67,16 @@ def _value_types(model: onnx.ModelProto) -> Dict[str, int]:
     return types
 
 
-def _computing_outputs(graph: onnx.GraphProto, types: Dict[str, int], constants) -> Set[int]:
+def _computing_outputs(graph: onnx.GraphProto, types: Dict[str, int]) -> Set[int]:
     """Indices of the nodes that compute the float outputs: their producers, followed back through
-    data movement to the operators that compute."""
+    data movement to the operators that compute (a Constant found so is emitted where read anyway)."""
     producer = {o: i for i, node in enumerate(graph.node) for o in node.output}
     found: Set[int] = set()
     todo = [v.name for v in graph.output if types.get(v.name) == FLOAT]
     while todo:
         value = todo.pop()
         index = producer.get(value)
-        if index is None or index in found or value in constants:
+        if index is None or index in found:
             continue
         found.add(index)
         if graph.node[index].op_type in DATA_MOVEMENT:
