@@ -8,7 +8,7 @@ decoder as a boolean mask on the padded input. From it SEEM takes:
   `mask_sptial_embed[level]`, plus a learned positive/negative indicator: the "spatial tokens".
 """
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -180,17 +180,16 @@ def _bilinear_corners(y: Tensor, x: Tensor, h: int, w: int, dtype: torch.dtype) 
     return torch.stack(indices), torch.stack(weights)
 
 
-def _mean_query(mask_features: Tensor, masks: Sequence[Tensor], max_len: int,
-                draw: Callable[[Sequence[Tensor], int], List[Tensor]]) -> Tensor:
+def _mean_query(mask_features: Tensor, drawn: Sequence[Tensor], n: int) -> Tensor:
     """(n, bs, C): per image and prompt, the mean of the mask features bilinearly sampled at the
-    prompt's points (align_corners=True, as point_sample), -1 for a prompt without points.
+    prompt's points (drawn: per image (N, 3) rows (prompt, y, x); align_corners=True, as
+    point_sample), -1 for a prompt without points.
 
     A mean of bilinear samples is linear in the features: each point spreads its four corner
     weights (divided by its prompt's point count) over a weight map, and one product of the
     features with the maps gives every mean; no per-point feature vectors are gathered."""
     bsz, channels, h, w = mask_features.shape
-    n = max((len(m) for m in masks), default=0)
-    drawn = draw(masks, max_len)
+    masks = drawn  # one entry per image
     if not sum(len(p) for p in drawn):  # e.g. no negative clicks: no product with the features
         return mask_features.new_full((n, len(masks), channels), -1)
     weights = mask_features.new_zeros((len(masks) * n, h * w))
@@ -226,12 +225,23 @@ def project_levels(level_features: Sequence[Tensor], level_sizes: Sequence[Seque
     return maps
 
 
-def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor], mask_features: Tensor,
-                          projected_levels: Sequence[Tensor], pn_indicator: Tensor, max_len: Sequence[int],
-                          rng: DecoderRandomness) -> SpatialPrompt:
-    """pos_masks/neg_masks: per image a bool (n, Hp, Wp) mask on the padded input, one channel per prompt.
-    projected_levels: project_levels() of the images' decoder inputs; with mask_features, of batch 1
-    when all the masks are on one image."""
+@dataclass
+class DrawnPoints:
+    """The points of visual prompts, per image (N, 3) rows (prompt index, y/H, x/W) on the padded
+    input: those the mean queries average (mean_*, at the last level's length) and, per decoder
+    level, those its spatial tokens are sampled at. Geometry only: drawn where the masks are, the
+    features may be sampled elsewhere (a Triton server)."""
+    prompts: int  # n, prompts per image
+    mean_pos: List[Tensor]
+    mean_neg: List[Tensor]
+    level_pos: List[List[Tensor]]  # per level, per image
+    level_neg: List[List[Tensor]]
+
+
+def draw_prompt_points(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor], max_len: Sequence[int],
+                       levels: int, rng: DecoderRandomness) -> DrawnPoints:
+    """pos_masks/neg_masks: per image a bool (n, Hp, Wp) mask on the padded input, one channel per
+    prompt (n the same for both); levels: the decoder levels the tokens are sampled for."""
     draw = rng.batch_prompt_points
     if rng.repeatable:  # the same mask and length give the same points: find them once
         found = {}
@@ -240,12 +250,33 @@ def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tenso
             new = list({id(m): m for m in masks if (id(m), max_len) not in found}.values())
             found.update({(id(m), max_len): points for m, points in zip(new, rng.batch_prompt_points(new, max_len))})
             return [found[(id(m), max_len)] for m in masks]
-    pos_query = _mean_query(mask_features, pos_masks, max_len[-1], draw)
-    neg_query = _mean_query(mask_features, neg_masks, max_len[-1], draw)
+    drawn = DrawnPoints(max((len(m) for m in pos_masks), default=0), draw(pos_masks, max_len[-1]),
+                        draw(neg_masks, max_len[-1]), [], [])
+    for level in range(levels):  # in the official order (random draws are replayed in tests)
+        drawn.level_pos.append(draw(pos_masks, max_len[level]))
+        drawn.level_neg.append(draw(neg_masks, max_len[level]))
+    return drawn
+
+
+def encode_spatial_prompt(pos_masks: Sequence[Tensor], neg_masks: Sequence[Tensor], mask_features: Tensor,
+                          projected_levels: Sequence[Tensor], pn_indicator: Tensor, max_len: Sequence[int],
+                          rng: DecoderRandomness) -> SpatialPrompt:
+    """pos_masks/neg_masks: per image a bool (n, Hp, Wp) mask on the padded input, one channel per prompt.
+    projected_levels: project_levels() of the images' decoder inputs; with mask_features, of batch 1
+    when all the masks are on one image."""
+    drawn = draw_prompt_points(pos_masks, neg_masks, max_len, len(projected_levels), rng)
+    return encode_drawn_points(drawn, mask_features, projected_levels, pn_indicator)
+
+
+def encode_drawn_points(drawn: DrawnPoints, mask_features: Tensor, projected_levels: Sequence[Tensor],
+                        pn_indicator: Tensor) -> SpatialPrompt:
+    """encode_spatial_prompt of points already drawn (draw_prompt_points)."""
+    pos_query = _mean_query(mask_features, drawn.mean_pos, drawn.prompts)
+    neg_query = _mean_query(mask_features, drawn.mean_neg, drawn.prompts)
     tokens, paddings, indices = [], [], []
     for level, projected in enumerate(projected_levels):
-        pos_pts = draw(pos_masks, max_len[level])
-        neg_pts = draw(neg_masks, max_len[level])
+        pos_pts = drawn.level_pos[level]
+        neg_pts = drawn.level_neg[level]
         points = [torch.cat([p[:, 1:], q[:, 1:]]) for p, q in zip(pos_pts, neg_pts)]
         index = [torch.cat([p[:, 0:1], q[:, 0:1]]) for p, q in zip(pos_pts, neg_pts)]
         sign = [torch.cat([torch.ones(len(p), device=p.device), -torch.ones(len(q), device=q.device)])
