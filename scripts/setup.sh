@@ -25,6 +25,13 @@ else
     "$ROOT/requirements.txt" > "$REQUIREMENTS"
   $PIP install -q -r "$REQUIREMENTS"
 fi
+# Triton Inference Server for `seem-ros serve` (the wheel bundles tritonserver and its Python backend):
+# without its dependencies, whose numpy<2 pin conflicts with OpenCV 5's numpy>=2 (requirements.txt has the
+# rest); its Python-backend stub gets a numpy 1.x environment of its own (runtime/triton_server.py), made
+# below. Kilted only: the serving tests run in .venv
+if [ "$DISTRO" = kilted ]; then
+  $PIP install -q --no-deps nvidia-pytriton==0.7.0
+fi
 # open_clip ships the CLIP BPE vocabulary we tokenize with; --no-deps because its dependencies
 # (torchvision, timm) are not needed for the vocabulary and torchvision does not load beside torch 2.13.
 $PIP install -q --no-deps open_clip_torch==3.3.0
@@ -63,4 +70,7 @@ fi
 # compat mode: the checkout's root on sys.path (a .pth file), not an import hook, so that seem_ros
 # here and the generated seem_ros.msg/.srv form one package (seem_ros/__init__.py)
 $PIP install -q --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
+if [ "$DISTRO" = kilted ]; then
+  "$VENV/bin/python" -c "from seem_ros.runtime.triton_server import stub_environment; stub_environment()"
+fi
 echo "seem_ros: environment ready in $VENV"

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES, NUM_THING_CLASSES
-from seem_ros.inference.frame_engine import FrameEngine, FrameFeatures
+from seem_ros.inference.frame_engine import Decoded, FrameEngine, FrameFeatures
 from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.postprocess import (InstanceResult, PanopticResult, instance_inference, masks_to_host,
                                             panoptic_inference, resize, semantic_inference, semantic_postprocess,
@@ -58,6 +58,11 @@ class EncodedImage:
     padded_hw: Tuple[int, int]  # the padded input (the canvas when one is set)
     original_hw: Tuple[int, int]  # the image given to set_image
     scale: Tuple[float, float]  # input / original, (y, x)
+
+    @property
+    def mask_hw(self) -> Tuple[int, int]:
+        """The size of the mask logits (the mask features: a quarter of the padded input)."""
+        return self.padded_hw[0] // 4, self.padded_hw[1] // 4
 
 
 @dataclass
@@ -163,19 +168,31 @@ class SeemPredictor:
         return self.canvas
 
     def _encode(self, image_rgb: np.ndarray) -> EncodedImage:
+        resized = self.fit_to_canvas(image_rgb)
+        tensor = self.input_tensor(resized)
+        mask_features, multi_scale = self.image_encoder(tensor)
+        h, w = resized.shape[:2]
+        return EncodedImage(mask_features, list(multi_scale), (h, w), tuple(tensor.shape[-2:]), image_rgb.shape[:2],
+                            (h / image_rgb.shape[0], w / image_rgb.shape[1]))
+
+    def fit_to_canvas(self, image_rgb: np.ndarray) -> np.ndarray:
+        """The image resized to the model's input (short side `short_side`, shrunk to fit the canvas)."""
         resized = resize_short_side(image_rgb, self.short_side)
         if self.canvas is not None:
             fit = min(self.canvas[0] / resized.shape[0], self.canvas[1] / resized.shape[1])
             if fit < 1:  # letterbox: the whole image inside the canvas
                 size = (max(round(resized.shape[1] * fit), 1), max(round(resized.shape[0] * fit), 1))
                 resized = np.asarray(Image.fromarray(resized).resize(size, Image.BICUBIC))
+        return resized
+
+    def input_tensor(self, resized: np.ndarray, canvas: Optional[Tuple[int, int]] = None) -> Tensor:
+        """A resized uint8 image normalised and zero-padded to the canvas (default this predictor's;
+        without one, to the next multiple of size_divisibility): the image encoder's input."""
         tensor = self.model.normalize_and_pad(torch.from_numpy(resized.copy()).permute(2, 0, 1))
-        if self.canvas is not None:
-            tensor = F.pad(tensor, (0, self.canvas[1] - tensor.shape[-1], 0, self.canvas[0] - tensor.shape[-2]))
-        mask_features, multi_scale = self.image_encoder(tensor)
-        h, w = resized.shape[:2]
-        return EncodedImage(mask_features, list(multi_scale), (h, w), tuple(tensor.shape[-2:]), image_rgb.shape[:2],
-                            (h / image_rgb.shape[0], w / image_rgb.shape[1]))
+        canvas = canvas or self.canvas
+        if canvas is not None:
+            tensor = F.pad(tensor, (0, canvas[1] - tensor.shape[-1], 0, canvas[0] - tensor.shape[-2]))
+        return tensor
 
     @property
     def features(self) -> EncodedImage:
@@ -195,7 +212,7 @@ class SeemPredictor:
     def _object_query_outputs(self) -> Tuple[Tensor, Tensor]:
         """Class logits (Q, K+1) and mask logits (Q, H, W) of the object queries at the input size."""
         f = self.features
-        decoded = self.engine.decode(self.frame, [], class_embeddings=self.class_embeddings)
+        decoded = self._decode([], self.class_embeddings)
         return decoded.class_logits, upsample_and_crop(decoded.object_masks, f.padded_hw, f.input_hw)
 
     @torch.no_grad()
@@ -285,7 +302,7 @@ class SeemPredictor:
         path): what the object looks like, to find it in a later frame wherever it is then
         (reference_query)."""
         pos = self._canvas_masks(results)
-        return self.engine.spatial_prompts(self.frame, pos, no_negatives(pos))
+        return self._prompts_on_image(pos, no_negatives(pos))
 
     def _canvas_masks(self, results: Sequence[MaskResult]) -> List[Tensor]:
         """Each result's mask as a (1, Hp, Wp) bool prompt on the current padded input: its mask at the
@@ -294,7 +311,7 @@ class SeemPredictor:
         f = self.features
         (height, width), (pad_h, pad_w) = f.input_hw, f.padded_hw
         same = [i for i, r in enumerate(results) if r.input_mask is not None and tuple(r.input_mask.shape) == (
-            height, width) and tuple(r.low_res_logits.shape[-2:]) == tuple(f.mask_features.shape[-2:])]
+            height, width) and tuple(r.low_res_logits.shape[-2:]) == f.mask_hw]
         masks: List[Optional[Tensor]] = [None] * len(results)
         if same:
             on = F.pad(torch.stack([results[i].input_mask for i in same])[:, None], (0, pad_w - width, 0, pad_h - height))
@@ -312,7 +329,7 @@ class SeemPredictor:
         pos = [p.to(device) for p in pos]
         pos = [F.conv2d(p[None].float(), self.model.dilation_kernel, padding=1)[0] > 0 if text else p
                for p, text in zip(pos, texts)]
-        spatial = self.engine.spatial_prompts(self.frame, pos, [n.to(device) for n in neg])
+        spatial = self._prompts_on_image(pos, [n.to(device) for n in neg])
         queries = []
         for prompt, memory, text in zip(spatial, memories, texts):
             query = ObjectQuery(spatial=prompt, memory=memory.low_res_logits if memory is not None else None)
@@ -340,7 +357,7 @@ class SeemPredictor:
         while len(self._category_embeddings) > max(CATEGORY_CACHE_SIZE, len(vocabulary)):
             self._category_embeddings.popitem(last=False)
         embeddings = torch.stack([self._category_embeddings[noun] for noun in vocabulary])
-        decoded = self.engine.decode(self.frame, queries, class_embeddings=embeddings)
+        decoded = self._decode(queries, embeddings)
         results = self._results(decoded.logits, decoded.match.clamp(min=0), labels)
         best = decoded.class_logits.softmax(-1)[:, :-1].max(-1)
         order = best.values.argsort(descending=True)
@@ -355,8 +372,16 @@ class SeemPredictor:
     @torch.inference_mode()
     def decode(self, queries: Sequence[ObjectQuery], labels: Sequence[str] = ()) -> List[MaskResult]:
         """Every object of the current image in one frame-engine pass; one result per query."""
-        decoded = self.engine.decode(self.frame, queries)
+        decoded = self._decode(queries)
         return self._results(decoded.logits, decoded.match.clamp(min=0), labels)
+
+    # the frame work a runtime may do elsewhere (a Triton server: runtime/triton_client.py)
+    def _prompts_on_image(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> List[SpatialPrompt]:
+        """Visual prompts ((1, Hp, Wp) masks) on the current image, one per object."""
+        return self.engine.spatial_prompts(self.frame, pos, neg)
+
+    def _decode(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor] = None) -> Decoded:
+        return self.engine.decode(self.frame, queries, class_embeddings=class_embeddings)
 
     # ---------------------------------------------------------------- referring image
     @torch.no_grad()

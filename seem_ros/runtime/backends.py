@@ -7,7 +7,9 @@ the expensive part) runs on the chosen runtime; the prompt decoder runs in PyTor
   per input canvas, kept in the engine cache) and run by ONNX Runtime (CPU, or CUDA where
   onnxruntime-gpu is installed).
 - tensorrt: the same ONNX graphs built into native TensorRT engines (engine cache with manifests).
-Text encoding, prompt sampling and segment-everything stay in torch.
+- triton: a SEEM frame server (seem-ros serve) does each frame's image encoding and decoding; the
+  robot keeps the model for text and class embeddings (triton_client).
+Text encoding, prompt sampling and segment-everything stay in torch (on the server, for triton).
 """
 import contextlib
 import hashlib
@@ -32,10 +34,12 @@ from seem_ros.runtime.engine_cache import default_cache_dir, export_code_digest,
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
 from seem_ros.runtime.onnx_graphs import DecoderSlots, default_slots
 from seem_ros.runtime.tensorrt_backend import import_tensorrt, tensorrt_opener
+from seem_ros.runtime.triton_client import RemotePredictor, ServerMismatch, ServerUnavailable, TritonTransport
+from seem_ros.runtime.triton_protocol import PROTOCOL_VERSION, ServerInfo
 from seem_ros.weights import load_seem, remembered_sha256, resolve_checkpoint
 
 LOG = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 PRECISIONS = ("fp32", "fp16", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Cooper Lake, Zen 4, Sapphire Rapids on), aarch64
 
@@ -58,6 +62,9 @@ class BackendConfig:
     cuda_graphs: bool = True  # torch on CUDA: the image encoder replayed from CUDA graphs
     compile: bool = False  # torch: the image encoder (and the CUDA-graph frame decoder) through torch.compile
     canvas: Optional[Tuple[int, int]] = None  # one padded input size for all images (None: each its own)
+    triton_url: str = "localhost:8001"  # backend triton: the frame server's gRPC address
+    triton_model: str = "seem_frame"
+    triton_timeout_ms: int = 2000  # one frame's request; a request over it fails (counted), the next goes on
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
 
@@ -74,7 +81,7 @@ def _onnx_providers(cfg: BackendConfig) -> Tuple[List[str], str]:
     return ["CPUExecutionProvider"], ""
 
 
-def _variant_name(model_config: str) -> str:
+def variant_name(model_config: str) -> str:
     """A released variant's name, or custom-<hash of the YAML> (the file's name says nothing of its content)."""
     if model_config in VARIANTS:
         return model_config
@@ -108,7 +115,7 @@ def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
     sha = remembered_sha256(resolve_checkpoint(cfg.checkpoint))
     slots = _slots(cfg, model)
     cache_dir = cfg.engine_cache_dir or default_cache_dir()
-    common = dict(model=model, variant=_variant_name(cfg.model_config), checkpoint_sha256=sha, slots=slots,
+    common = dict(model=model, variant=variant_name(cfg.model_config), checkpoint_sha256=sha, slots=slots,
                   cache_dir=cache_dir)
     if cfg.backend == "onnxruntime":
         providers, warning = _onnx_providers(cfg)
@@ -143,6 +150,9 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         missing = bf16_unsupported(cfg.device)
         if missing:
             raise BackendError(f"precision bf16 refused: {missing}; use precision fp32")
+    if cfg.backend == "triton" and cfg.precision != "fp32":
+        raise BackendError(f"precision {cfg.precision} is the server's choice with backend triton (seem-ros serve "
+                           "--precision); the robot's side computes text embeddings in fp32")
     if cfg.compile and cfg.backend != "torch":
         raise BackendError(f"torch_compile is for the torch backend; {cfg.backend} runs its own graphs")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -150,6 +160,8 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
     if min(cfg.decoder_slots) < 1:
         raise BackendError(f"decoder slots must be at least 1 each, not {cfg.decoder_slots}")
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
+    if cfg.backend == "triton":
+        return _remote_predictor(cfg, model)
     if cfg.precision == "bf16":
         model.hold_image_encoder_in(torch.bfloat16)
     # compiled for one shape (a camera's canvas); on the CPU the decoder stays eager: its exact-size
@@ -161,10 +173,7 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         decoder = CudaGraphSlotDecoder(model, _slots(cfg, model), compiled=cfg.compile)
     elif cfg.backend != "torch":
         encoder = graphs = _exported_graphs(cfg, model)
-    vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
-    things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
-    embeddings = cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
-                                         cfg.embedding_cache_dir)
+    vocabulary, things, embeddings = _vocabulary(cfg, model)
     predictor = SeemPredictor(model, vocabulary, things, short_side=cfg.short_side, image_encoder=encoder,
                               class_embeddings=embeddings, rng=DeterministicSampling(), canvas=cfg.canvas)
     if decoder is not None:
@@ -174,6 +183,38 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         if cfg.canvas is not None:  # known now: export (or build) at configure, not at the first frame
             graphs.prepare(tuple(cfg.canvas))
     return predictor
+
+
+def _vocabulary(cfg: BackendConfig, model: SEEM) -> Tuple[List[str], int, Tensor]:
+    """segment-everything's classes: (names, how many are things, their embeddings + background's)."""
+    vocabulary = list(cfg.vocabulary) or list(COCO_PANOPTIC_CLASSES)
+    things = NUM_THING_CLASSES if not cfg.vocabulary else len(vocabulary)
+    return vocabulary, things, cached_class_embeddings(model, resolve_checkpoint(cfg.checkpoint), vocabulary,
+                                                       cfg.embedding_cache_dir)
+
+
+def server_info(cfg: BackendConfig, backend: str = "", max_batch_size: int = 0) -> ServerInfo:
+    """What a frame server of this configuration runs (and what a client of it expects)."""
+    return ServerInfo(PROTOCOL_VERSION, variant_name(cfg.model_config),
+                      remembered_sha256(resolve_checkpoint(cfg.checkpoint)), backend, max_batch_size)
+
+
+def _remote_predictor(cfg: BackendConfig, model: SEEM) -> SeemPredictor:
+    """A predictor whose frames go to the frame server at cfg.triton_url: checked now, and refused
+    when it runs another protocol or checkpoint; not reachable yet, it is looked for again at the
+    frames (which fail until it answers)."""
+    transport = TritonTransport(cfg.triton_url, cfg.triton_model, cfg.triton_timeout_ms, server_info(cfg))
+    try:
+        transport.connect()
+    except ServerMismatch as exc:
+        raise BackendError(str(exc)) from exc
+    except ServerUnavailable as exc:
+        transport.last_error = str(exc)
+        LOG.warning("frame server not available yet (%s): frames fail until it answers; retried with backoff", exc)
+    vocabulary, things, embeddings = _vocabulary(cfg, model)
+    return RemotePredictor(model, transport, class_names=vocabulary, num_thing_classes=things,
+                           short_side=cfg.short_side, class_embeddings=embeddings, rng=DeterministicSampling(),
+                           canvas=cfg.canvas)
 
 
 def cpu_flags() -> List[str]:
@@ -231,7 +272,7 @@ def _runtime_parts(predictor: SeemPredictor) -> list:
     """What runs the predictor's graphs besides torch's own code: the image encoder's and the
     frame decoder's runners (CUDA graphs, ONNX Runtime sessions, TensorRT engines)."""
     parts = [predictor.image_encoder, getattr(predictor.engine.run_slots, "__self__", None)]
-    return [part for i, part in enumerate(parts) if isinstance(part, (CudaGraphRunner, ExportedGraphs))
+    return [part for i, part in enumerate(parts) if isinstance(part, (CudaGraphRunner, ExportedGraphs, TritonTransport))
             and part not in parts[:i]]
 
 
@@ -247,6 +288,8 @@ def move_predictor(predictor: SeemPredictor, device: str) -> None:
 def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str, str]:
     """-> (the backend really in use, a warning when it is not what was configured)."""
     encoder = predictor.image_encoder
+    if isinstance(encoder, TritonTransport):
+        return encoder.describe(), encoder.last_error
     if isinstance(encoder, RuntimeGraphs):
         built = f"; engines built: {' | '.join(encoder.built)}" if encoder.built else ""
         return f"{encoder.describe()} (image encoder and decoder), {encoder.precision}{built}", encoder.fallback_warning

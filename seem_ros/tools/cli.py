@@ -4,6 +4,7 @@
     seem-ros eval-tracking --checkpoint seem_focalt_v1.pt --config focalt_v1 --davis DAVIS_DIR
     seem-ros segment photo.jpg --text "the red cup" --point 320,240 -o out.png
     seem-ros track video.mp4 --text "the dog" --point 320,240 --out DIR   # or an image folder, a rosbag2
+    seem-ros serve --checkpoint seem_focalt_v1.pt --device cuda --grpc-port 8001   # a frame server for robots
 
 builds (or finds in the cache) the exported graphs a deployment needs ahead of time, as Jetson
 users do before launching: the ONNX image encoder and slot decoder for one input canvas, and with
@@ -11,7 +12,8 @@ users do before launching: the ONNX image encoder and slot decoder for one input
 model_config, backend, precision, input_canvas, decoder slots, engine_cache_dir) then loads them
 without exporting or building anything.
 
-eval-tracking: see seem_ros/tools/evaluation.py. Errors go to stderr; exit code 2 for bad
+serve: a Triton Inference Server hosting the SEEM frame model (runtime/triton_server.py); robots
+use it with backend triton (triton_url). eval-tracking: see seem_ros/tools/evaluation.py. Errors go to stderr; exit code 2 for bad
 arguments, 1 for failures.
 """
 import argparse
@@ -123,6 +125,32 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--fps", type=float, default=10.0, help="overlay.mp4's frame rate (default %(default)s)")
     _model_arguments(track)
     track.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
+    track.add_argument("--triton-url", default="",
+                       help="a frame server's gRPC address (seem-ros serve): its frames are segmented there")
+    serve = commands.add_parser(
+        "serve", help="a Triton Inference Server hosting the SEEM frame model, for robots with backend triton",
+        description="Starts Triton Inference Server (the nvidia-pytriton wheel's tritonserver) with the SEEM frame "
+                    "model (image, the frame's objects -> mask logits, scores) and Triton's dynamic batcher across "
+                    "robots. Robots keep prompts and tracks; the server keeps nothing between requests. Health: "
+                    "HTTP /v2/health/ready; metrics: Prometheus on --metrics-port. Runs until interrupted.")
+    _model_arguments(serve)
+    serve.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
+                       help="what runs the model on the server (default %(default)s)")
+    serve.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
+    serve.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    serve.add_argument("--canvas", type=_canvas, default=None,
+                       help="padded input HxW the exported graphs are built for (onnxruntime, tensorrt)")
+    serve.add_argument("--grpc-port", type=_positive, default=8001)
+    serve.add_argument("--http-port", type=_positive, default=8000)
+    serve.add_argument("--metrics-port", type=_positive, default=8002)
+    serve.add_argument("--max-batch-size", type=_positive, default=8,
+                       help="frames Triton's dynamic batcher hands the model at once (default %(default)s)")
+    serve.add_argument("--queue-delay-us", type=int, default=2000,
+                       help="how long a request may wait for others to batch with, in microseconds (default %(default)s)")
+    serve.add_argument("--max-queue-size", type=int, default=0,
+                       help="requests waiting beyond this are refused at once (default 0: no limit)")
+    serve.add_argument("--stub-env", default="", help="the Python-backend stub's environment (default: "
+                                                      "<this environment>/triton-stub, created on first use)")
     return parser
 
 
@@ -255,8 +283,9 @@ def track(args: argparse.Namespace) -> int:
         claim_output_folder(args.out, overwrite=args.overwrite)
     except OutputFolderRefused as exc:
         raise UsageError(str(exc)) from exc
+    remote = dict(backend="triton", triton_url=args.triton_url) if args.triton_url else {}
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
-                        vocabulary=("object",))
+                        vocabulary=("object",), **remote)
     predictor = create_predictor(cfg)
     tracker = _prompted_tracker(args.text, visual,
                                 (vocabulary or tuple(COCO_PANOPTIC_CLASSES)) if args.everything else ())
@@ -377,12 +406,31 @@ def build_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend, inference_context, server_info
+    from seem_ros.runtime.frame_server import FrameServer
+    from seem_ros.runtime.triton_server import serve as serve_frames
+    cfg = BackendConfig(args.checkpoint, args.config, backend=args.backend, device=args.device,
+                        precision=args.precision, canvas=args.canvas, embedding_cache_dir="", vocabulary=("object",))
+    predictor = create_predictor(cfg)
+    info = server_info(cfg, describe_backend(cfg, predictor)[0], args.max_batch_size)
+    server = FrameServer(predictor)
+
+    def frames(requests):
+        with inference_context(cfg):
+            return server(requests)
+    serve_frames(frames, info, grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
+                 queue_delay_us=args.queue_delay_us, max_queue_size=args.max_queue_size, stub_env=args.stub_env,
+                 ready=lambda: print(f"seem-ros serve: ready on gRPC :{args.grpc_port}", flush=True))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)  # exits with 2 on bad arguments
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "track": track,
-                    "info": info, "download": download}
+                    "info": info, "download": download, "serve": serve}
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"seem-ros {args.command}: {exc}", file=sys.stderr)

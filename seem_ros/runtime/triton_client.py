@@ -1,0 +1,273 @@
+"""backend triton: a SeemPredictor whose frame work runs on a SEEM frame server (seem-ros serve, or
+any Triton Inference Server hosting the seem_frame model), over gRPC.
+
+The robot keeps the model for what is not per frame (text embeddings, class embeddings: once per
+prompt) and everything stateful; each frame is one request (triton_protocol). The server is looked
+for at configure but need not be there: until it answers, frames fail with the reason (the node
+counts them and goes on) and the connection is retried with backoff; a server that runs another
+protocol version or checkpoint is refused, both named."""
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from seem_ros.inference.frame_engine import Decoded
+from seem_ros.inference.frame_slots import ObjectQuery
+from seem_ros.inference.predictor import EncodedImage, SeemPredictor
+from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.model.visual_sampler import DrawnPoints, draw_prompt_points
+from seem_ros.runtime.triton_protocol import (EMPTY, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, RESPONSE_TENSORS,
+                                              ROW_SLOTS, TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo,
+                                              from_arrays, to_arrays)
+
+LOG = logging.getLogger(__name__)
+
+
+class ServerUnavailable(RuntimeError):
+    """The frame server cannot be used now (not reachable, not ready, timed out, refused the request)."""
+
+
+class ServerMismatch(RuntimeError):
+    """The frame server runs another protocol version or checkpoint than this client."""
+
+
+@dataclass
+class RemotePrompt:
+    """A visual prompt's points, drawn on an image the server encodes: the current frame (image
+    None), or an earlier frame or an example image kept here (an appearance, a reference region)."""
+    points: np.ndarray  # float32 (levels + 1, P, 3), as FrameRequest.points
+    image: Optional[np.ndarray] = None  # uint8 canvas image
+    input_hw: Optional[np.ndarray] = None  # int32 (2,)
+
+    def to(self, device) -> "RemotePrompt":  # the tracker moves prompts with the model: these stay on the host
+        return self
+
+
+class TritonTransport:
+    """One server, one model: requests with a timeout, the server's identity checked once per
+    connection, reconnection with exponential backoff (0.5 s doubling to 8 s) after a failure."""
+
+    def __init__(self, url: str, model: str, timeout_ms: int, expected: ServerInfo):
+        self.url = url
+        self.model = model
+        self.timeout_s = timeout_ms / 1000.0
+        self.expected = expected
+        self.info: Optional[ServerInfo] = None
+        self.failures = {"unreachable": 0, "timeout": 0, "refused": 0}
+        self._client = None
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._backoff_s = 0.5
+        self.last_error = ""
+
+    def describe(self) -> str:
+        served = f", server backend {self.info.backend}" if self.info else ", server not connected"
+        return f"triton {self.url} model {self.model} v{PROTOCOL_VERSION}{served}"
+
+    def connect(self) -> ServerInfo:
+        """Checks the server now: -> its ServerInfo. ServerUnavailable, ServerMismatch."""
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+        try:
+            if self._client is None:
+                self._client = grpcclient.InferenceServerClient(self.url)
+            if not self._client.is_model_ready(self.model, str(PROTOCOL_VERSION), client_timeout=self.timeout_s):
+                versions = [m.version for m in self._client.get_model_repository_index().models
+                            if m.name == self.model and m.state == "READY"]
+                if versions:
+                    raise ServerMismatch(f"{self.url} serves {self.model} version(s) {', '.join(versions)}, this "
+                                         f"client speaks version {PROTOCOL_VERSION}")
+                raise ServerUnavailable(f"{self.url} has no ready model {self.model!r}")
+            text = self._client.infer(INFO_MODEL, [_input("request", np.zeros(1, np.int8))],
+                                      client_timeout=self.timeout_s).as_numpy("info")
+        except InferenceServerException as exc:
+            raise ServerUnavailable(f"{self.url}: {_reason(exc)}") from exc
+        info = ServerInfo.from_json(text.reshape(-1)[0].decode())
+        mismatch = info.mismatch(self.expected)
+        if mismatch:
+            raise ServerMismatch(f"{self.url} refused: {mismatch}")
+        self.info = info
+        return info
+
+    def infer(self, request: FrameRequest) -> FrameResponse:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+        with self._lock:
+            if self.info is None:
+                now = time.monotonic()
+                if now < self._retry_at:
+                    raise ServerUnavailable(f"{self.url} not connected ({self.last_error}); next try in "
+                                            f"{self._retry_at - now:.1f} s")
+                try:
+                    self.connect()
+                except (ServerUnavailable, ServerMismatch) as exc:
+                    self._failed("unreachable", str(exc))
+                    raise
+                self._backoff_s = 0.5
+        arrays = to_arrays(request)
+        wanted = [name for name, _, _ in RESPONSE_TENSORS if name not in OPTIONAL or "class_embeddings" in arrays]
+        try:
+            result = self._client.infer(self.model, [_input(name, array[None]) for name, array in arrays.items()],
+                                        outputs=[grpcclient.InferRequestedOutput(name) for name in wanted],
+                                        model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            reason = _reason(exc)
+            kind = "timeout" if "Deadline" in reason or "timeout" in reason.lower() else (
+                "unreachable" if "unavailable" in reason.lower() or "connect" in reason.lower() else "refused")
+            with self._lock:
+                self._failed(kind, reason, reconnect=kind == "unreachable")
+            raise ServerUnavailable(f"{self.url}: {reason}") from exc
+        return from_arrays(FrameResponse, {name: result.as_numpy(name)[0] for name in wanted})
+
+    def _failed(self, kind: str, reason: str, reconnect: bool = True) -> None:
+        self.failures[kind] += 1
+        self.last_error = reason
+        if reconnect:  # checked again (identity too: a restarted server may be another) after a backoff
+            self.info = None
+            self._retry_at = time.monotonic() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, 8.0)
+
+    def release(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client, self.info = None, None
+
+
+def _input(name: str, array: np.ndarray):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
+    tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _reason(exc) -> str:
+    return " ".join(str(exc.message() if hasattr(exc, "message") else exc).split())[:300]
+
+
+class RemotePredictor(SeemPredictor):
+    """SeemPredictor over a frame server: set_image keeps the frame; queries hold drawn points
+    (RemotePrompt) instead of spatial tokens; every decode is one request."""
+
+    def __init__(self, model, transport: TritonTransport, **kwargs):
+        super().__init__(model, **kwargs)
+        self.transport = transport
+        self.image_encoder = transport  # what runs the frame work (describe_backend, release)
+        self._canvas_image = np.zeros((0, 0, 3), np.uint8)
+
+    def _encode(self, image_rgb: np.ndarray) -> EncodedImage:
+        resized = self.fit_to_canvas(image_rgb)
+        h, w = resized.shape[:2]
+        size = self.model.cfg.size_divisibility
+        if self.canvas is None:  # one canvas for the stream: appearances and example images travel with frames
+            self.canvas = (-(-h // size) * size, -(-w // size) * size)
+        canvas = self.canvas
+        image = np.zeros((*canvas, 3), np.uint8)
+        image[:h, :w] = resized
+        encoded = EncodedImage(None, [], (h, w), tuple(canvas), image_rgb.shape[:2],  # type: ignore[arg-type]
+                               (h / image_rgb.shape[0], w / image_rgb.shape[1]))
+        self._canvas_image = image
+        return encoded
+
+    @property
+    def frame(self):
+        raise RuntimeError("backend triton: the frame's features are on the server")
+
+    def _prompts_on_image(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> List[RemotePrompt]:
+        cfg = self.model.decoder.cfg
+        levels = self.model.decoder.num_feature_levels
+        drawn = draw_prompt_points([m.cpu() for m in pos], [m.cpu() for m in neg], cfg.max_spatial_len, levels,
+                                   self.rng)
+        return [RemotePrompt(_points_table(drawn, i, levels, max(cfg.max_spatial_len))) for i in range(len(pos))]
+
+    def appearance(self, results) -> List[RemotePrompt]:
+        """The masks' points on this frame, with the frame: the server encodes it when they are used."""
+        hw = np.array(self.features.input_hw, np.int32)
+        return [RemotePrompt(p.points, self._canvas_image, hw) for p in super().appearance(results)]
+
+    def encode_reference(self, image_rgb: np.ndarray, mask: np.ndarray) -> RemotePrompt:
+        """The example region's points, with its image (encoded by the server with each frame it prompts)."""
+        saved = self._features, self._canvas_image
+        try:
+            self._features = self._encode(image_rgb)
+            pos, neg = self.prompt_masks([VisualPrompt(mask=mask)])
+            (prompt,) = self._prompts_on_image(pos, neg)
+            return RemotePrompt(prompt.points, self._canvas_image, np.array(self.features.input_hw, np.int32))
+        finally:
+            self._features, self._canvas_image = saved
+
+    def _decode(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor] = None) -> Decoded:
+        request = self._request(queries, class_embeddings)
+        response = self.transport.infer(request)
+        device = self.model.device
+        n = len(queries)
+        decoded = Decoded(torch.tensor(response.logits[:n], device=device), torch.tensor(response.match[:n], device=device))
+        if class_embeddings is not None:
+            decoded.class_logits = torch.tensor(response.class_logits, device=device)
+            decoded.object_masks = torch.tensor(response.object_masks, device=device)
+        return decoded
+
+    def _request(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor]) -> FrameRequest:
+        f = self.features
+        cfg = self.model.decoder.cfg
+        dim = self.model.language.lang_proj.shape[1]
+        tokens_max = self.model.language.lang_encoder.positional_embedding.shape[0]
+        n = max(-(-len(queries) // ROW_SLOTS) * ROW_SLOTS, ROW_SLOTS)
+        h4, w4 = f.mask_hw
+        request = FrameRequest(
+            image=self._canvas_image, input_hw=np.array(f.input_hw, np.int32), row_kind=np.full(n, EMPTY, np.int8),
+            text_tokens=np.zeros((n, tokens_max, dim), np.float32), text_length=np.zeros(n, np.int32),
+            sentence=np.zeros((n, dim), np.float32),
+            points=np.zeros((n, self.model.decoder.num_feature_levels + 1, max(cfg.max_spatial_len), 3), np.float32),
+            point_image=np.full(n, -1, np.int32), memory=np.zeros((n, h4, w4), np.float32),
+            has_memory=np.zeros(n, np.int8), reference_images=np.zeros((0, *self._canvas_image.shape), np.uint8),
+            reference_input_hw=np.zeros((0, 2), np.int32),
+            class_embeddings=(np.zeros((0, dim), np.float32) if class_embeddings is None
+                              else class_embeddings.float().cpu().numpy()))
+        references: List[RemotePrompt] = []
+        for i, query in enumerate(queries):
+            if query.sentence is not None:
+                request.sentence[i] = query.sentence.float().cpu().numpy()
+            if query.grounded:
+                request.row_kind[i] = TEXT
+                tokens = query.text_tokens.float().cpu().numpy()
+                request.text_tokens[i, :len(tokens)] = tokens
+                request.text_length[i] = len(tokens)
+                continue
+            prompt = query.spatial
+            if not isinstance(prompt, RemotePrompt):
+                raise TypeError(f"backend triton takes prompts made by its own predictor, not {type(prompt).__name__}")
+            request.row_kind[i] = VISUAL
+            request.points[i] = prompt.points
+            if prompt.image is not None and prompt.image is not self._canvas_image:
+                same = [r for r, known in enumerate(references) if known.image is prompt.image]
+                if not same:
+                    references.append(prompt)
+                request.point_image[i] = same[0] if same else len(references) - 1
+            if query.memory is not None:
+                memory = query.memory.float()
+                if tuple(memory.shape) != (h4, w4):  # a previous frame of another size
+                    memory = F.interpolate(memory[None, None], (h4, w4), mode="bilinear", align_corners=False)[0, 0]
+                request.memory[i] = memory.cpu().numpy()
+                request.has_memory[i] = 1
+        if references:
+            request.reference_images = np.stack([r.image for r in references])
+            request.reference_input_hw = np.stack([r.input_hw for r in references])
+        return request
+
+
+def _points_table(drawn: DrawnPoints, i: int, levels: int, length: int) -> np.ndarray:
+    """Prompt i's drawn points as FrameRequest.points rows: (levels + 1, length, 3) (sign, y, x)."""
+    table = np.zeros((levels + 1, length, 3), np.float32)
+    for row, (pos, neg) in enumerate(list(zip(drawn.level_pos, drawn.level_neg)) + [(drawn.mean_pos, drawn.mean_neg)]):
+        points = torch.cat([pos[i][:, 1:], neg[i][:, 1:]]).float().numpy()
+        table[row, :len(points), 1:] = points
+        table[row, :len(pos[i]), 0] = 1
+        table[row, len(pos[i]):len(points), 0] = -1
+    return table

@@ -1,0 +1,116 @@
+"""What a robot sends a SEEM frame server and what comes back: one request per camera frame, in
+numpy arrays, and nothing kept on the server between requests (any number of servers can sit behind
+one address).
+
+The robot keeps everything stateful (prompts, tracks, previous masks, appearances) and draws its
+visual prompts' points itself (geometry on its own masks, visual_sampler.draw_prompt_points); the
+server runs everything that needs the image's features: the image encoder, the spatial tokens
+sampled at those points, and the frame engine's decoder over every object of the frame. An object
+found by an appearance or an example region carries its points on its own earlier image, which
+travels with the request and is encoded beside the frame.
+
+Every array below is one request's (Triton adds the batch dimension); rows are padded to a
+multiple of ROW_SLOTS, text to the tokenizer's context length, so that the requests of robots
+following a few objects each have one shape and Triton's dynamic batcher can batch them."""
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+PROTOCOL_VERSION = 1  # the model version the server registers; a client of another version is refused
+FRAME_MODEL = "seem_frame"
+INFO_MODEL = "seem_frame_info"  # one JSON string: what the server runs (ServerInfo)
+ROW_SLOTS = 8
+# sent only when not empty (Triton's Python backend cannot pass a tensor with a zero dimension), and
+# requests without them batch together
+OPTIONAL = ("reference_images", "reference_input_hw", "class_embeddings", "class_logits", "object_masks")
+EMPTY, TEXT, VISUAL = 0, 1, 2  # row kinds
+
+
+@dataclass
+class FrameRequest:
+    image: np.ndarray  # uint8 (Hc, Wc, 3): the frame resized and placed at the top left of the canvas, zeros around
+    input_hw: np.ndarray  # int32 (2,): the resized frame's size on the canvas
+    row_kind: np.ndarray  # int8 (N,): EMPTY, TEXT (grounding) or VISUAL
+    text_tokens: np.ndarray  # float32 (N, T, C): a text row's token embeddings
+    text_length: np.ndarray  # int32 (N,): its real tokens
+    sentence: np.ndarray  # float32 (N, C): a text row's sentence embedding; a visual row's text choosing its mask (0: none)
+    # float32 (N, levels + 1, P, 3): a visual row's points, per decoder level and then those of its mean
+    # query, as (sign, y/H, x/W) on its image's canvas; sign 1 positive, -1 negative, 0 no point
+    points: np.ndarray
+    point_image: np.ndarray  # int32 (N,): -1 the frame, r >= 0 reference image r
+    memory: np.ndarray  # float32 (N, h4, w4): a visual row's previous mask logits
+    has_memory: np.ndarray  # int8 (N,)
+    reference_images: np.ndarray  # uint8 (R, Hc, Wc, 3): earlier frames or example images, as image
+    reference_input_hw: np.ndarray  # int32 (R, 2)
+    class_embeddings: np.ndarray  # float32 (K, C): K > 0 also runs the object queries (segment-everything, categories)
+
+
+@dataclass
+class FrameResponse:
+    logits: np.ndarray  # float32 (N, h4, w4): each row's selected mask logits (zeros for EMPTY rows)
+    match: np.ndarray  # float32 (N,): cosine of the selected query to the row's text (1 without one)
+    class_logits: np.ndarray  # float32 (Q, K): the object queries' class logits (Q = 0 when K = 0)
+    object_masks: np.ndarray  # float32 (Q, h4, w4)
+
+
+def _dims(cls) -> List[Tuple[str, type, Tuple[int, ...]]]:
+    """(name, dtype, dims) of each field, every dimension variable (-1), from the field comments' types."""
+    kinds = {"image": np.uint8, "input_hw": np.int32, "row_kind": np.int8, "text_length": np.int32,
+             "point_image": np.int32, "has_memory": np.int8, "reference_images": np.uint8,
+             "reference_input_hw": np.int32}
+    ranks = {"image": 3, "input_hw": 1, "row_kind": 1, "text_tokens": 3, "text_length": 1, "sentence": 2,
+             "points": 4, "point_image": 1, "memory": 3, "has_memory": 1, "reference_images": 4,
+             "reference_input_hw": 2, "class_embeddings": 2,
+             "logits": 3, "match": 1, "class_logits": 2, "object_masks": 3}
+    return [(f.name, kinds.get(f.name, np.float32), (-1,) * ranks[f.name]) for f in dataclasses.fields(cls)]
+
+
+REQUEST_TENSORS = _dims(FrameRequest)
+RESPONSE_TENSORS = _dims(FrameResponse)
+_SPEC = {FrameRequest: REQUEST_TENSORS, FrameResponse: RESPONSE_TENSORS}
+
+
+def to_arrays(message) -> Dict[str, np.ndarray]:
+    """A request or response as {name: array} in the protocol's dtypes (no batch dimension), the
+    OPTIONAL ones left out when empty."""
+    arrays = {name: np.ascontiguousarray(getattr(message, name), dtype=dtype) for name, dtype, _ in _SPEC[type(message)]}
+    return {name: array for name, array in arrays.items() if array.size or name not in OPTIONAL}
+
+
+def from_arrays(cls, arrays: Dict[str, np.ndarray]):
+    """The message of class cls from {name: array} (an OPTIONAL one missing: empty); another
+    missing array is a ValueError naming it."""
+    missing = [name for name, _, _ in _SPEC[cls] if name not in arrays and name not in OPTIONAL]
+    if missing:
+        raise ValueError(f"{cls.__name__} lacks {', '.join(missing)}")
+    return cls(**{name: arrays[name] if name in arrays else np.zeros((0,) * len(dims), dtype)
+                  for name, dtype, dims in _SPEC[cls]})
+
+
+@dataclass
+class ServerInfo:
+    """What a server runs: a client refuses a server whose protocol or checkpoint is not its own."""
+    protocol_version: int
+    variant: str  # the model configuration (a released variant's name or custom-<hash>)
+    checkpoint_sha256: str
+    backend: str  # what runs the model on the server (describe_backend)
+    max_batch_size: int
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServerInfo":
+        values = json.loads(text)
+        return cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+
+    def mismatch(self, other: "ServerInfo") -> str:
+        """Why a client of `other` cannot use this server ("" when it can), naming both sides."""
+        for name in ("protocol_version", "variant", "checkpoint_sha256"):
+            ours, theirs = getattr(self, name), getattr(other, name)
+            if ours != theirs:
+                return f"the server's {name} is {ours!r}, this client's {theirs!r}"
+        return ""
