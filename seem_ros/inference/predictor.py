@@ -60,8 +60,7 @@ class EncodedImage:
     scale: Tuple[float, float]  # input / original, (y, x)
 
     @property
-    def mask_hw(self) -> Tuple[int, int]:
-        """The size of the mask logits (the mask features: a quarter of the padded input)."""
+    def mask_hw(self) -> Tuple[int, int]:  # the mask logits' (and mask features') size
         return self.padded_hw[0] // 4, self.padded_hw[1] // 4
 
 
@@ -375,9 +374,9 @@ class SeemPredictor:
         decoded = self._decode(queries)
         return self._results(decoded.logits, decoded.match.clamp(min=0), labels)
 
-    # the frame work a runtime may do elsewhere (a Triton server: runtime/triton_client.py)
     def _prompts_on_image(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> List[SpatialPrompt]:
-        """Visual prompts ((1, Hp, Wp) masks) on the current image, one per object."""
+        """Visual prompts ((1, Hp, Wp) masks) on the current image, one per object. This and _decode
+        are the frame work a runtime may do elsewhere (a Triton server: runtime/triton_client.py)."""
         return self.engine.spatial_prompts(self.frame, pos, neg)
 
     def _decode(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor] = None) -> Decoded:

@@ -22,35 +22,13 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
-from seem_ros.node.parameters import parse_canvas
+from seem_ros.tools.arguments import canvas, model_arguments, positive
 from seem_ros.tools.evaluation import MODES
+from seem_ros.tools.serve_command import add_serve_command, serve
 from seem_ros.weights import cache_root
 
 OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
                   "seem_ros run's outputs there are replaced without it")
-
-
-def _canvas(text: str) -> Tuple[int, int]:
-    try:
-        canvas = parse_canvas(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not canvas:
-        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 512x704, got {text!r}")
-    return canvas
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", default="seem_focalt_v1.pt",
-                        help="checkpoint path, or a released file name fetched from the hub (default %(default)s)")
-    parser.add_argument("--config", default="focalt_v1", help="model variant or official YAML (default %(default)s)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,16 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Exports the image encoder and the slot decoder to ONNX and, with --backend tensorrt, builds "
                     "their TensorRT engines, into the engine cache the node reads (a cached one with a matching key "
                     "is kept, never rebuilt).")
-    _model_arguments(build)
-    build.add_argument("--canvas", type=_canvas, required=True,
+    model_arguments(build)
+    build.add_argument("--canvas", type=canvas, required=True,
                        help="padded input HxW, multiples of 32: the node's input_canvas (e.g. 512x704 for 480x640 "
                             "frames at short side 512)")
     build.add_argument("--backend", choices=("tensorrt", "onnxruntime"), default="tensorrt",
                        help="tensorrt: ONNX graphs and engines; onnxruntime: the ONNX graphs only (default %(default)s)")
     build.add_argument("--precision", choices=("fp32", "fp16"), default="fp16", help="engine precision (default %(default)s)")
     build.add_argument("--device", default="cuda", help="the GPU the engines are for (default %(default)s)")
-    build.add_argument("--text-slots", type=_positive, default=4, help="text objects per decoder pass (default %(default)s)")
-    build.add_argument("--visual-slots", type=_positive, default=16,
+    build.add_argument("--text-slots", type=positive, default=4, help="text objects per decoder pass (default %(default)s)")
+    build.add_argument("--visual-slots", type=positive, default=16,
                        help="visual objects per decoder pass (default %(default)s)")
     build.add_argument("--cache-dir", default="",
                        help=f"engine cache folder (default {cache_root()}/engines, the node's default)")
@@ -79,12 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Prompts each sequence with its first frame's ground-truth mask and segments the rest three "
                     "ways: per-frame referring (the official SEEM video demo), mask propagation, and the node's "
                     "tracker. Prints a table (progress on stderr); the last line is JSON.")
-    _model_arguments(evaluate)
+    model_arguments(evaluate)
     evaluate.add_argument("--davis", required=True,
                           help="a DAVIS-layout folder (JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png)")
     evaluate.add_argument("--sequences", default="", help="comma-separated sequence names (default: all)")
     evaluate.add_argument("--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES))
-    evaluate.add_argument("--max-frames", type=_positive, default=None, help="first N frames of each sequence")
+    evaluate.add_argument("--max-frames", type=positive, default=None, help="first N frames of each sequence")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     evaluate.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
     download = commands.add_parser(
@@ -106,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     segment.add_argument("image", help="an image file (JPEG, PNG, ...)")
     _prompt_arguments(segment, "", "every object of the vocabulary (panoptic)")
     segment.add_argument("-o", "--out", required=True, help="the overlay image to write (e.g. out.png)")
-    _model_arguments(segment)
+    model_arguments(segment)
     segment.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     track = commands.add_parser(
         "track", help="track objects through a video, an image folder or a rosbag2; writes what the demo writes",
@@ -121,36 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--out", required=True, help="the output folder: new, empty, or an earlier run's (replaced)")
     track.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     track.add_argument("--topic", default="", help="a rosbag2's image topic (needed when it has several)")
-    track.add_argument("--max-frames", type=_positive, default=None, help="the first N frames only")
+    track.add_argument("--max-frames", type=positive, default=None, help="the first N frames only")
     track.add_argument("--fps", type=float, default=10.0, help="overlay.mp4's frame rate (default %(default)s)")
-    _model_arguments(track)
+    model_arguments(track)
     track.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     track.add_argument("--triton-url", default="",
                        help="a frame server's gRPC address (seem-ros serve): its frames are segmented there")
-    serve = commands.add_parser(
-        "serve", help="a Triton Inference Server hosting the SEEM frame model, for robots with backend triton",
-        description="Starts Triton Inference Server (the nvidia-pytriton wheel's tritonserver) with the SEEM frame "
-                    "model (image, the frame's objects -> mask logits, scores) and Triton's dynamic batcher across "
-                    "robots. Robots keep prompts and tracks; the server keeps nothing between requests. Health: "
-                    "HTTP /v2/health/ready; metrics: Prometheus on --metrics-port. Runs until interrupted.")
-    _model_arguments(serve)
-    serve.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
-                       help="what runs the model on the server (default %(default)s)")
-    serve.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
-    serve.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
-    serve.add_argument("--canvas", type=_canvas, default=None,
-                       help="padded input HxW the exported graphs are built for (onnxruntime, tensorrt)")
-    serve.add_argument("--grpc-port", type=_positive, default=8001)
-    serve.add_argument("--http-port", type=_positive, default=8000)
-    serve.add_argument("--metrics-port", type=_positive, default=8002)
-    serve.add_argument("--max-batch-size", type=_positive, default=8,
-                       help="frames Triton's dynamic batcher hands the model at once (default %(default)s)")
-    serve.add_argument("--queue-delay-us", type=int, default=2000,
-                       help="how long a request may wait for others to batch with, in microseconds (default %(default)s)")
-    serve.add_argument("--max-queue-size", type=int, default=0,
-                       help="requests waiting beyond this are refused at once (default 0: no limit)")
-    serve.add_argument("--stub-env", default="", help="the Python-backend stub's environment (default: "
-                                                      "<this environment>/triton-stub, created on first use)")
+    add_serve_command(commands)
     return parser
 
 
@@ -403,25 +358,6 @@ def build_engine(args: argparse.Namespace) -> int:
     print(f"{describe_backend(cfg, predictor)[0]}; ready in {time.monotonic() - started:.0f} s")
     for graph in ("encoder", "decoder"):
         print(f"  {graph}: {graphs.cache_dir}/{graphs.spec(graph, args.canvas).file_name()}")
-    return 0
-
-
-def serve(args: argparse.Namespace) -> int:
-    from seem_ros.runtime.backends import BackendConfig, create_predictor, describe_backend, inference_context, server_info
-    from seem_ros.runtime.frame_server import FrameServer
-    from seem_ros.runtime.triton_server import serve as serve_frames
-    cfg = BackendConfig(args.checkpoint, args.config, backend=args.backend, device=args.device,
-                        precision=args.precision, canvas=args.canvas, embedding_cache_dir="", vocabulary=("object",))
-    predictor = create_predictor(cfg)
-    info = server_info(cfg, describe_backend(cfg, predictor)[0], args.max_batch_size)
-    server = FrameServer(predictor)
-
-    def frames(requests):
-        with inference_context(cfg):
-            return server(requests)
-    serve_frames(frames, info, grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
-                 queue_delay_us=args.queue_delay_us, max_queue_size=args.max_queue_size, stub_env=args.stub_env,
-                 ready=lambda: print(f"seem-ros serve: ready on gRPC :{args.grpc_port}", flush=True))
     return 0
 
 
