@@ -185,8 +185,7 @@ class SeemPredictor:
         return resized
 
     def input_tensor(self, resized: np.ndarray, canvas: Optional[Tuple[int, int]] = None) -> Tensor:
-        """A resized uint8 image normalised and zero-padded to the canvas (default this predictor's;
-        without one, to the next multiple of size_divisibility): the image encoder's input."""
+        """The image encoder's input: a resized uint8 image normalised and zero-padded to the canvas."""
         tensor = self.model.normalize_and_pad(torch.from_numpy(resized.copy()).permute(2, 0, 1))
         canvas = canvas or self.canvas
         if canvas is not None:
