@@ -78,8 +78,8 @@ class TritonTransport:
             if self._client is None:
                 self._client = grpcclient.InferenceServerClient(self.url)
             if not self._client.is_model_ready(self.model, str(PROTOCOL_VERSION), client_timeout=self.timeout_s):
-                versions = [m.version for m in self._client.get_model_repository_index().models
-                            if m.name == self.model and m.state == "READY"]
+                versions = (list(self._client.get_model_metadata(self.model, client_timeout=self.timeout_s).versions)
+                            if self._client.is_model_ready(self.model, client_timeout=self.timeout_s) else [])
                 if versions:
                     raise ServerMismatch(f"{self.url} serves {self.model} version(s) {', '.join(versions)}, this "
                                          f"client speaks version {PROTOCOL_VERSION}")

@@ -1,0 +1,92 @@
+"""backend triton against a real frame server (seem-ros serve: Triton Inference Server in its own
+process) on the tiny checkpoint: the same masks as the in-process backend, every kind of object;
+the server's identity checked; a stopped server exits cleanly."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import davis_results, tiny_backend_config
+from triton_harness import ServerProcess, require_triton
+
+from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.runtime import triton_client
+from seem_ros.runtime.backends import BackendError, create_predictor, describe_backend, server_info
+from seem_ros.runtime.triton_client import ServerMismatch, TritonTransport
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_triton()
+    process = ServerProcess(tmp_path_factory.mktemp("triton")).start()
+    yield process
+    assert process.stop() == 0, process.log_path.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def pair(server):
+    """(in-process predictor, predictor with backend triton) on the same checkpoint."""
+    return create_predictor(tiny_backend_config()), create_predictor(tiny_backend_config(backend="triton",
+                                                                                         triton_url=server.url))
+
+
+def test_the_davis_prompts_give_the_in_process_masks(pair):
+    local, remote = pair
+    served = davis_results(remote)
+    local.canvas = remote.canvas  # the remote predictor keeps the stream's first canvas
+    reference = davis_results(local)
+    assert len(served) == len(reference) == 72
+    for ours, theirs in zip(served, reference):
+        assert torch.allclose(ours.low_res_logits, theirs.low_res_logits, atol=1e-4, rtol=0)
+        assert abs(ours.score - theirs.score) < 1e-4 and (ours.mask == theirs.mask).mean() > 0.9999
+
+
+def _every_kind_of_object(predictor):
+    """A frame with clicks (positive and negative) and a text; the next with those objects followed
+    (with memory), one searched by its appearance on the first frame, and a box chosen by a text;
+    then the object queries over the vocabulary (segment-everything's semantic scores). -> (results,
+    semantic scores)."""
+    rng = np.random.RandomState(0)
+    first = (rng.rand(240, 320, 3) * 255).astype(np.uint8)
+    with torch.inference_mode():
+        predictor.set_image(first)
+        found = predictor.decode([predictor.visual_query(VisualPrompt(points=[(100, 100, 1), (30, 40, 0)])),
+                                  predictor.text_query("zebra")])
+        appearance = predictor.appearance(found[:1])
+        predictor.set_image(first[::-1].copy())
+        queries = predictor.follow_queries(found, ["", "zebra"], memories=found)
+        queries += [predictor.reference_query(appearance[0]),
+                    predictor.visual_query(VisualPrompt(box=(10, 10, 90, 80)), text="zebra")]
+        results = predictor.decode(queries)
+        semantic = predictor.semantic()
+    return results, semantic
+
+
+def test_every_kind_of_object_and_segment_everything_match(pair):
+    local, remote = pair
+    served, served_semantic = _every_kind_of_object(remote)
+    local.canvas = remote.canvas
+    reference, semantic = _every_kind_of_object(local)
+    for ours, theirs in zip(served, reference):
+        assert torch.allclose(ours.low_res_logits, theirs.low_res_logits, atol=1e-4, rtol=0)
+    assert torch.allclose(served_semantic, semantic, atol=1e-4, rtol=0)
+
+
+def test_the_backend_says_where_it_runs(server, pair):
+    cfg = tiny_backend_config(backend="triton", triton_url=server.url)
+    described, warning = describe_backend(cfg, pair[1])
+    assert server.url in described and "server backend torch cpu fp32" in described and not warning
+
+
+def test_a_server_of_another_checkpoint_is_refused_naming_both(server):
+    expected = server_info(tiny_backend_config())
+    other = triton_client.ServerInfo(expected.protocol_version, expected.variant, "0" * 64, "", 0)
+    with pytest.raises(ServerMismatch) as refused:
+        TritonTransport(server.url, "seem_frame", 2000, other).connect()
+    assert expected.checkpoint_sha256 in str(refused.value) and "0" * 64 in str(refused.value)
+
+
+def test_a_client_of_another_protocol_version_is_refused_at_configure(server, monkeypatch):
+    monkeypatch.setattr(triton_client, "PROTOCOL_VERSION", 2)
+    monkeypatch.setattr("seem_ros.runtime.backends.PROTOCOL_VERSION", 2)
+    with pytest.raises(BackendError, match=r"serves seem_frame version\(s\) 1, this client speaks version 2"):
+        create_predictor(tiny_backend_config(backend="triton", triton_url=server.url))
