@@ -289,7 +289,7 @@ def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str,
     """-> (the backend really in use, a warning when it is not what was configured)."""
     encoder = predictor.image_encoder
     if isinstance(encoder, TritonTransport):
-        return encoder.describe(), encoder.last_error
+        return encoder.describe(), encoder.problem
     if isinstance(encoder, RuntimeGraphs):
         built = f"; engines built: {' | '.join(encoder.built)}" if encoder.built else ""
         return f"{encoder.describe()} (image encoder and decoder), {encoder.precision}{built}", encoder.fallback_warning

@@ -51,7 +51,8 @@ class RemotePrompt:
 
 class TritonTransport:
     """One server, one model: requests with a timeout, the server's identity checked once per
-    connection, reconnection with exponential backoff (0.5 s doubling to 8 s) after a failure."""
+    connection, reconnection with backoff after a failure (0.5 s doubling to 2 s: a restarted server
+    is found within 2 s of being ready, and a missing one costs a refused connection per try)."""
 
     def __init__(self, url: str, model: str, timeout_ms: int, expected: ServerInfo):
         self.url = url
@@ -69,6 +70,11 @@ class TritonTransport:
     def describe(self) -> str:
         served = f", server backend {self.info.backend}" if self.info else ", server not connected"
         return f"triton {self.url} model {self.model} v{PROTOCOL_VERSION}{served}"
+
+    @property
+    def problem(self) -> str:
+        """Why the server cannot be used now ("" when connected)."""
+        return "" if self.info else f"frame server {self.url} unavailable: {self.last_error or 'not tried yet'}"
 
     def connect(self) -> ServerInfo:
         """Checks the server now: -> its ServerInfo. ServerUnavailable, ServerMismatch."""
@@ -131,7 +137,7 @@ class TritonTransport:
         if reconnect:  # checked again (identity too: a restarted server may be another) after a backoff
             self.info = None
             self._retry_at = time.monotonic() + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, 8.0)
+            self._backoff_s = min(self._backoff_s * 2, 2.0)
 
     def release(self) -> None:
         if self._client is not None:
