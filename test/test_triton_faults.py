@@ -14,7 +14,7 @@ from conftest import reference_path, tiny_backend_config
 from triton_harness import ServerProcess, free_port, require_triton
 
 from seem_ros.inference.visual_prompt import VisualPrompt
-from seem_ros.runtime.backends import create_predictor, describe_backend
+from seem_ros.runtime.backends import backend_unavailable, create_predictor, describe_backend
 from seem_ros.runtime.triton_client import ServerUnavailable
 from seem_ros.tools.evaluation import read_davis
 from seem_ros.tracking.tracker import ObjectTracker
@@ -58,8 +58,7 @@ def test_a_server_missing_at_configure_is_waited_for(tmp_path):
     server = ServerProcess(tmp_path, grpc_port=free_port())
     cfg = tiny_backend_config(backend="triton", triton_url=server.url, triton_timeout_ms=2000)
     predictor = create_predictor(cfg)  # configures without it
-    described, warning = describe_backend(cfg, predictor)
-    assert server.url in warning and "not connected" in described
+    assert server.url in backend_unavailable(predictor) and "not connected" in describe_backend(cfg, predictor)[0]
     tracker = ObjectTracker()
     tracker.add("dog", text="dog")
     frames = _frames()
@@ -72,7 +71,7 @@ def test_a_server_missing_at_configure_is_waited_for(tmp_path):
         objects, after_ready, _ = _until_served(tracker, predictor, frames, 30)
         assert time.monotonic() - server.ready_at <= RECOVERY_S + 2.5  # the last backoff step and one frame
         assert [o.label for o in objects] == ["dog"]
-        assert not describe_backend(cfg, predictor)[1]
+        assert not backend_unavailable(predictor)
     finally:
         server.stop()
 

@@ -13,7 +13,7 @@ from seem_ros.prompts.queue import PromptQueue
 from seem_ros.ros_in.camera import FrameLosses
 from seem_ros.ros_in.latest_frame import LatestFrame
 from seem_ros.ros_out.diagnostics import NodeCounts, diagnostic_status
-from seem_ros.runtime.backends import describe_backend
+from seem_ros.runtime.backends import backend_unavailable, describe_backend
 from seem_ros.throttled_log import ThrottledLog, guarded
 from seem_ros.tracking.tracker import ObjectTracker
 
@@ -67,7 +67,8 @@ class DiagnosticsReporter:
         status = diagnostic_status(
             f"{self.node.get_name()}: SEEM segmentation", self._model.cfg.device, total, period, seconds,
             self.frame_counts.latencies(period.frames_processed), self.frame_counts.last_failure,
-            backend, backend_warning, len(self._tracker), self.prompt_queue.pending())
+            backend, backend_warning, len(self._tracker), self.prompt_queue.pending(),
+            backend_unavailable(self._model.predictor))
         if not self._model.active:
             status.message = f"inactive; {status.message}"
         self._publisher.publish(DiagnosticArray(header=Header(stamp=self.node.get_clock().now().to_msg()),

@@ -36,7 +36,7 @@ from seem_ros.ros_in.image_conversion import ImageLimits
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.point_transforms import PointTransforms
 from seem_ros.ros_out.publishers import FramePublishers
-from seem_ros.runtime.backends import create_predictor, describe_backend
+from seem_ros.runtime.backends import backend_unavailable, create_predictor, describe_backend
 from seem_ros.throttled_log import ThrottledLog
 
 EXECUTOR_THREADS = 8
@@ -131,6 +131,8 @@ class SeemNode(LifecycleNode):
         self.get_logger().info(f"SEEM {cfg.model_config} loaded from {cfg.checkpoint} (backend: {backend})")
         if backend_warning:
             self.get_logger().warning(backend_warning)
+        if backend_unavailable(predictor):  # configured all the same: frames fail until it is reachable
+            self.get_logger().error(f"{backend_unavailable(predictor)}; retried with backoff")
         return SUCCESS
 
     @_transition("activate")

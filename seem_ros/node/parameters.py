@@ -14,7 +14,7 @@ PARAMETERS = {
     # name: (default, description)
     "checkpoint": ("seem_focalt_v1.pt", "checkpoint path (must exist), or a released file name fetched from the hub"),
     "model_config": ("focalt_v1", "variant (focalt_v1, focall_v1, samvitb_v1, samvitl_v1, davitd3_v1) or official YAML"),
-    "backend": ("torch", "torch, onnxruntime or tensorrt"),
+    "backend": ("torch", "torch, onnxruntime, tensorrt, or triton (a frame server: seem-ros serve)"),
     "device": ("cpu", "cpu or cuda[:N]"),
     "precision": ("fp32", "fp32, fp16 (CUDA autocast, TensorRT engines) or bf16 (torch: the image encoder, "
                           "on CPUs with native bf16)"),
@@ -28,6 +28,9 @@ PARAMETERS = {
     "engine_cache_dir": ("", "exported ONNX graphs and TensorRT engines; empty = ~/.cache/seem_ros/engines"),
     "decoder_text_slots": (4, "fixed-slot decoder (onnxruntime, tensorrt, CUDA graphs): text objects per pass"),
     "decoder_visual_slots": (16, "fixed-slot decoder (onnxruntime, tensorrt, CUDA graphs): visual objects per pass"),
+    "triton_url": ("localhost:8001", "backend triton: the frame server's gRPC address (host:port)"),
+    "triton_model": ("seem_frame", "backend triton: the frame model's name on the server"),
+    "triton_timeout_ms": (2000, "backend triton: a frame's request taking longer fails (counted); the next goes on"),
     "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
     "image_topic": ("image", "camera image topic"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),
@@ -60,14 +63,14 @@ PARAMETERS = {
     "publish_overlay": (True, "publish the debug overlay (only while subscribed)"),
     "stats_period": (10.0, "seconds between diagnostics/log summaries"),
 }
-CHOICES = {"backend": ("torch", "onnxruntime", "tensorrt"), "precision": ("fp32", "fp16", "bf16"),
+CHOICES = {"backend": ("torch", "onnxruntime", "tensorrt", "triton"), "precision": ("fp32", "fp16", "bf16"),
            "image_transport": ("raw", "compressed"), "mask_encoding": ("image", "rle"),
            "image_qos_reliability": ("best_effort", "reliable")}
 RANGES = {  # name: (least, most), both allowed
     "input_short_side": (32, 4096), "decoder_text_slots": (1, 64), "decoder_visual_slots": (1, 256),
     "max_objects": (1, 65535), "prompt_queue_size": (1, 1_000_000), "track_lost_after": (1, 1_000_000),
     "track_remove_after": (0, 1_000_000_000), "ground_every": (1, 1_000_000), "track_reidentify_every": (0, 1_000_000),
-    "image_qos_depth": (1, 10_000), "max_image_pixels": (1, 2 ** 40), "max_image_aspect_ratio": (1.0, 1e6),
+    "image_qos_depth": (1, 10_000), "triton_timeout_ms": (1, 3_600_000), "max_image_pixels": (1, 2 ** 40), "max_image_aspect_ratio": (1.0, 1e6),
     "stats_period": (0.01, 86400.0),
     # scores and probabilities: a NaN here would make every object lost or unpublished
     "score_threshold": (0.0, 1.0), "track_min_score": (0.0, 1.0), "track_reidentify_score": (0.0, 1.0),
@@ -114,6 +117,9 @@ def parameter_errors(value: Callable[[str], object]) -> List[str]:
                       "CPU computes in fp32: set precision fp32 (or device cuda)")
     if value("precision") == "bf16" and value("backend") != "torch":
         errors.append(f"parameter precision bf16 is for the torch backend; {value('backend')} runs fp32 or fp16 graphs")
+    if value("backend") == "triton" and value("precision") != "fp32":
+        errors.append(f"parameter precision {value('precision')} is the frame server's choice with backend triton "
+                      "(seem-ros serve --precision): set precision fp32")
     if value("torch_compile") and value("backend") != "torch":
         errors.append(f"parameter torch_compile is for the torch backend; {value('backend')} runs its own graphs")
     return errors

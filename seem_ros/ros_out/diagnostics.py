@@ -37,9 +37,10 @@ class NodeCounts:
                              for f in dataclasses.fields(self)})
 
 
-def assess(period: NodeCounts, last_failure: str, backend_warning: str) -> Tuple[int, str]:
-    """(level, message) for one reporting period."""
-    errors, warnings = [], []
+def assess(period: NodeCounts, last_failure: str, backend_warning: str, backend_error: str = "") -> Tuple[int, str]:
+    """(level, message) for one reporting period. backend_error: the backend cannot run frames now
+    (a frame server not reachable): an error whether or not frames came."""
+    errors, warnings = [backend_error] if backend_error else [], []
     if period.frames_failed:
         text = f"{period.frames_failed} of {period.frames_failed + period.frames_processed} frames failed: {last_failure}"
         (errors if not period.frames_processed else warnings).append(text)
@@ -63,8 +64,8 @@ def assess(period: NodeCounts, last_failure: str, backend_warning: str) -> Tuple
 
 def diagnostic_status(name: str, hardware_id: str, total: NodeCounts, period: NodeCounts, seconds: float,
                       latencies_s: Sequence[float], last_failure: str, backend: str, backend_warning: str,
-                      tracked_objects: int, prompts_waiting: int) -> DiagnosticStatus:
-    level, message = assess(period, last_failure, backend_warning)
+                      tracked_objects: int, prompts_waiting: int, backend_error: str = "") -> DiagnosticStatus:
+    level, message = assess(period, last_failure, backend_warning, backend_error)
     latency_ms = np.asarray(latencies_s, float) * 1000
     values: List[Tuple[str, object]] = [
         ("frame rate in (Hz)", period.frames_received / seconds),

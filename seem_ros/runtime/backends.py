@@ -285,11 +285,16 @@ def move_predictor(predictor: SeemPredictor, device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def backend_unavailable(predictor: SeemPredictor) -> str:
+    """Why the backend cannot run frames now ("" when it can): a frame server not reachable."""
+    return predictor.image_encoder.problem if isinstance(predictor.image_encoder, TritonTransport) else ""
+
+
 def describe_backend(cfg: BackendConfig, predictor: SeemPredictor) -> Tuple[str, str]:
     """-> (the backend really in use, a warning when it is not what was configured)."""
     encoder = predictor.image_encoder
     if isinstance(encoder, TritonTransport):
-        return encoder.describe(), encoder.problem
+        return encoder.describe(), ""
     if isinstance(encoder, RuntimeGraphs):
         built = f"; engines built: {' | '.join(encoder.built)}" if encoder.built else ""
         return f"{encoder.describe()} (image encoder and decoder), {encoder.precision}{built}", encoder.fallback_warning
