@@ -98,7 +98,10 @@ def test_released_name_with_wrong_size_is_reported(tmp_path):
 
 
 def test_unreachable_hub_says_where_to_put_the_file(tmp_path, monkeypatch):
+    import huggingface_hub.constants
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # read once at import: without this the hub is tried (and waited for) all the same
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError) as err:
         load_seem("seem_focalt_v1.pt", "focalt_v1", cache_dir=str(tmp_path / "cache"))

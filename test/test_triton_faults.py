@@ -99,49 +99,49 @@ def test_a_server_killed_mid_stream_and_restarted(tmp_path):
         server.stop()
 
 
-def test_a_request_over_its_timeout_is_counted_and_the_next_goes_on(tmp_path):
-    server = ServerProcess(tmp_path).start()
-    try:
-        predictor = create_predictor(tiny_backend_config(backend="triton", triton_url=server.url))
-        tracker = ObjectTracker()
-        tracker.add("dog", text="dog")
-        frames = _frames()
-        assert not isinstance(_step(tracker, predictor, frames[0]), Exception)
-        predictor.transport.timeout_s = 0.001
-        timed_out = _step(tracker, predictor, frames[1])
-        assert isinstance(timed_out, ServerUnavailable) and predictor.transport.failures["timeout"] == 1
-        predictor.transport.timeout_s = 5.0
-        assert not isinstance(_step(tracker, predictor, frames[2]), Exception)  # no backoff after a timeout
-    finally:
-        server.stop()
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    """A server that takes one request at a time and queues at most one more."""
+    server = ServerProcess(tmp_path_factory.mktemp("small"), extra=["--max-queue-size", "1", "--max-batch-size", "1",
+                                                                    "--queue-delay-us", "0"]).start()
+    yield server
+    server.stop()
 
 
-def test_a_server_at_capacity_refuses_and_nothing_is_retried(tmp_path):
-    server = ServerProcess(tmp_path, extra=["--max-queue-size", "1", "--max-batch-size", "1",
-                                            "--queue-delay-us", "0"]).start()
-    try:
-        predictor = create_predictor(tiny_backend_config(backend="triton", triton_url=server.url))
-        rgb = _frames()[0]
-        with torch.inference_mode():
-            predictor.set_image(rgb)
-            queries = [predictor.text_query("dog")]
-            request = predictor._request(queries, None)
-        outcomes = []
+def test_a_request_over_its_timeout_is_counted_and_the_next_goes_on(small_server):
+    predictor = create_predictor(tiny_backend_config(backend="triton", triton_url=small_server.url))
+    tracker = ObjectTracker()
+    tracker.add("dog", text="dog")
+    frames = _frames()
+    assert not isinstance(_step(tracker, predictor, frames[0]), Exception)
+    predictor.transport.timeout_s = 0.001
+    timed_out = _step(tracker, predictor, frames[1])
+    assert isinstance(timed_out, ServerUnavailable) and predictor.transport.failures["timeout"] == 1
+    predictor.transport.timeout_s = 5.0
+    assert not isinstance(_step(tracker, predictor, frames[2]), Exception)  # no backoff after a timeout
 
-        def send():
-            try:
-                predictor.transport.infer(request)
-                outcomes.append("served")
-            except ServerUnavailable as exc:
-                outcomes.append(str(exc))
-        threads = [threading.Thread(target=send) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        refused = [o for o in outcomes if o != "served"]
-        assert len(outcomes) == 8 and refused and "served" in outcomes
-        assert predictor.transport.failures["refused"] == len(refused)
-        assert all("queue" in reason.lower() for reason in refused), refused
-    finally:
-        server.stop()
+
+def test_a_server_at_capacity_refuses_and_nothing_is_retried(small_server):
+    predictor = create_predictor(tiny_backend_config(backend="triton", triton_url=small_server.url))
+    rgb = _frames()[0]
+    with torch.inference_mode():
+        predictor.set_image(rgb)
+        queries = [predictor.text_query("dog")]
+        request = predictor._request(queries, None)
+    outcomes = []
+
+    def send():
+        try:
+            predictor.transport.infer(request)
+            outcomes.append("served")
+        except ServerUnavailable as exc:
+            outcomes.append(str(exc))
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    refused = [o for o in outcomes if o != "served"]
+    assert len(outcomes) == 8 and refused and "served" in outcomes
+    assert predictor.transport.failures["refused"] == len(refused)
+    assert all("queue" in reason.lower() for reason in refused), refused

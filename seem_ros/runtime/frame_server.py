@@ -82,8 +82,11 @@ class FrameServer:
                             if len(request.class_embeddings) else None)
         decoded = engine.decode(frame, [queries[i] for i in rows], class_embeddings=class_embeddings)
         h4, w4 = frame.mask_features.shape[-2:]
-        logits = np.zeros((len(kinds), h4, w4), np.float32)
-        match = np.ones(len(kinds), np.float32)
+        # the padding rows after the last object are not sent back; one row at least (Triton's Python
+        # backend passes no tensor with a zero dimension)
+        used = rows[-1] + 1 if rows else 1
+        logits = np.zeros((used, h4, w4), np.float32)
+        match = np.ones(used, np.float32)
         logits[rows] = decoded.logits.float().cpu().numpy()
         match[rows] = decoded.match.float().cpu().numpy()
         if decoded.class_logits is None:

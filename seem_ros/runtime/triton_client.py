@@ -223,7 +223,9 @@ class RemotePredictor(SeemPredictor):
         f = self.features
         cfg = self.model.decoder.cfg
         dim = self.model.language.lang_proj.shape[1]
-        tokens_max = self.model.language.lang_encoder.positional_embedding.shape[0]
+        context = self.model.language.lang_encoder.positional_embedding.shape[0]
+        longest = max((len(q.text_tokens) for q in queries if q.grounded), default=1)
+        tokens_max = min(-(-longest // 16) * 16, context)  # a few token lengths: requests still batch
         n = max(-(-len(queries) // ROW_SLOTS) * ROW_SLOTS, ROW_SLOTS)
         h4, w4 = f.mask_hw
         request = FrameRequest(
@@ -262,6 +264,8 @@ class RemotePredictor(SeemPredictor):
                     memory = F.interpolate(memory[None, None], (h4, w4), mode="bilinear", align_corners=False)[0, 0]
                 request.memory[i] = memory.cpu().numpy()
                 request.has_memory[i] = 1
+        if not request.has_memory.any():  # not sent
+            request.memory = request.memory[:0]
         if references:
             request.reference_images = np.stack([r.image for r in references])
             request.reference_input_hw = np.stack([r.input_hw for r in references])

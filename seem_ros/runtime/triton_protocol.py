@@ -25,7 +25,7 @@ INFO_MODEL = "seem_frame_info"  # one JSON string: what the server runs (ServerI
 ROW_SLOTS = 8
 # sent only when not empty (Triton's Python backend cannot pass a tensor with a zero dimension), and
 # requests without them batch together
-OPTIONAL = ("reference_images", "reference_input_hw", "class_embeddings", "class_logits", "object_masks")
+OPTIONAL = ("memory", "reference_images", "reference_input_hw", "class_embeddings", "class_logits", "object_masks")
 EMPTY, TEXT, VISUAL = 0, 1, 2  # row kinds
 
 
@@ -34,14 +34,14 @@ class FrameRequest:
     image: np.ndarray  # uint8 (Hc, Wc, 3): the frame resized and placed at the top left of the canvas, zeros around
     input_hw: np.ndarray  # int32 (2,): the resized frame's size on the canvas
     row_kind: np.ndarray  # int8 (N,): EMPTY, TEXT (grounding) or VISUAL
-    text_tokens: np.ndarray  # float32 (N, T, C): a text row's token embeddings
+    text_tokens: np.ndarray  # float32 (N, T, C): a text row's token embeddings (T: the longest's, rounded up to 16)
     text_length: np.ndarray  # int32 (N,): its real tokens
     sentence: np.ndarray  # float32 (N, C): a text row's sentence embedding; a visual row's text choosing its mask (0: none)
     # float32 (N, levels + 1, P, 3): a visual row's points, per decoder level and then those of its mean
     # query, as (sign, y/H, x/W) on its image's canvas; sign 1 positive, -1 negative, 0 no point
     points: np.ndarray
     point_image: np.ndarray  # int32 (N,): -1 the frame, r >= 0 reference image r
-    memory: np.ndarray  # float32 (N, h4, w4): a visual row's previous mask logits
+    memory: np.ndarray  # float32 (N, h4, w4): a visual row's previous mask logits (none: no row has one)
     has_memory: np.ndarray  # int8 (N,)
     reference_images: np.ndarray  # uint8 (R, Hc, Wc, 3): earlier frames or example images, as image
     reference_input_hw: np.ndarray  # int32 (R, 2)
@@ -50,8 +50,8 @@ class FrameRequest:
 
 @dataclass
 class FrameResponse:
-    logits: np.ndarray  # float32 (N, h4, w4): each row's selected mask logits (zeros for EMPTY rows)
-    match: np.ndarray  # float32 (N,): cosine of the selected query to the row's text (1 without one)
+    logits: np.ndarray  # float32 (M, h4, w4): each row's selected mask logits, up to the last row not EMPTY
+    match: np.ndarray  # float32 (M,): cosine of the selected query to the row's text (1 without one)
     class_logits: np.ndarray  # float32 (Q, K): the object queries' class logits (Q = 0 when K = 0)
     object_masks: np.ndarray  # float32 (Q, h4, w4)
 
