@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 from typing import Dict, List
@@ -62,7 +61,7 @@ def _robot(cfg_kwargs: dict, frames_per_s: float, ready, go, stop_at, outcomes) 
                 tracker.step(predictor)
                 outcome = "served"
             except ServerUnavailable as exc:
-                outcome = _failure_kind(str(exc))
+                outcome = exc.kind
             except Exception as exc:  # noqa: BLE001 - counted under its type, as the node counts it
                 outcome = type(exc).__name__
         records.append((start, time.monotonic(), outcome))
@@ -70,14 +69,6 @@ def _robot(cfg_kwargs: dict, frames_per_s: float, ready, go, stop_at, outcomes) 
         tick = max(tick + 1.0 / frames_per_s, time.monotonic())
         time.sleep(max(tick - time.monotonic(), 0))
     outcomes.put(records)
-
-
-def _failure_kind(reason: str) -> str:
-    lowered = reason.lower()
-    for kind in ("not connected", "deadline", "queue", "unavailable"):
-        if kind in lowered:
-            return kind
-    return "other"
 
 
 def _run(args, url: str, clients: int, server, seconds: float, restart: bool) -> Dict:

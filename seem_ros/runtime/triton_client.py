@@ -30,7 +30,13 @@ LOG = logging.getLogger(__name__)
 
 
 class ServerUnavailable(RuntimeError):
-    """The frame server cannot be used now (not reachable, not ready, timed out, refused the request)."""
+    """The frame server cannot be used now. kind: unreachable (not reachable or not ready; retried
+    after a backoff), waiting (within that backoff), timeout, or refused (the server refused the
+    request: a full queue, a bad request)."""
+
+    def __init__(self, message: str, kind: str = "unreachable"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class ServerMismatch(RuntimeError):
@@ -109,7 +115,7 @@ class TritonTransport:
                 now = time.monotonic()
                 if now < self._retry_at:
                     raise ServerUnavailable(f"{self.url} not connected ({self.last_error}); next try in "
-                                            f"{self._retry_at - now:.1f} s")
+                                            f"{self._retry_at - now:.1f} s", "waiting")
                 try:
                     self.connect()
                 except (ServerUnavailable, ServerMismatch) as exc:
@@ -128,7 +134,7 @@ class TritonTransport:
                 "unreachable" if "unavailable" in reason.lower() or "connect" in reason.lower() else "refused")
             with self._lock:
                 self._failed(kind, reason, reconnect=kind == "unreachable")
-            raise ServerUnavailable(f"{self.url}: {reason}") from exc
+            raise ServerUnavailable(f"{self.url}: {reason}", kind) from exc
         return from_arrays(FrameResponse, {name: result.as_numpy(name)[0] for name in wanted})
 
     def _failed(self, kind: str, reason: str, reconnect: bool = True) -> None:
