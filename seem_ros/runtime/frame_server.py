@@ -25,7 +25,7 @@ class FrameServer:
     def __call__(self, requests: Sequence[FrameRequest]) -> List[FrameResponse]:
         images = [(r.image, r.input_hw) for r in requests]
         for r in requests:
-            images += list(zip(r.reference_images, r.reference_input_hw))
+            images += [(image[:size[2], :size[3]], size[:2]) for image, size in zip(r.reference_images, r.reference_sizes)]
         frames = self._encode(images)
         responses, first_reference = [], len(requests)
         for i, request in enumerate(requests):

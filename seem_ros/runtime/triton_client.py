@@ -130,8 +130,7 @@ class TritonTransport:
                                         model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             reason = _reason(exc)
-            kind = "timeout" if "Deadline" in reason or "timeout" in reason.lower() else (
-                "unreachable" if "unavailable" in reason.lower() or "connect" in reason.lower() else "refused")
+            kind = _failure_kind(reason)
             with self._lock:
                 self._failed(kind, reason, reconnect=kind == "unreachable")
             raise ServerUnavailable(f"{self.url}: {reason}", kind) from exc
@@ -159,6 +158,18 @@ def _input(name: str, array: np.ndarray):
     return tensor
 
 
+def _failure_kind(reason: str) -> str:
+    """timeout, refused (the server answered no: a full queue, a bad request) or unreachable (the
+    connection failed or broke: a server killed mid-request)."""
+    lowered = reason.lower()
+    if "deadline" in lowered or "timeout" in lowered:
+        return "timeout"
+    if "queue" not in lowered and any(sign in lowered for sign in (
+            "unavailable", "connect", "socket closed", "connection reset", "stream removed", "broken pipe")):
+        return "unreachable"
+    return "refused"
+
+
 def _reason(exc) -> str:
     return " ".join(str(exc.message() if hasattr(exc, "message") else exc).split())[:300]
 
@@ -177,9 +188,7 @@ class RemotePredictor(SeemPredictor):
         resized = self.fit_to_canvas(image_rgb)
         h, w = resized.shape[:2]
         size = self.model.cfg.size_divisibility
-        if self.canvas is None:  # one canvas for the stream: appearances and example images travel with frames
-            self.canvas = (-(-h // size) * size, -(-w // size) * size)
-        canvas = self.canvas
+        canvas = self.canvas or (-(-h // size) * size, -(-w // size) * size)
         image = np.zeros((*canvas, 3), np.uint8)
         image[:h, :w] = resized
         encoded = EncodedImage(None, [], (h, w), tuple(canvas), image_rgb.shape[:2],  # type: ignore[arg-type]
@@ -241,7 +250,7 @@ class RemotePredictor(SeemPredictor):
             points=np.zeros((n, self.model.decoder.num_feature_levels + 1, max(cfg.max_spatial_len), 3), np.float32),
             point_image=np.full(n, -1, np.int32), memory=np.zeros((n, h4, w4), np.float32),
             has_memory=np.zeros(n, np.int8), reference_images=np.zeros((0, *self._canvas_image.shape), np.uint8),
-            reference_input_hw=np.zeros((0, 2), np.int32),
+            reference_sizes=np.zeros((0, 4), np.int32),
             class_embeddings=(np.zeros((0, dim), np.float32) if class_embeddings is None
                               else class_embeddings.float().cpu().numpy()))
         references: List[RemotePrompt] = []
@@ -273,8 +282,11 @@ class RemotePredictor(SeemPredictor):
         if not request.has_memory.any():  # not sent
             request.memory = request.memory[:0]
         if references:
-            request.reference_images = np.stack([r.image for r in references])
-            request.reference_input_hw = np.stack([r.input_hw for r in references])
+            height, width = (max(r.image.shape[i] for r in references) for i in (0, 1))
+            request.reference_images = np.zeros((len(references), height, width, 3), np.uint8)
+            for r, reference in zip(request.reference_images, references):
+                r[:reference.image.shape[0], :reference.image.shape[1]] = reference.image
+            request.reference_sizes = np.array([[*r.input_hw, *r.image.shape[:2]] for r in references], np.int32)
         return request
 
 

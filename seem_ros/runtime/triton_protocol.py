@@ -25,7 +25,7 @@ INFO_MODEL = "seem_frame_info"  # one JSON string: what the server runs (ServerI
 ROW_SLOTS = 8
 # sent only when not empty (Triton's Python backend cannot pass a tensor with a zero dimension), and
 # requests without them batch together
-OPTIONAL = ("memory", "reference_images", "reference_input_hw", "class_embeddings", "class_logits", "object_masks")
+OPTIONAL = ("memory", "reference_images", "reference_sizes", "class_embeddings", "class_logits", "object_masks")
 EMPTY, TEXT, VISUAL = 0, 1, 2  # row kinds
 
 
@@ -43,8 +43,10 @@ class FrameRequest:
     point_image: np.ndarray  # int32 (N,): -1 the frame, r >= 0 reference image r
     memory: np.ndarray  # float32 (N, h4, w4): a visual row's previous mask logits (none: no row has one)
     has_memory: np.ndarray  # int8 (N,)
-    reference_images: np.ndarray  # uint8 (R, Hc, Wc, 3): earlier frames or example images, as image
-    reference_input_hw: np.ndarray  # int32 (R, 2)
+    # uint8 (R, H, W, 3): earlier frames or example images, as image, each at the top left (their canvases
+    # may differ from the frame's and from one another's: an input_canvas off)
+    reference_images: np.ndarray
+    reference_sizes: np.ndarray  # int32 (R, 4): each one's input height, width and canvas height, width
     class_embeddings: np.ndarray  # float32 (K, C): K > 0 also runs the object queries (segment-everything, categories)
 
 
@@ -60,10 +62,10 @@ def _dims(cls) -> List[Tuple[str, type, Tuple[int, ...]]]:
     """(name, dtype, dims) of each field, every dimension variable (-1), from the field comments' types."""
     kinds = {"image": np.uint8, "input_hw": np.int32, "row_kind": np.int8, "text_length": np.int32,
              "point_image": np.int32, "has_memory": np.int8, "reference_images": np.uint8,
-             "reference_input_hw": np.int32}
+             "reference_sizes": np.int32}
     ranks = {"image": 3, "input_hw": 1, "row_kind": 1, "text_tokens": 3, "text_length": 1, "sentence": 2,
              "points": 4, "point_image": 1, "memory": 3, "has_memory": 1, "reference_images": 4,
-             "reference_input_hw": 2, "class_embeddings": 2,
+             "reference_sizes": 2, "class_embeddings": 2,
              "logits": 3, "match": 1, "class_logits": 2, "object_masks": 3}
     return [(f.name, kinds.get(f.name, np.float32), (-1,) * ranks[f.name]) for f in dataclasses.fields(cls)]
 
