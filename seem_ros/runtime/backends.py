@@ -13,6 +13,7 @@ Text encoding, prompt sampling and segment-everything stay in torch (on the serv
 """
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -204,6 +205,10 @@ def _remote_predictor(cfg: BackendConfig, model: SEEM) -> SeemPredictor:
     when it runs another protocol or checkpoint; not reachable yet, it is looked for again at the
     frames (which fail until it answers)."""
     transport = TritonTransport(cfg.triton_url, cfg.triton_model, cfg.triton_timeout_ms, server_info(cfg))
+    try:
+        importlib.import_module("tritonclient.grpc")  # looked for now, not at the first frame
+    except ImportError as exc:
+        raise BackendError(f"backend triton needs tritonclient (pip install 'tritonclient[grpc]'): {exc}") from exc
     try:
         transport.connect()
     except ServerMismatch as exc:
