@@ -32,7 +32,6 @@ def pair(server):
 def test_the_davis_prompts_give_the_in_process_masks(pair):
     local, remote = pair
     served = davis_results(remote)
-    local.canvas = remote.canvas  # the remote predictor keeps the stream's first canvas
     reference = davis_results(local)
     assert len(served) == len(reference) == 72
     for ours, theirs in zip(served, reference):
@@ -64,7 +63,6 @@ def _every_kind_of_object(predictor):
 def test_every_kind_of_object_and_segment_everything_match(pair):
     local, remote = pair
     served, served_semantic = _every_kind_of_object(remote)
-    local.canvas = remote.canvas
     reference, semantic = _every_kind_of_object(local)
     for ours, theirs in zip(served, reference):
         assert torch.allclose(ours.low_res_logits, theirs.low_res_logits, atol=1e-4, rtol=0)

@@ -29,45 +29,49 @@ OPTIONAL = ("memory", "reference_images", "reference_sizes", "class_embeddings",
 EMPTY, TEXT, VISUAL = 0, 1, 2  # row kinds
 
 
+def _tensor(dtype, rank: int):
+    """A message field: a numpy array of this dtype and number of dimensions (each of any size)."""
+    return dataclasses.field(metadata={"dtype": dtype, "rank": rank})
+
+
 @dataclass
 class FrameRequest:
-    image: np.ndarray  # uint8 (Hc, Wc, 3): the frame resized and placed at the top left of the canvas, zeros around
-    input_hw: np.ndarray  # int32 (2,): the resized frame's size on the canvas
-    row_kind: np.ndarray  # int8 (N,): EMPTY, TEXT (grounding) or VISUAL
-    text_tokens: np.ndarray  # float32 (N, T, C): a text row's token embeddings (T: the longest's, rounded up to 16)
-    text_length: np.ndarray  # int32 (N,): its real tokens
-    sentence: np.ndarray  # float32 (N, C): a text row's sentence embedding; a visual row's text choosing its mask (0: none)
-    # float32 (N, levels + 1, P, 3): a visual row's points, per decoder level and then those of its mean
+    # the frame resized and placed at the top left of the canvas, zeros around: (Hc, Wc, 3)
+    image: np.ndarray = _tensor(np.uint8, 3)
+    input_hw: np.ndarray = _tensor(np.int32, 1)  # (2,): the resized frame's size on the canvas
+    row_kind: np.ndarray = _tensor(np.int8, 1)  # (N,): EMPTY, TEXT (grounding) or VISUAL
+    # (N, T, C): a text row's token embeddings (T: the longest text's, rounded up to 16)
+    text_tokens: np.ndarray = _tensor(np.float32, 3)
+    text_length: np.ndarray = _tensor(np.int32, 1)  # (N,): its real tokens
+    # (N, C): a text row's sentence embedding; a visual row's text choosing its mask (zeros: none)
+    sentence: np.ndarray = _tensor(np.float32, 2)
+    # (N, levels + 1, P, 3): a visual row's points, per decoder level and then those of its mean
     # query, as (sign, y/H, x/W) on its image's canvas; sign 1 positive, -1 negative, 0 no point
-    points: np.ndarray
-    point_image: np.ndarray  # int32 (N,): -1 the frame, r >= 0 reference image r
-    memory: np.ndarray  # float32 (N, h4, w4): a visual row's previous mask logits (none: no row has one)
-    has_memory: np.ndarray  # int8 (N,)
-    # uint8 (R, H, W, 3): earlier frames or example images, as image, each at the top left (their canvases
+    points: np.ndarray = _tensor(np.float32, 4)
+    point_image: np.ndarray = _tensor(np.int32, 1)  # (N,): -1 the frame, r >= 0 reference image r
+    # (N, h4, w4): a visual row's previous mask logits (not sent when no row has one)
+    memory: np.ndarray = _tensor(np.float32, 3)
+    has_memory: np.ndarray = _tensor(np.int8, 1)  # (N,)
+    # (R, H, W, 3): earlier frames or example images, as image, each at the top left (their canvases
     # may differ from the frame's and from one another's: an input_canvas off)
-    reference_images: np.ndarray
-    reference_sizes: np.ndarray  # int32 (R, 4): each one's input height, width and canvas height, width
-    class_embeddings: np.ndarray  # float32 (K, C): K > 0 also runs the object queries (segment-everything, categories)
+    reference_images: np.ndarray = _tensor(np.uint8, 4)
+    # (R, 4): each one's input height, width and canvas height, width
+    reference_sizes: np.ndarray = _tensor(np.int32, 2)
+    # (K, C): the vocabulary's embeddings; K > 0 also runs the object queries (segment-everything, categories)
+    class_embeddings: np.ndarray = _tensor(np.float32, 2)
 
 
 @dataclass
 class FrameResponse:
-    logits: np.ndarray  # float32 (M, h4, w4): each row's selected mask logits, up to the last row not EMPTY
-    match: np.ndarray  # float32 (M,): cosine of the selected query to the row's text (1 without one)
-    class_logits: np.ndarray  # float32 (Q, K): the object queries' class logits (Q = 0 when K = 0)
-    object_masks: np.ndarray  # float32 (Q, h4, w4)
+    logits: np.ndarray = _tensor(np.float32, 3)  # (M, h4, w4): each row's mask logits, up to the last object
+    match: np.ndarray = _tensor(np.float32, 1)  # (M,): cosine of the selected query to the row's text (1: none)
+    class_logits: np.ndarray = _tensor(np.float32, 2)  # (Q, K): the object queries' (Q = 0 when K = 0)
+    object_masks: np.ndarray = _tensor(np.float32, 3)  # (Q, h4, w4)
 
 
 def _dims(cls) -> List[Tuple[str, type, Tuple[int, ...]]]:
-    """(name, dtype, dims) of each field, every dimension variable (-1), from the field comments' types."""
-    kinds = {"image": np.uint8, "input_hw": np.int32, "row_kind": np.int8, "text_length": np.int32,
-             "point_image": np.int32, "has_memory": np.int8, "reference_images": np.uint8,
-             "reference_sizes": np.int32}
-    ranks = {"image": 3, "input_hw": 1, "row_kind": 1, "text_tokens": 3, "text_length": 1, "sentence": 2,
-             "points": 4, "point_image": 1, "memory": 3, "has_memory": 1, "reference_images": 4,
-             "reference_sizes": 2, "class_embeddings": 2,
-             "logits": 3, "match": 1, "class_logits": 2, "object_masks": 3}
-    return [(f.name, kinds.get(f.name, np.float32), (-1,) * ranks[f.name]) for f in dataclasses.fields(cls)]
+    """(name, dtype, dims) of each field, every dimension variable (-1) for Triton's model config."""
+    return [(f.name, f.metadata["dtype"], (-1,) * f.metadata["rank"]) for f in dataclasses.fields(cls)]
 
 
 REQUEST_TENSORS = _dims(FrameRequest)
