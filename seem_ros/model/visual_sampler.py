@@ -189,24 +189,23 @@ def _mean_query(mask_features: Tensor, drawn: Sequence[Tensor], n: int) -> Tenso
     weights (divided by its prompt's point count) over a weight map, and one product of the
     features with the maps gives every mean; no per-point feature vectors are gathered."""
     bsz, channels, h, w = mask_features.shape
-    masks = drawn  # one entry per image
     if not sum(len(p) for p in drawn):  # e.g. no negative clicks: no product with the features
-        return mask_features.new_full((n, len(masks), channels), -1)
-    weights = mask_features.new_zeros((len(masks) * n, h * w))
-    counts = mask_features.new_zeros((len(masks) * n,))
+        return mask_features.new_full((n, len(drawn), channels), -1)
+    weights = mask_features.new_zeros((len(drawn) * n, h * w))
+    counts = mask_features.new_zeros((len(drawn) * n,))
     # all masks' points at once: a few operations per frame, not per mask
     points = torch.cat(drawn)
-    image = torch.repeat_interleave(torch.arange(len(masks), device=points.device),
+    image = torch.repeat_interleave(torch.arange(len(drawn), device=points.device),
                                     torch.tensor([len(p) for p in drawn], device=points.device))
     row = image * n + points[:, 0].long()  # (image, prompt) row of the weight maps
     pixel, weight = _bilinear_corners(points[:, 1] * (h - 1), points[:, 2] * (w - 1), h, w, weights.dtype)
     counts.index_add_(0, row, torch.ones_like(weight[0]))
     weights.index_put_((row.repeat(4), pixel.flatten()), weight.flatten(), accumulate=True)
-    weights, counts = weights.view(len(masks), n, h * w), counts.view(len(masks), n)
+    weights, counts = weights.view(len(drawn), n, h * w), counts.view(len(drawn), n)
     weights = weights / counts.clamp(min=1)[..., None]
     features = mask_features.flatten(2)  # (1 or bs, C, HW)
     if bsz == 1:
-        means = (weights.view(-1, h * w) @ features[0].t()).view(len(masks), n, channels)
+        means = (weights.view(-1, h * w) @ features[0].t()).view(len(drawn), n, channels)
     else:
         means = torch.bmm(weights, features.transpose(1, 2))
     means = means.masked_fill((counts == 0)[..., None], -1)
