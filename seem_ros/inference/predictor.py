@@ -58,6 +58,7 @@ class EncodedImage:
     padded_hw: Tuple[int, int]  # the padded input (the canvas when one is set)
     original_hw: Tuple[int, int]  # the image given to set_image
     scale: Tuple[float, float]  # input / original, (y, x)
+    canvas_image: Optional[np.ndarray] = None  # uint8 (Hp, Wp, 3), for a runtime that encodes elsewhere (Triton)
 
     @property
     def mask_hw(self) -> Tuple[int, int]:  # the mask logits' (and mask features') size
@@ -374,8 +375,7 @@ class SeemPredictor:
         return self._results(decoded.logits, decoded.match.clamp(min=0), labels)
 
     def _prompts_on_image(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> List[SpatialPrompt]:
-        """Visual prompts ((1, Hp, Wp) masks) on the current image, one per object. This and _decode
-        are the frame work a runtime may do elsewhere (a Triton server: runtime/triton_client.py)."""
+        """Visual prompts ((1, Hp, Wp) masks) on the current image, one per object (with _decode: Triton's hooks)."""
         return self.engine.spatial_prompts(self.frame, pos, neg)
 
     def _decode(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor] = None) -> Decoded:

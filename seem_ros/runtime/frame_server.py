@@ -7,13 +7,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from seem_ros.inference.frame_engine import FrameFeatures
 from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.predictor import SeemPredictor
-from seem_ros.model.visual_sampler import DrawnPoints, encode_drawn_points
-from seem_ros.runtime.triton_protocol import TEXT, VISUAL, FrameRequest, FrameResponse
+from seem_ros.model.visual_sampler import encode_drawn_points
+from seem_ros.runtime.triton_protocol import TEXT, VISUAL, FrameRequest, FrameResponse, drawn_points
 
 
 class FrameServer:
@@ -70,7 +69,7 @@ class FrameServer:
         for source in sorted({int(request.point_image[i]) for i in visual}):
             on = frame if source < 0 else references[source]
             group = [i for i in visual if int(request.point_image[i]) == source]
-            drawn = _drawn_points([request.points[i] for i in group], device)
+            drawn = drawn_points([request.points[i] for i in group], device)
             prompts = encode_drawn_points(drawn, on.mask_features, on.spatial_maps, engine.decoder.pn_indicator.weight)
             for row, i in enumerate(group):
                 sentence = request.sentence[i]
@@ -93,16 +92,3 @@ class FrameServer:
             return FrameResponse(logits, match, np.zeros((0, 0), np.float32), np.zeros((0, h4, w4), np.float32))
         return FrameResponse(logits, match, decoded.class_logits.float().cpu().numpy(),
                              decoded.object_masks.float().cpu().numpy())
-
-
-def _drawn_points(rows: Sequence[np.ndarray], device) -> DrawnPoints:
-    """Visual rows' points from the wire ((levels + 1, P, 3): (sign, y, x) per level, then the mean
-    query's) as draw_prompt_points gives them for one prompt per image."""
-    def points(table: np.ndarray, sign: int) -> Tensor:
-        chosen = torch.from_numpy(table[table[:, 0] == sign]).to(device)
-        chosen[:, 0] = 0  # the row's one prompt
-        return chosen
-    levels = rows[0].shape[0] - 1
-    return DrawnPoints(1, [points(r[-1], 1) for r in rows], [points(r[-1], -1) for r in rows],
-                       [[points(r[level], 1) for r in rows] for level in range(levels)],
-                       [[points(r[level], -1) for r in rows] for level in range(levels)])

@@ -20,11 +20,10 @@ from torch.nn import functional as F
 from seem_ros.inference.frame_engine import Decoded
 from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.predictor import EncodedImage, SeemPredictor
-from seem_ros.inference.visual_prompt import VisualPrompt
-from seem_ros.model.visual_sampler import DrawnPoints, draw_prompt_points
+from seem_ros.model.visual_sampler import draw_prompt_points
 from seem_ros.runtime.triton_protocol import (EMPTY, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, RESPONSE_TENSORS,
                                               ROW_SLOTS, TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo,
-                                              from_arrays, to_arrays)
+                                              from_arrays, points_table, to_arrays)
 
 LOG = logging.getLogger(__name__)
 
@@ -182,7 +181,6 @@ class RemotePredictor(SeemPredictor):
         super().__init__(model, **kwargs)
         self.transport = transport
         self.image_encoder = transport  # what runs the frame work (describe_backend, release)
-        self._canvas_image = np.zeros((0, 0, 3), np.uint8)
 
     def _encode(self, image_rgb: np.ndarray) -> EncodedImage:
         resized = self.fit_to_canvas(image_rgb)
@@ -191,10 +189,8 @@ class RemotePredictor(SeemPredictor):
         canvas = self.canvas or (-(-h // size) * size, -(-w // size) * size)
         image = np.zeros((*canvas, 3), np.uint8)
         image[:h, :w] = resized
-        encoded = EncodedImage(None, [], (h, w), tuple(canvas), image_rgb.shape[:2],  # type: ignore[arg-type]
-                               (h / image_rgb.shape[0], w / image_rgb.shape[1]))
-        self._canvas_image = image
-        return encoded
+        return EncodedImage(None, [], (h, w), tuple(canvas), image_rgb.shape[:2],  # type: ignore[arg-type]
+                            (h / image_rgb.shape[0], w / image_rgb.shape[1]), canvas_image=image)
 
     @property
     def frame(self):
@@ -205,23 +201,22 @@ class RemotePredictor(SeemPredictor):
         levels = self.model.decoder.num_feature_levels
         drawn = draw_prompt_points([m.cpu() for m in pos], [m.cpu() for m in neg], cfg.max_spatial_len, levels,
                                    self.rng)
-        return [RemotePrompt(_points_table(drawn, i, levels, max(cfg.max_spatial_len))) for i in range(len(pos))]
+        return [RemotePrompt(points_table(drawn, i, levels, max(cfg.max_spatial_len))) for i in range(len(pos))]
+
+    def _with_this_image(self, prompts: Sequence[RemotePrompt]) -> List[RemotePrompt]:
+        """The prompts carrying the current image, which the server encodes when they are used."""
+        f = self.features
+        return [RemotePrompt(p.points, f.canvas_image, np.array(f.input_hw, np.int32)) for p in prompts]
 
     def appearance(self, results) -> List[RemotePrompt]:
-        """The masks' points on this frame, with the frame: the server encodes it when they are used."""
-        hw = np.array(self.features.input_hw, np.int32)
-        return [RemotePrompt(p.points, self._canvas_image, hw) for p in super().appearance(results)]
+        """The masks' points on this frame, with the frame."""
+        return self._with_this_image(super().appearance(results))
 
-    def encode_reference(self, image_rgb: np.ndarray, mask: np.ndarray) -> RemotePrompt:
-        """The example region's points, with its image (encoded by the server with each frame it prompts)."""
-        saved = self._features, self._canvas_image
-        try:
-            self._features = self._encode(image_rgb)
-            pos, neg = self.prompt_masks([VisualPrompt(mask=mask)])
-            (prompt,) = self._prompts_on_image(pos, neg)
-            return RemotePrompt(prompt.points, self._canvas_image, np.array(self.features.input_hw, np.int32))
-        finally:
-            self._features, self._canvas_image = saved
+    def encode_reference_masks(self, pos: Sequence[Tensor], neg: Sequence[Tensor]) -> RemotePrompt:
+        """An example region's points, with its image (encode_reference sets it as the current one)."""
+        if len(pos) != 1:
+            raise ValueError(f"backend triton encodes one example region at a time, not {len(pos)}")
+        return self._with_this_image(self._prompts_on_image(pos, neg))[0]
 
     def _decode(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor] = None) -> Decoded:
         request = self._request(queries, class_embeddings)
@@ -236,6 +231,7 @@ class RemotePredictor(SeemPredictor):
 
     def _request(self, queries: Sequence[ObjectQuery], class_embeddings: Optional[Tensor]) -> FrameRequest:
         f = self.features
+        image = f.canvas_image
         cfg = self.model.decoder.cfg
         dim = self.model.language.lang_proj.shape[1]
         context = self.model.language.lang_encoder.positional_embedding.shape[0]
@@ -244,12 +240,12 @@ class RemotePredictor(SeemPredictor):
         n = max(-(-len(queries) // ROW_SLOTS) * ROW_SLOTS, ROW_SLOTS)
         h4, w4 = f.mask_hw
         request = FrameRequest(
-            image=self._canvas_image, input_hw=np.array(f.input_hw, np.int32), row_kind=np.full(n, EMPTY, np.int8),
+            image=image, input_hw=np.array(f.input_hw, np.int32), row_kind=np.full(n, EMPTY, np.int8),
             text_tokens=np.zeros((n, tokens_max, dim), np.float32), text_length=np.zeros(n, np.int32),
             sentence=np.zeros((n, dim), np.float32),
             points=np.zeros((n, self.model.decoder.num_feature_levels + 1, max(cfg.max_spatial_len), 3), np.float32),
             point_image=np.full(n, -1, np.int32), memory=np.zeros((n, h4, w4), np.float32),
-            has_memory=np.zeros(n, np.int8), reference_images=np.zeros((0, *self._canvas_image.shape), np.uint8),
+            has_memory=np.zeros(n, np.int8), reference_images=np.zeros((0, *image.shape), np.uint8),
             reference_sizes=np.zeros((0, 4), np.int32),
             class_embeddings=(np.zeros((0, dim), np.float32) if class_embeddings is None
                               else class_embeddings.float().cpu().numpy()))
@@ -268,7 +264,7 @@ class RemotePredictor(SeemPredictor):
                 raise TypeError(f"backend triton takes prompts made by its own predictor, not {type(prompt).__name__}")
             request.row_kind[i] = VISUAL
             request.points[i] = prompt.points
-            if prompt.image is not None and prompt.image is not self._canvas_image:
+            if prompt.image is not None and prompt.image is not image:
                 same = [r for r, known in enumerate(references) if known.image is prompt.image]
                 if not same:
                     references.append(prompt)
@@ -288,14 +284,3 @@ class RemotePredictor(SeemPredictor):
                 r[:reference.image.shape[0], :reference.image.shape[1]] = reference.image
             request.reference_sizes = np.array([[*r.input_hw, *r.image.shape[:2]] for r in references], np.int32)
         return request
-
-
-def _points_table(drawn: DrawnPoints, i: int, levels: int, length: int) -> np.ndarray:
-    """Prompt i's drawn points as FrameRequest.points rows: (levels + 1, length, 3) (sign, y, x)."""
-    table = np.zeros((levels + 1, length, 3), np.float32)
-    for row, (pos, neg) in enumerate(list(zip(drawn.level_pos, drawn.level_neg)) + [(drawn.mean_pos, drawn.mean_neg)]):
-        points = torch.cat([pos[i][:, 1:], neg[i][:, 1:]]).float().numpy()
-        table[row, :len(points), 1:] = points
-        table[row, :len(pos[i]), 0] = 1
-        table[row, len(pos[i]):len(points), 0] = -1
-    return table

@@ -15,9 +15,13 @@ following a few objects each have one shape and Triton's dynamic batcher can bat
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+import torch
+from torch import Tensor
+
+from seem_ros.model.visual_sampler import DrawnPoints
 
 PROTOCOL_VERSION = 1  # the model version the server registers; a client of another version is refused
 FRAME_MODEL = "seem_frame"
@@ -120,3 +124,28 @@ class ServerInfo:
             if ours != theirs:
                 return f"the server's {name} is {ours!r}, this client's {theirs!r}"
         return ""
+
+
+def points_table(drawn: DrawnPoints, i: int, levels: int, length: int) -> np.ndarray:
+    """Prompt i of draw_prompt_points (one prompt per image) as FrameRequest.points rows: (levels + 1,
+    length, 3) (sign, y, x), the inverse of drawn_points."""
+    table = np.zeros((levels + 1, length, 3), np.float32)
+    for row, (pos, neg) in enumerate(list(zip(drawn.level_pos, drawn.level_neg)) + [(drawn.mean_pos, drawn.mean_neg)]):
+        points = torch.cat([pos[i][:, 1:], neg[i][:, 1:]]).float().numpy()
+        table[row, :len(points), 1:] = points
+        table[row, :len(pos[i]), 0] = 1
+        table[row, len(pos[i]):len(points), 0] = -1
+    return table
+
+
+def drawn_points(rows: Sequence[np.ndarray], device) -> DrawnPoints:
+    """Visual rows' points from the wire ((levels + 1, P, 3): (sign, y, x) per level, then the mean
+    query's) as draw_prompt_points gives them for one prompt per image."""
+    def points(table: np.ndarray, sign: int) -> Tensor:
+        chosen = torch.from_numpy(table[table[:, 0] == sign]).to(device)
+        chosen[:, 0] = 0  # the row's one prompt
+        return chosen
+    levels = rows[0].shape[0] - 1
+    return DrawnPoints(1, [points(r[-1], 1) for r in rows], [points(r[-1], -1) for r in rows],
+                       [[points(r[level], 1) for r in rows] for level in range(levels)],
+                       [[points(r[level], -1) for r in rows] for level in range(levels)])
