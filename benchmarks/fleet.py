@@ -37,19 +37,25 @@ def _frames() -> List[np.ndarray]:
     return [np.asarray(Image.open(path).convert("RGB")) for path in sequence.frames]
 
 
-def _robot(cfg_kwargs: dict, frames_per_s: float, ready, go, stop_at, outcomes) -> None:
-    """One robot: its own predictor and tracker; (start, end, outcome) per frame into outcomes."""
-    import torch
+def _tracker():
+    """What every robot follows: a text object and a clicked one."""
     from seem_ros.inference.visual_prompt import VisualPrompt
-    from seem_ros.runtime.backends import BackendConfig, create_predictor
-    from seem_ros.runtime.triton_client import ServerUnavailable
     from seem_ros.tracking.tracker import ObjectTracker
-    torch.set_num_threads(1)
-    frames = _frames()
-    predictor = create_predictor(BackendConfig(**cfg_kwargs))
     tracker = ObjectTracker()
     tracker.add("dog", text="dog")
     tracker.add("clicked", visual=VisualPrompt(points=[(400, 240, 1)]))
+    return tracker
+
+
+def _robot(cfg_kwargs: dict, frames_per_s: float, ready, go, stop_at, outcomes) -> None:
+    """One robot: its own predictor and tracker; (start, end, outcome) per frame into outcomes."""
+    import torch
+    from seem_ros.runtime.backends import BackendConfig, create_predictor
+    from seem_ros.runtime.triton_client import ServerUnavailable
+    torch.set_num_threads(1)
+    frames = _frames()
+    predictor = create_predictor(BackendConfig(**cfg_kwargs))
+    tracker = _tracker()
     ready.set()
     go.wait()
     records, tick, index = [], time.monotonic(), 0
@@ -120,17 +126,13 @@ def _run(args, url: str, clients: int, server, seconds: float, restart: bool) ->
 def _in_process_ratio(args, url: str, count: int) -> Dict:
     """Per-frame medians of one robot's frames in process and through the server, one after another."""
     import torch
-    from seem_ros.inference.visual_prompt import VisualPrompt
     from seem_ros.runtime.backends import BackendConfig, create_predictor
-    from seem_ros.tracking.tracker import ObjectTracker
     frames = _frames()
     times = {}
     for name, extra in (("in_process", {}), ("triton", {"backend": "triton", "triton_url": url})):
         predictor = create_predictor(BackendConfig(args.checkpoint, args.config, embedding_cache_dir="",
                                                    vocabulary=("object",), **extra))
-        tracker = ObjectTracker()
-        tracker.add("dog", text="dog")
-        tracker.add("clicked", visual=VisualPrompt(points=[(400, 240, 1)]))
+        tracker = _tracker()
         per_frame = []
         for i in range(count + 2):  # the first two (the canvas, the text embedding) not counted
             start = time.perf_counter()

@@ -1,9 +1,10 @@
 """seem_node with backend triton, across processes: configured while its frame server is not there
 (an ERROR on /diagnostics naming the server's URL and why, frames counted as failed, the node
 alive), then serving the camera's frames once a server starts at that address."""
-from triton_harness import ServerProcess, free_port, require_triton
+from triton_harness import ServerProcess, require_triton
 
 from conftest import reference_path
+from seem_ros.tools.serve_process import free_port
 from ros_harness import apply_ros_environment, diagnostics_values, node_watching_a_camera, spin_until
 
 apply_ros_environment()  # before rclpy is imported anywhere in this process

@@ -1,6 +1,9 @@
 """backend triton against a real frame server (seem-ros serve: Triton Inference Server in its own
 process) on the tiny checkpoint: the same masks as the in-process backend, every kind of object;
 the server's identity checked; a stopped server exits cleanly."""
+import json
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -41,9 +44,9 @@ def test_the_davis_prompts_give_the_in_process_masks(pair):
 
 def _every_kind_of_object(predictor):
     """A frame with clicks (positive and negative) and a text; the next with those objects followed
-    (with memory), one searched by its appearance on the first frame, and a box chosen by a text;
-    then the object queries over the vocabulary (segment-everything's semantic scores). -> (results,
-    semantic scores)."""
+    (with memory), one searched by its appearance on the first frame, one by an example region, and a
+    box chosen by a text; then the object queries over the vocabulary (segment-everything's semantic
+    scores). -> (results, semantic scores)."""
     rng = np.random.RandomState(0)
     first = (rng.rand(240, 320, 3) * 255).astype(np.uint8)
     with torch.inference_mode():
@@ -53,7 +56,10 @@ def _every_kind_of_object(predictor):
         appearance = predictor.appearance(found[:1])
         predictor.set_image(first[::-1].copy())
         queries = predictor.follow_queries(found, ["", "zebra"], memories=found)
-        queries += [predictor.reference_query(appearance[0]),
+        region = np.zeros(first.shape[:2], bool)
+        region[60:160, 80:200] = True
+        example = predictor.encode_reference(first, region)  # an example region on another image
+        queries += [predictor.reference_query(appearance[0]), predictor.reference_query(example),
                     predictor.visual_query(VisualPrompt(box=(10, 10, 90, 80)), text="zebra")]
         results = predictor.decode(queries)
         semantic = predictor.semantic()
@@ -88,3 +94,23 @@ def test_a_client_of_another_protocol_version_is_refused_at_configure(server, mo
     monkeypatch.setattr("seem_ros.runtime.backends.PROTOCOL_VERSION", 2)
     with pytest.raises(BackendError, match=r"serves seem_frame version\(s\) 1, this client speaks version 2"):
         create_predictor(tiny_backend_config(backend="triton", triton_url=server.url))
+
+
+def test_seem_ros_track_through_the_server_writes_what_it_writes_in_process(server, tmp_path):
+    """The README's `seem-ros track ... --triton-url`, against the same command in process."""
+    from test_cli_track import DOG, FRAMES, _track
+    prompts = (DOG, "--text", "the dog", "--point", "400,250", "--max-frames", FRAMES)
+    runs = {"local": _track(*prompts, "--out", tmp_path / "local"),
+            "served": _track(*prompts, "--out", tmp_path / "served", "--triton-url", server.url)}
+    assert all(run.returncode == 0 for run in runs.values()), {k: r.stderr[-2000:] for k, r in runs.items()}
+    objects = {name: [json.loads(line) for line in (tmp_path / name / "objects.jsonl").read_text().splitlines()]
+               for name in runs}
+    assert len(objects["served"]) == len(objects["local"]) == 2 * FRAMES
+    for ours, theirs in zip(objects["served"], objects["local"]):
+        assert {k: ours[k] for k in ("frame", "id", "label", "status", "mode")} == \
+               {k: theirs[k] for k in ("frame", "id", "label", "status", "mode")}
+        assert abs(ours["score"] - theirs["score"]) <= 2e-4  # each written rounded to 4 decimals
+    for label_image in sorted((tmp_path / "local" / "labels").glob("*.png")):
+        local = cv2.imread(str(label_image), cv2.IMREAD_UNCHANGED)
+        served = cv2.imread(str(tmp_path / "served" / "labels" / label_image.name), cv2.IMREAD_UNCHANGED)
+        assert (local == served).mean() > 0.9999

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from conftest import reference_path
-from seem_ros.tools.serve_process import ServeProcess, ServerStartError, free_port  # noqa: F401 - for the tests
+from seem_ros.tools.serve_process import ServeProcess, ServerStartError
 
 
 def require_triton() -> None:
