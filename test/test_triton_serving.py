@@ -45,7 +45,7 @@ def test_the_davis_prompts_give_the_in_process_masks(pair):
 def _every_kind_of_object(predictor):
     """A frame with clicks (positive and negative) and a text; the next with those objects followed
     (with memory), one searched by its appearance on the first frame, one by an example region, and a
-    box chosen by a text; then the object queries over the vocabulary (segment-everything's semantic
+    box with a negative click chosen by a text (more points than one sign's budget); then the object queries over the vocabulary (segment-everything's semantic
     scores). -> (results, semantic scores)."""
     rng = np.random.RandomState(0)
     first = (rng.rand(240, 320, 3) * 255).astype(np.uint8)
@@ -60,7 +60,7 @@ def _every_kind_of_object(predictor):
         region[60:160, 80:200] = True
         example = predictor.encode_reference(first, region)  # an example region on another image
         queries += [predictor.reference_query(appearance[0]), predictor.reference_query(example),
-                    predictor.visual_query(VisualPrompt(box=(10, 10, 90, 80)), text="zebra")]
+                    predictor.visual_query(VisualPrompt(box=(10, 10, 90, 80), points=[(50, 40, 0)]), text="zebra")]
         results = predictor.decode(queries)
         semantic = predictor.semantic()
     return results, semantic

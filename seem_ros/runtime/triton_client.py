@@ -23,7 +23,7 @@ from seem_ros.inference.predictor import EncodedImage, SeemPredictor
 from seem_ros.model.visual_sampler import draw_prompt_points
 from seem_ros.runtime.triton_protocol import (EMPTY, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, RESPONSE_TENSORS,
                                               ROW_SLOTS, TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo,
-                                              from_arrays, points_table, to_arrays)
+                                              from_arrays, points_length, points_table, to_arrays)
 
 LOG = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class RemotePredictor(SeemPredictor):
         levels = self.model.decoder.num_feature_levels
         drawn = draw_prompt_points([m.cpu() for m in pos], [m.cpu() for m in neg], cfg.max_spatial_len, levels,
                                    self.rng)
-        return [RemotePrompt(points_table(drawn, i, levels, max(cfg.max_spatial_len))) for i in range(len(pos))]
+        return [RemotePrompt(points_table(drawn, i, cfg.max_spatial_len)) for i in range(len(pos))]
 
     def _with_this_image(self, prompts: Sequence[RemotePrompt]) -> List[RemotePrompt]:
         """The prompts carrying the current image, which the server encodes when they are used."""
@@ -243,7 +243,8 @@ class RemotePredictor(SeemPredictor):
             image=image, input_hw=np.array(f.input_hw, np.int32), row_kind=np.full(n, EMPTY, np.int8),
             text_tokens=np.zeros((n, tokens_max, dim), np.float32), text_length=np.zeros(n, np.int32),
             sentence=np.zeros((n, dim), np.float32),
-            points=np.zeros((n, self.model.decoder.num_feature_levels + 1, max(cfg.max_spatial_len), 3), np.float32),
+            points=np.zeros((n, self.model.decoder.num_feature_levels + 1, points_length(cfg.max_spatial_len), 3),
+                            np.float32),
             point_image=np.full(n, -1, np.int32), memory=np.zeros((n, h4, w4), np.float32),
             has_memory=np.zeros(n, np.int8), reference_images=np.zeros((0, *image.shape), np.uint8),
             reference_sizes=np.zeros((0, 4), np.int32),

@@ -126,10 +126,15 @@ class ServerInfo:
         return ""
 
 
-def points_table(drawn: DrawnPoints, i: int, levels: int, length: int) -> np.ndarray:
+def points_length(max_spatial_len: Sequence[int]) -> int:
+    """FrameRequest.points' P: a prompt is drawn up to max_len positive and max_len negative points."""
+    return 2 * max(max_spatial_len)
+
+
+def points_table(drawn: DrawnPoints, i: int, max_spatial_len: Sequence[int]) -> np.ndarray:
     """Prompt i of draw_prompt_points (one prompt per image) as FrameRequest.points rows: (levels + 1,
-    length, 3) (sign, y, x), the inverse of drawn_points."""
-    table = np.zeros((levels + 1, length, 3), np.float32)
+    points_length, 3) (sign, y, x), the inverse of drawn_points."""
+    table = np.zeros((len(drawn.level_pos) + 1, points_length(max_spatial_len), 3), np.float32)
     for row, (pos, neg) in enumerate(list(zip(drawn.level_pos, drawn.level_neg)) + [(drawn.mean_pos, drawn.mean_neg)]):
         points = torch.cat([pos[i][:, 1:], neg[i][:, 1:]]).float().numpy()
         table[row, :len(points), 1:] = points
