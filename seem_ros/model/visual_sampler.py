@@ -297,3 +297,39 @@ def encode_drawn_points(drawn: DrawnPoints, mask_features: Tensor, projected_lev
         paddings.append(padding)
         indices.append(index)
     return SpatialPrompt(pos_query, neg_query, tokens, paddings, indices)
+
+
+def encode_point_rows(points: Tensor, mask_features: Tensor, projected_levels: Sequence[Tensor],
+                      pn_indicator: Tensor) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+    """encode_drawn_points at one fixed shape, for an exported graph (no host sync, no shape that
+    depends on a prompt): rows of points on one image (mask_features, projected_levels of batch 1).
+
+    points: (N, levels + 1, P, 3) per row, per decoder level and then for the mean query, points
+    (sign, y/H, x/W) with sign 1 positive, -1 negative, 0 no point (triton_protocol's FrameRequest.points)
+    -> (pos_query (N, D): the mean mask feature at the positive points, -1 without one;
+        per level tokens (N, P, C) and valid (N, P): a token per point, as encode_drawn_points gives them
+        padded to P)."""
+    rows, _, length, _ = points.shape
+    sign = points[..., 0]
+    yx = points[..., 1:]
+    tokens, valid = [], []
+    for level, projected in enumerate(projected_levels):
+        channels = projected.shape[1]
+        # every row's points in one sampling call of the batch-1 map (bilinear, align_corners=True)
+        grid = 2.0 * yx[:, level].flip(-1).reshape(1, rows * length, 1, 2) - 1.0
+        sampled = F.grid_sample(projected, grid.to(projected.dtype), align_corners=True)  # (1, C, N*P, 1)
+        level_tokens = sampled.reshape(channels, rows, length).permute(1, 2, 0)
+        signs = torch.stack([sign[:, level] == 1, sign[:, level] == -1], -1).to(level_tokens.dtype)
+        tokens.append(level_tokens + signs @ pn_indicator.to(level_tokens.dtype))
+        valid.append(sign[:, level] != 0)
+    # the mean of bilinear samples as one product of the features with per-row weight maps (as _mean_query)
+    _, dim, h, w = mask_features.shape
+    positive = (sign[:, -1] == 1).to(mask_features.dtype)  # (N, P)
+    corners, bilinear = _bilinear_corners(yx[:, -1, :, 0].reshape(-1) * (h - 1), yx[:, -1, :, 1].reshape(-1) * (w - 1),
+                                          h, w, mask_features.dtype)  # (4, N*P)
+    weights = (bilinear.view(4, rows, length) * positive).permute(1, 0, 2).reshape(rows, 4 * length)
+    index = corners.view(4, rows, length).permute(1, 0, 2).reshape(rows, 4 * length)
+    maps = mask_features.new_zeros((rows, h * w)).scatter_add(1, index, weights)
+    counts = positive.sum(1, keepdim=True)
+    means = (maps @ mask_features[0].flatten(1).t()) / counts.clamp(min=1)
+    return means.masked_fill(counts == 0, -1), tokens, valid

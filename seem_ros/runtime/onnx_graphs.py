@@ -8,6 +8,10 @@
 The slot decoder takes each visual object's spatial tokens (sampled from the frame, or an
 example region's) rather than its prompt masks: sampling is a few gathers, done by torch on the
 device, and the same graph then serves clicks, previous masks and example regions.
+
+For Triton's own backends (triton_repository) the two graphs take what a robot sends instead
+(triton_protocol): the frame encoder uint8 canvas images in a batch of any size, the point decoder
+each visual object's drawn points, sampled inside the graph at one fixed shape.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -19,7 +23,7 @@ from seem_ros.inference.frame_engine import FrameEngine
 
 from seem_ros.inference.frame_slots import TextSlots, VisualSlots
 from seem_ros.model.seem import SEEM
-from seem_ros.model.visual_sampler import DeterministicSampling
+from seem_ros.model.visual_sampler import DeterministicSampling, encode_point_rows
 
 OPSET = 17
 ENCODER_INPUTS = ["image"]
@@ -37,7 +41,9 @@ class DecoderSlots:
     text: int = 4  # text objects per pass
     visual: int = 16  # visual objects per pass
     text_length: int = 77  # tokens per text (CLIP's context length)
-    token_length: int = 1024  # spatial tokens per level and visual object (512 positive + 512 negative points)
+    # spatial tokens per level and visual object (512 positive + 512 negative points); with drawn
+    # points (PointDecoderGraph) also the mean query's points
+    token_length: int = 1024
 
     def describe(self) -> str:
         return f"t{self.text}x{self.text_length}_v{self.visual}x{self.token_length}"
@@ -45,7 +51,7 @@ class DecoderSlots:
 
 def default_slots(model: SEEM, visual: int = 16, text: int = 4) -> DecoderSlots:
     return DecoderSlots(text=text, visual=visual, text_length=model.language.tokenizer.context_length,
-                        token_length=2 * max(model.decoder.cfg.max_spatial_len[:3]))
+                        token_length=2 * max(model.decoder.cfg.max_spatial_len))
 
 
 class ImageEncoderGraph(nn.Module):
@@ -76,6 +82,53 @@ class SlotDecoderGraph(nn.Module):
             VisualSlots(query_index, pos_query, [tokens0, tokens1, tokens2], [valid0, valid1, valid2], memory,
                         has_memory, select_text))
         return out.text_logits, out.text_match, out.visual_logits, out.visual_match
+
+
+class FrameEncoderGraph(nn.Module):
+    """The image encoder from robots' frames (triton_protocol.FrameRequest.image, input_hw): uint8
+    canvas images (B, Hc, Wc, 3) with the resized frame at the top left, and each one's frame size
+    (B, 2) -> ImageEncoderGraph's outputs, batch B. Normalised and zeroed around the frame in the
+    graph, as SeemPredictor.input_tensor does on the host."""
+
+    def __init__(self, model: SEEM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, input_hw: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        model = self.model
+        x = (image.permute(0, 3, 1, 2).float() - model.pixel_mean) / model.pixel_std
+        rows = torch.arange(x.shape[2], device=x.device)[None] < input_hw[:, :1]  # (B, Hc)
+        cols = torch.arange(x.shape[3], device=x.device)[None] < input_hw[:, 1:]  # (B, Wc)
+        inside = rows[:, None, :, None] & cols[:, None, None, :]
+        mask_features, multi_scale = model.encode_image(x * inside.to(x.dtype))
+        return (mask_features, *multi_scale)
+
+
+class PointDecoderGraph(nn.Module):
+    """SlotDecoderGraph for one frame whose visual objects come as drawn points (FrameRequest.points:
+    (V, levels + 1, P, 3)) sampled in the graph (encode_point_rows), each row's spatial queries
+    chosen as DeterministicSampling chooses them. Every input and output has a leading batch of 1
+    (one frame per run): an ensemble's batched encoder outputs feed it as they are."""
+
+    def __init__(self, model: SEEM):
+        super().__init__()
+        self.model = model
+        self.engine = FrameEngine(model, DeterministicSampling())
+        cfg = model.decoder.cfg
+        self.register_buffer("query_index", self.engine.rng.spatial_query_indices(
+            model.decoder.num_queries, cfg.queries_per_prompt, "cpu"), persistent=False)
+
+    def forward(self, mask_features, level0, level1, level2, text_tokens, text_valid, sentence, points, memory,
+                has_memory, select_text):
+        frame = self.engine.prepare(mask_features, [level0, level1, level2])
+        points = points[0]
+        pos_query, tokens, valid = encode_point_rows(points, frame.mask_features, frame.spatial_maps,
+                                                     self.engine.decoder.pn_indicator.weight)
+        index = self.query_index[None].expand(points.shape[0], -1)
+        out = self.engine.decode_slots(
+            frame, TextSlots(text_tokens[0], text_valid[0], sentence[0]),
+            VisualSlots(index, pos_query, tokens, valid, memory[0], has_memory[0], select_text[0]))
+        return out.text_logits[None], out.text_match[None], out.visual_logits[None], out.visual_match[None]
 
 
 def encoder_example(model: SEEM, canvas: Tuple[int, int]) -> Tuple[Tensor]:

@@ -5,6 +5,7 @@
     seem-ros segment photo.jpg --text "the red cup" --point 320,240 -o out.png
     seem-ros track video.mp4 --text "the dog" --point 320,240 --out DIR   # or an image folder, a rosbag2
     seem-ros serve --checkpoint seem_focalt_v1.pt --device cuda --grpc-port 8001   # a frame server for robots
+    seem-ros export-triton --checkpoint seem_focalt_v1.pt --canvas 512x928 --out REPO  # for NVIDIA's Triton images
 
 builds (or finds in the cache) the exported graphs a deployment needs ahead of time, as Jetson
 users do before launching: the ONNX image encoder and slot decoder for one input canvas, and with
@@ -24,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from seem_ros.tools.arguments import canvas, model_arguments, positive
 from seem_ros.tools.evaluation import MODES
-from seem_ros.tools.serve_command import add_serve_command, serve
+from seem_ros.tools.serve_command import add_export_command, add_serve_command, export_triton, serve
 from seem_ros.weights import cache_root
 
 OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--triton-url", default="",
                        help="a frame server's gRPC address (seem-ros serve): its frames are segmented there")
     add_serve_command(commands)
+    add_export_command(commands)
     return parser
 
 
@@ -366,7 +368,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         handlers = {"build-engine": build_engine, "eval-tracking": eval_tracking, "segment": segment, "track": track,
-                    "info": info, "download": download, "serve": serve}
+                    "info": info, "download": download, "serve": serve,
+                    "export-triton": export_triton}
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"seem-ros {args.command}: {exc}", file=sys.stderr)

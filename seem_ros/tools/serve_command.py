@@ -1,4 +1,5 @@
-"""`seem-ros serve`: a frame server for robots with backend triton (runtime/triton_server.py)."""
+"""`seem-ros serve` (a frame server for robots with backend triton: runtime/triton_server.py) and
+`seem-ros export-triton` (a model repository for NVIDIA's Triton images: runtime/triton_repository.py)."""
 import argparse
 
 from seem_ros.tools.arguments import canvas, model_arguments, positive
@@ -47,4 +48,50 @@ def serve(args: argparse.Namespace) -> int:
     serve_frames(frames, info, grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
                  queue_delay_us=args.queue_delay_us, max_queue_size=args.max_queue_size, stub_env=args.stub_env,
                  ready=lambda: print(f"seem-ros serve: ready on gRPC :{args.grpc_port}", flush=True))
+    return 0
+
+
+def add_export_command(commands) -> None:
+    export = commands.add_parser(
+        "export-triton", help="a model repository for NVIDIA's Triton Inference Server images (ONNX Runtime backend)",
+        description="Writes a Triton model repository: the image encoder and the point decoder as ONNX graphs for "
+                    "one canvas, and the ensemble seem_frame_slots chaining them, with dynamic batching, instance "
+                    "groups and versions. Served by NVIDIA's tritonserver images as they are (no seem_ros there). "
+                    "Refuses a folder holding files it did not write; an earlier export's files are replaced.")
+    model_arguments(export)
+    export.add_argument("--out", required=True, help="the repository folder (new, empty, or an earlier export)")
+    export.add_argument("--canvas", type=canvas, required=True,
+                        help="padded input HxW (multiples of 32) of the robots' frames: their input_canvas")
+    export.add_argument("--text-slots", type=positive, default=4, help="text objects per decoder run (default %(default)s)")
+    export.add_argument("--visual-slots", type=positive, default=16,
+                        help="visual objects per decoder run (default %(default)s)")
+    export.add_argument("--max-batch-size", type=positive, default=8,
+                        help="frames the encoder takes at once (default %(default)s)")
+    export.add_argument("--queue-delay-us", type=int, default=2000,
+                        help="how long a frame may wait for others to batch with, in microseconds (default %(default)s)")
+    export.add_argument("--instances", type=positive, default=1, help="model instances per GPU (default %(default)s)")
+    export.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="where the instances run (default %(default)s)")
+    export.add_argument("--accelerator", choices=("none", "tensorrt"), default="none",
+                        help="tensorrt: ONNX Runtime's TensorRT execution provider on the GPU (default %(default)s)")
+    export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                        help="fp16: the graphs in fp16 with fp32 islands, fp32 in and out (default %(default)s)")
+
+
+def export_triton(args: argparse.Namespace) -> int:
+    from seem_ros.runtime.backends import BackendConfig, server_info
+    from seem_ros.runtime.onnx_graphs import default_slots
+    from seem_ros.runtime.triton_repository import RepositoryOptions, check_destination, write_repository
+    from seem_ros.weights import load_seem
+    check_destination(args.out)  # before minutes of loading and exporting
+    cfg = BackendConfig(args.checkpoint, args.config, canvas=args.canvas, embedding_cache_dir="")
+    model = load_seem(args.checkpoint, args.config)
+    options = RepositoryOptions(args.canvas, default_slots(model, visual=args.visual_slots, text=args.text_slots),
+                                args.max_batch_size, args.queue_delay_us, args.instances, args.kind, args.accelerator,
+                                args.precision)
+    info = server_info(cfg, f"onnxruntime (exported repository, {args.precision}, accelerator {args.accelerator})",
+                       args.max_batch_size)
+    written = write_repository(model, args.out, options, info)
+    print(f"seem-ros export-triton: wrote {len(written)} entries to {args.out}; serve with\n"
+          f"  tritonserver --model-repository={args.out}\nand point robots at it with backend triton, triton_model "
+          f"seem_frame_slots, input_canvas {args.canvas[0]}x{args.canvas[1]}")
     return 0

@@ -1,0 +1,196 @@
+"""seem-ros export-triton (runtime/triton_repository.py): the model repository for NVIDIA's Triton
+images, checked as far as this machine can without their ONNX Runtime backend:
+- the configs parse as tritonclient's ModelConfig protobufs, every model's inputs and outputs are its
+  ONNX graph's (names, types, dims under Triton's batch convention), and the ensemble wires them as
+  Triton's ensemble validation requires (each input mapped once, the same types, consistent dims);
+- the ensemble's steps run in ONNX Runtime, as Triton's scheduler chains them, give the frame server's
+  in-process results for what a robot sends (text, clicks with a negative click, a box, followed
+  objects with memory): within the noise model;
+- the command refuses a folder of someone else's files (writing nothing), and replaces its own."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from conftest import reference_path, tiny_backend_config
+from noise_model import assert_close
+
+from seem_ros.inference.visual_prompt import VisualPrompt
+from seem_ros.model.visual_sampler import DeterministicSampling
+from seem_ros.runtime.backends import create_predictor
+from seem_ros.runtime.frame_server import FrameServer
+from seem_ros.runtime.triton_client import RemotePredictor
+from seem_ros.runtime.triton_repository import (DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, INFO_PARAMETER, MANIFEST,
+                                                response_from_passes, slot_passes)
+
+CANVAS = (256, 480)  # DAVIS's 854x480 at short side 256
+SLOTS = ("--text-slots", "2", "--visual-slots", "3")  # 4 visual objects below: two decoder passes
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
+
+
+def _export(out: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
+    tiny = reference_path("tiny")
+    return subprocess.run([sys.executable, "-m", "seem_ros.tools.cli", "export-triton", "--checkpoint",
+                           str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml"), "--canvas",
+                           f"{CANVAS[0]}x{CANVAS[1]}", "--out", str(out), *SLOTS, *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("export") / "models"
+    done = _export(out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _configs(repository: pathlib.Path) -> dict:
+    from google.protobuf import text_format
+    return {name: text_format.Parse((repository / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+            for name in (ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL)}
+
+
+def _graph(repository: pathlib.Path, name: str) -> onnx.ModelProto:
+    return onnx.load(str(repository / name / "1" / "model.onnx"))
+
+
+TRITON_TYPES = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "TYPE_UINT8",
+                onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.BOOL: "TYPE_BOOL"}
+
+
+def _full_dims(config, tensor) -> list:
+    """A tensor's dims with the batch dimension Triton adds for a batching model (-1)."""
+    return ([-1] if config.max_batch_size > 0 else []) + list(tensor.dims)
+
+
+def _same_dims(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a, b))
+
+
+def test_every_model_config_is_its_onnx_graph(repository):
+    configs = _configs(repository)
+    assert configs[ENCODER_MODEL].max_batch_size == 8 and configs[ENCODER_MODEL].dynamic_batching is not None
+    assert configs[DECODER_MODEL].max_batch_size == 0
+    for name in (ENCODER_MODEL, DECODER_MODEL):
+        config, graph = configs[name], _graph(repository, name)
+        assert config.backend == "onnxruntime" and config.instance_group[0].count == 1
+        assert (repository / name / "1" / "model.onnx").is_file()
+        for declared, values in ((config.input, graph.graph.input), (config.output, graph.graph.output)):
+            assert [t.name for t in declared] == [v.name for v in values], name
+            for tensor, value in zip(declared, values):
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+                assert model_config_pb2.DataType.Name(tensor.data_type) == TRITON_TYPES[value.type.tensor_type.elem_type]
+                assert _full_dims(config, tensor) == dims, (name, tensor.name)
+    info = json.loads(configs[ENSEMBLE_MODEL].parameters[INFO_PARAMETER].string_value)
+    manifest = json.loads((repository / MANIFEST).read_text())
+    assert info == manifest["server_info"] and info["protocol_version"] == 1 and len(info["checkpoint_sha256"]) == 64
+
+
+def test_the_ensemble_wires_the_models_as_triton_validates_it(repository):
+    """Triton's ensemble validation (ensemble_utils.cc): every step input mapped exactly once, every
+    ensemble tensor of one type and of consistent dims wherever it is used (full dims with the batch
+    dimension of a batching model), and the ensemble's outputs produced by some step."""
+    configs = _configs(repository)
+    ensemble = configs[ENSEMBLE_MODEL]
+    assert ensemble.platform == "ensemble" and (repository / ENSEMBLE_MODEL / "1").is_dir()
+    tensors = {t.name: (t.data_type, _full_dims(ensemble, t)) for t in ensemble.input}
+    produced = set(tensors)
+    for step in ensemble.ensemble_scheduling.step:
+        model = configs[step.model_name]
+        for model_input in model.input:
+            mapped = [tensor for key, tensor in step.input_map.items() if key == model_input.name]
+            assert len(mapped) == 1, (step.model_name, model_input.name)
+            assert mapped[0] in produced, f"{mapped[0]} is used before a step produces it"
+            data_type, dims = tensors[mapped[0]]
+            assert data_type == model_input.data_type, (step.model_name, model_input.name)
+            assert _same_dims(dims, _full_dims(model, model_input)), (step.model_name, model_input.name, dims)
+        assert set(step.input_map) <= {t.name for t in model.input}
+        for key, tensor in step.output_map.items():
+            (output,) = [o for o in model.output if o.name == key]
+            tensors[tensor] = (output.data_type, _full_dims(model, output))
+            produced.add(tensor)
+    for output in ensemble.output:
+        assert output.name in produced
+        assert tensors[output.name][0] == output.data_type
+        assert _same_dims(tensors[output.name][1], _full_dims(ensemble, output)), output.name
+
+
+class InProcessServer:
+    """The frame server in this process, keeping each request: what a robot sends a server."""
+
+    def __init__(self, server: FrameServer):
+        self.server, self.requests = server, []
+
+    def infer(self, request):
+        self.requests.append(request)
+        return self.server([request])[0]
+
+
+def _run_ensemble(repository: pathlib.Path, inputs: dict) -> dict:
+    """The ensemble's steps in ONNX Runtime, tensors passed between them as Triton's ensemble
+    scheduler passes them (every ensemble tensor with the request's batch dimension of 1)."""
+    import onnxruntime
+    configs = _configs(repository)
+    tensors = {name: array[None] for name, array in inputs.items()}
+    for step in configs[ENSEMBLE_MODEL].ensemble_scheduling.step:
+        session = onnxruntime.InferenceSession(str(repository / step.model_name / "1" / "model.onnx"),
+                                               providers=["CPUExecutionProvider"])
+        outputs = session.run(list(step.output_map), {key: tensors[name] for key, name in step.input_map.items()})
+        tensors.update({step.output_map[key]: value for key, value in zip(step.output_map, outputs)})
+    return {output.name: tensors[output.name][0] for output in configs[ENSEMBLE_MODEL].output}
+
+
+def _frames_a_robot_sends(predictor) -> None:
+    """A DAVIS frame with three texts, clicks with a negative click and a box with one; the next
+    frame with those objects followed (memory), a new text and clicks chosen by a text."""
+    from PIL import Image
+    frames = sorted((reference_path("davis") / "JPEGImages" / "480p").iterdir())[0]
+    first, second = (np.asarray(Image.open(path).convert("RGB")) for path in sorted(frames.iterdir())[:2])
+    with torch.inference_mode():
+        predictor.set_image(first)
+        found = predictor.decode([predictor.text_query(frames.name), predictor.visual_query(
+            VisualPrompt(points=[(420, 240, 1), (380, 200, 0)])), predictor.visual_query(VisualPrompt(
+                box=(300, 150, 600, 420), points=[(450, 300, 0)])), predictor.text_query("a tree"),
+            predictor.text_query("the road")])
+        predictor.set_image(second)
+        queries = predictor.follow_queries(found, [frames.name, "", "", "a tree", "the road"], memories=found)
+        predictor.decode(queries + [predictor.text_query("the sky"), predictor.visual_query(
+            VisualPrompt(points=[(100, 100, 1)]), text="grass")])
+
+
+def test_the_ensemble_in_onnx_runtime_gives_the_in_process_frames(repository):
+    local = create_predictor(tiny_backend_config(short_side=CANVAS[0], canvas=CANVAS))
+    robot = InProcessServer(FrameServer(local))
+    _frames_a_robot_sends(RemotePredictor(local.model, robot, short_side=CANVAS[0], canvas=CANVAS,
+                                          rng=DeterministicSampling()))
+    slots = _configs(repository)[ENSEMBLE_MODEL].input
+    text_slots = [t.dims[0] for t in slots if t.name == "sentence"][0]
+    visual_slots = [t.dims[0] for t in slots if t.name == "select_text"][0]
+    from seem_ros.runtime.onnx_graphs import default_slots
+    layout = default_slots(local.model, visual=visual_slots, text=text_slots)
+    assert len(robot.requests) == 2
+    for request in robot.requests:
+        passes = slot_passes(request, layout)
+        assert len(passes) == 2  # 3 texts, then 7 visual objects, in slots of 2 texts and 3 visual objects
+        served = response_from_passes(request, [_run_ensemble(repository, arrays) for arrays in passes])
+        reference = robot.server([request])[0]
+        assert served.logits.shape == reference.logits.shape
+        assert_close(served.logits, reference.logits, "ensemble logits")
+        assert_close(served.match, reference.match, "ensemble match")
+
+
+def test_a_folder_of_other_files_is_refused_untouched_and_an_export_replaced(repository, tmp_path):
+    mine = tmp_path / "my_models"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    refused = _export(mine)
+    assert refused.returncode == 1 and "did not write (notes.txt)" in refused.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    again = _export(repository, "--instances", "2")  # this tool's own files: replaced
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _configs(repository)[ENCODER_MODEL].instance_group[0].count == 2
