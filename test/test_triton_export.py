@@ -6,11 +6,16 @@ images, checked as far as this machine can without their ONNX Runtime backend:
 - the ensemble's steps run in ONNX Runtime, as Triton's scheduler chains them, give the frame server's
   in-process results for what a robot sends (text, clicks with a negative click, a box, followed
   objects with memory): within the noise model;
+- the pytriton wheel's tritonserver loads the repository as written (its ONNX models run by the
+  Python backend in ONNX Runtime: the wheel has no ONNX Runtime backend) and serves backend triton
+  with triton_model seem_frame_slots the in-process masks; a robot of another canvas is refused at
+  configure, and what the repository does not serve is refused with the reason;
 - the command refuses a folder of someone else's files (writing nothing), and replaces its own."""
 import json
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 import onnx
@@ -19,14 +24,15 @@ import torch
 
 from conftest import reference_path, tiny_backend_config
 from noise_model import assert_close
+from triton_harness import StandInServer, require_triton
 
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
-from seem_ros.runtime.backends import create_predictor
+from seem_ros.runtime.backends import BackendError, create_predictor
 from seem_ros.runtime.frame_server import FrameServer
-from seem_ros.runtime.triton_client import RemotePredictor
+from seem_ros.runtime.triton_client import RemotePredictor, ServerUnavailable
 from seem_ros.runtime.triton_repository import (DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, INFO_PARAMETER, MANIFEST,
-                                                response_from_passes, slot_passes)
+                                                ensemble_layout, response_from_passes, slot_passes)
 
 CANVAS = (256, 480)  # DAVIS's 854x480 at short side 256
 SLOTS = ("--text-slots", "2", "--visual-slots", "3")  # 4 visual objects below: two decoder passes
@@ -145,9 +151,10 @@ def _run_ensemble(repository: pathlib.Path, inputs: dict) -> dict:
     return {output.name: tensors[output.name][0] for output in configs[ENSEMBLE_MODEL].output}
 
 
-def _frames_a_robot_sends(predictor) -> None:
+def _frames_a_robot_sends(predictor) -> list:
     """A DAVIS frame with three texts, clicks with a negative click and a box with one; the next
-    frame with those objects followed (memory), a new text and clicks chosen by a text."""
+    frame with those objects followed (memory), a new text and clicks chosen by a text. -> the
+    results of both frames."""
     from PIL import Image
     frames = sorted((reference_path("davis") / "JPEGImages" / "480p").iterdir())[0]
     first, second = (np.asarray(Image.open(path).convert("RGB")) for path in sorted(frames.iterdir())[:2])
@@ -159,29 +166,95 @@ def _frames_a_robot_sends(predictor) -> None:
             predictor.text_query("the road")])
         predictor.set_image(second)
         queries = predictor.follow_queries(found, [frames.name, "", "", "a tree", "the road"], memories=found)
-        predictor.decode(queries + [predictor.text_query("the sky"), predictor.visual_query(
+        followed = predictor.decode(queries + [predictor.text_query("the sky"), predictor.visual_query(
             VisualPrompt(points=[(100, 100, 1)]), text="grass")])
+    return found + followed
 
 
-def test_the_ensemble_in_onnx_runtime_gives_the_in_process_frames(repository):
+@pytest.fixture(scope="module")
+def sent(repository):
+    """(the repository's decoder slots, the frame requests a robot sent an in-process frame server)."""
     local = create_predictor(tiny_backend_config(short_side=CANVAS[0], canvas=CANVAS))
     robot = InProcessServer(FrameServer(local))
     _frames_a_robot_sends(RemotePredictor(local.model, robot, short_side=CANVAS[0], canvas=CANVAS,
                                           rng=DeterministicSampling()))
-    slots = _configs(repository)[ENSEMBLE_MODEL].input
-    text_slots = [t.dims[0] for t in slots if t.name == "sentence"][0]
-    visual_slots = [t.dims[0] for t in slots if t.name == "select_text"][0]
-    from seem_ros.runtime.onnx_graphs import default_slots
-    layout = default_slots(local.model, visual=visual_slots, text=text_slots)
-    assert len(robot.requests) == 2
-    for request in robot.requests:
-        passes = slot_passes(request, layout)
+    slots, canvas = ensemble_layout(_configs(repository)[ENSEMBLE_MODEL])
+    assert canvas == CANVAS and len(robot.requests) == 2
+    return slots, robot.requests
+
+
+def test_the_ensemble_in_onnx_runtime_gives_the_in_process_frames(repository, sent):
+    slots, requests = sent
+    server = FrameServer(create_predictor(tiny_backend_config(short_side=CANVAS[0], canvas=CANVAS)))
+    for request in requests:
+        passes = slot_passes(request, slots)
         assert len(passes) == 2  # 3 texts, then 7 visual objects, in slots of 2 texts and 3 visual objects
         served = response_from_passes(request, [_run_ensemble(repository, arrays) for arrays in passes])
-        reference = robot.server([request])[0]
+        reference = server([request])[0]
         assert served.logits.shape == reference.logits.shape
         assert_close(served.logits, reference.logits, "ensemble logits")
         assert_close(served.match, reference.match, "ensemble match")
+
+
+@pytest.fixture(scope="module")
+def triton(repository, tmp_path_factory):
+    require_triton()
+    server = StandInServer(repository, tmp_path_factory.mktemp("stand_in")).start()
+    yield server
+    assert server.stop() == 0, server.log_path.read_text()[-2000:]
+
+
+def _robot(**kwargs):
+    return create_predictor(tiny_backend_config(short_side=CANVAS[0], canvas=CANVAS, **kwargs))
+
+
+def test_triton_serves_the_exported_repository_to_backend_triton(triton):
+    served = _frames_a_robot_sends(_robot(backend="triton", triton_url=triton.url, triton_model=ENSEMBLE_MODEL))
+    reference = _frames_a_robot_sends(_robot())
+    assert len(served) == len(reference) == 12
+    for ours, theirs in zip(served, reference):
+        assert_close(ours.low_res_logits, theirs.low_res_logits, "served logits")
+        assert abs(ours.score - theirs.score) < 1e-4
+
+
+def test_the_encoder_batches_frames_of_robots_calling_at_once(triton, sent):
+    """Triton's dynamic batcher hands the image encoder the frames of concurrent requests together."""
+    import tritonclient.grpc as grpcclient
+    from seem_ros.runtime.triton_client import _input
+    slots, requests = sent
+    arrays = slot_passes(requests[0], slots)[0]
+    client = grpcclient.InferenceServerClient(triton.url)
+    done: list = []
+    for _ in range(6):
+        client.async_infer(ENSEMBLE_MODEL, [_input(name, array[None]) for name, array in arrays.items()],
+                           callback=lambda result, error: done.append(error))
+    deadline = time.monotonic() + 120
+    while len(done) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert done == [None] * 6
+    stats = client.get_inference_statistics(ENCODER_MODEL).model_stats[0]
+    print("encoder executions by batch size:", {b.batch_size: b.compute_infer.count for b in stats.batch_stats})
+    assert max(batch.batch_size for batch in stats.batch_stats) > 1, stats.batch_stats
+
+
+def test_what_the_exported_repository_does_not_serve_is_refused_with_the_reason(triton):
+    with pytest.raises(BackendError, match=f"built for a {CANVAS[0]}x{CANVAS[1]} canvas: set input_canvas"):
+        create_predictor(tiny_backend_config(short_side=CANVAS[0], canvas=(256, 512), backend="triton",
+                                             triton_url=triton.url, triton_model=ENSEMBLE_MODEL))
+    robot = _robot(backend="triton", triton_url=triton.url, triton_model=ENSEMBLE_MODEL)
+    rng = np.random.RandomState(0)
+    with torch.inference_mode():
+        robot.set_image((rng.rand(200, 300, 3) * 255).astype(np.uint8))
+        found = robot.decode([robot.visual_query(VisualPrompt(points=[(100, 100, 1)]))])
+        appearance = robot.appearance(found)
+        robot.set_image((rng.rand(200, 300, 3) * 255).astype(np.uint8))
+        with pytest.raises(ServerUnavailable, match="another image .* seem-ros serve") as refused:
+            robot.decode([robot.reference_query(appearance[0])])
+        assert refused.value.kind == "refused"
+        with pytest.raises(ServerUnavailable, match="vocabulary"):
+            robot.semantic()
+        assert len(robot.decode([robot.text_query("zebra")])) == 1  # and the next frame is served
+    assert robot.transport.failures["refused"] == 2
 
 
 def test_a_folder_of_other_files_is_refused_untouched_and_an_export_replaced(repository, tmp_path):

@@ -1,12 +1,14 @@
 """A real frame server for the Triton tests: `seem-ros serve` on the tiny checkpoint in its own
 process (seem_ros/tools/serve_process.py), on free ports; a server that does not start fails the test."""
+import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
 from conftest import reference_path
-from seem_ros.tools.serve_process import ServeProcess, ServerStartError
+from seem_ros.tools.serve_process import ServeProcess, ServerStartError, free_port
 
 
 def require_triton() -> None:
@@ -33,3 +35,91 @@ class ServerProcess(ServeProcess):
         except ServerStartError as exc:
             pytest.fail(str(exc))
         return self
+
+
+# The Python-backend model standing in for Triton's ONNX Runtime backend: the model's ONNX graph in
+# ONNX Runtime, each request run as it comes (inputs and outputs by the graph's names)
+STAND_IN_MODEL = '''
+import pathlib
+import onnxruntime
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        graph = pathlib.Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        self.session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            feeds = {i.name: pb_utils.get_input_tensor_by_name(request, i.name).as_numpy()
+                     for i in self.session.get_inputs()}
+            outputs = self.session.run(None, feeds)
+            responses.append(pb_utils.InferenceResponse(
+                [pb_utils.Tensor(o.name, value) for o, value in zip(self.session.get_outputs(), outputs)]))
+        return responses
+'''
+
+
+class StandInServer(ServeProcess):
+    """The pytriton wheel's tritonserver serving an exported repository (seem-ros export-triton) as it
+    is written, except that its ONNX models run in the Python backend (their graphs in ONNX Runtime)
+    where NVIDIA's images run them in the ONNX Runtime backend, which the wheel does not ship: Triton's
+    own config parsing, ensemble validation and scheduling and dynamic batching, on the exported graphs."""
+
+    def __init__(self, exported: pathlib.Path, work_dir: pathlib.Path):
+        import shutil
+        import sys
+        import sysconfig
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+
+        import pytriton
+        from seem_ros.runtime.triton_repository import DECODER_MODEL, ENCODER_MODEL
+        from seem_ros.runtime.triton_server import stub_environment
+        super().__init__(work_dir, "", "")
+        repository = work_dir / "repository"
+        shutil.copytree(exported, repository)
+        for name in (ENCODER_MODEL, DECODER_MODEL):
+            path = repository / name / "config.pbtxt"
+            config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+            config.backend = "python"
+            config.ClearField("optimization")
+            for group in config.instance_group:
+                group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+            path.write_text(text_format.MessageToString(config))
+            (repository / name / "1" / "model.py").write_text(STAND_IN_MODEL)
+        wheel = pathlib.Path(pytriton.__file__).parent / "tritonserver"
+        backend = work_dir / "backends" / "python"
+        backend.mkdir(parents=True)
+        for part in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            (backend / part).symlink_to(wheel / "backends" / "python" / part)
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        shutil.copy(wheel / "python_backend_stubs" / version / "triton_python_backend_stub", backend)
+        self.command = [str(wheel / "bin" / "tritonserver"), f"--model-repository={repository}",
+                        f"--backend-directory={backend.parent}", f"--grpc-port={self.grpc_port}"]
+        self.http_port = free_port()
+        # what seem-ros serve's launcher (runtime/triton_server.py) and pytriton set up for the server and its stub
+        from pytriton.utils.distribution import get_libs_path
+        self.env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(filter(None, [
+            sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", ""), str(get_libs_path())])),
+            PATH=f"{stub_environment() / 'bin'}{os.pathsep}{os.environ['PATH']}")
+
+    def start(self, timeout_s: float = 180.0) -> "StandInServer":
+        import urllib.request
+        self.log_path = self.log_dir / "tritonserver.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(self.command + [f"--http-port={self.http_port}",
+                                                            f"--metrics-port={free_port()}"],
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://localhost:{self.http_port}/v2/health/ready", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.kill()
+        pytest.fail(f"tritonserver did not become ready; its log ends:\n{self.log_path.read_text()[-3000:]}")

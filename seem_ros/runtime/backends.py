@@ -202,8 +202,8 @@ def server_info(cfg: BackendConfig, backend: str = "", max_batch_size: int = 0) 
 
 def _remote_predictor(cfg: BackendConfig, model: SEEM) -> SeemPredictor:
     """A predictor whose frames go to the frame server at cfg.triton_url: checked now, and refused
-    when it runs another protocol or checkpoint; not reachable yet, it is looked for again at the
-    frames (which fail until it answers)."""
+    when it runs another protocol or checkpoint, or is an exported repository built for another
+    canvas; not reachable yet, it is looked for again at the frames (which fail until it answers)."""
     transport = TritonTransport(cfg.triton_url, cfg.triton_model, cfg.triton_timeout_ms, server_info(cfg))
     try:
         importlib.import_module("tritonclient.grpc")  # looked for now, not at the first frame
@@ -216,6 +216,10 @@ def _remote_predictor(cfg: BackendConfig, model: SEEM) -> SeemPredictor:
     except ServerUnavailable as exc:
         transport.last_error = str(exc)
         LOG.warning("frame server not available yet (%s): frames fail until it answers; retried with backoff", exc)
+    if transport.layout is not None and tuple(cfg.canvas or ()) != tuple(transport.layout[1]):
+        height, width = transport.layout[1]
+        raise BackendError(f"{cfg.triton_model} at {cfg.triton_url} is built for a {height}x{width} canvas: set "
+                           f"input_canvas {height}x{width}")
     vocabulary, things, embeddings = _vocabulary(cfg, model)
     return RemotePredictor(model, transport, class_names=vocabulary, num_thing_classes=things,
                            short_side=cfg.short_side, class_embeddings=embeddings, rng=DeterministicSampling(),

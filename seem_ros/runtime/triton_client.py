@@ -1,5 +1,7 @@
-"""backend triton: a SeemPredictor whose frame work runs on a SEEM frame server (seem-ros serve, or
-any Triton Inference Server hosting the seem_frame model), over gRPC.
+"""backend triton: a SeemPredictor whose frame work runs on a SEEM frame server over gRPC: seem-ros
+serve (model seem_frame), or a Triton Inference Server serving a repository of seem-ros
+export-triton (model seem_frame_slots: the same request in the decoder's fixed slots, without
+objects on other images or segment-everything).
 
 The robot keeps the model for what is not per frame (text embeddings, class embeddings: once per
 prompt) and everything stateful; each frame is one request (triton_protocol). The server is looked
@@ -21,6 +23,8 @@ from seem_ros.inference.frame_engine import Decoded
 from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.predictor import EncodedImage, SeemPredictor
 from seem_ros.model.visual_sampler import draw_prompt_points
+from seem_ros.runtime.triton_repository import (INFO_PARAMETER, SLOT_OUTPUTS, ensemble_layout, response_from_passes,
+                                                slot_passes)
 from seem_ros.runtime.triton_protocol import (EMPTY, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, RESPONSE_TENSORS,
                                               ROW_SLOTS, TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo,
                                               from_arrays, points_length, points_table, to_arrays)
@@ -65,6 +69,7 @@ class TritonTransport:
         self.timeout_s = timeout_ms / 1000.0
         self.expected = expected
         self.info: Optional[ServerInfo] = None
+        self.layout = None  # an exported ensemble's (slots, canvas); None: seem-ros serve's frame model
         self.failures = {"unreachable": 0, "timeout": 0, "refused": 0}
         self._client = None
         self._lock = threading.Lock()
@@ -95,11 +100,17 @@ class TritonTransport:
                     raise ServerMismatch(f"{self.url} serves {self.model} version(s) {', '.join(versions)}, this "
                                          f"client speaks version {PROTOCOL_VERSION}")
                 raise ServerUnavailable(f"{self.url} has no ready model {self.model!r}")
-            text = self._client.infer(INFO_MODEL, [_input("request", np.zeros(1, np.int8))],
-                                      client_timeout=self.timeout_s).as_numpy("info")
+            config = self._client.get_model_config(self.model, client_timeout=self.timeout_s).config
+            if INFO_PARAMETER in config.parameters:  # an exported repository's ensemble says it in its config
+                text = config.parameters[INFO_PARAMETER].string_value
+                self.layout = ensemble_layout(config)
+            else:
+                text = self._client.infer(INFO_MODEL, [_input("request", np.zeros(1, np.int8))],
+                                          client_timeout=self.timeout_s).as_numpy("info").reshape(-1)[0].decode()
+                self.layout = None
         except InferenceServerException as exc:
             raise ServerUnavailable(f"{self.url}: {_reason(exc)}") from exc
-        info = ServerInfo.from_json(text.reshape(-1)[0].decode())
+        info = ServerInfo.from_json(text)
         mismatch = info.mismatch(self.expected)
         if mismatch:
             raise ServerMismatch(f"{self.url} refused: {mismatch}")
@@ -107,8 +118,6 @@ class TritonTransport:
         return info
 
     def infer(self, request: FrameRequest) -> FrameResponse:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
         with self._lock:
             if self.info is None:
                 now = time.monotonic()
@@ -121,19 +130,46 @@ class TritonTransport:
                     self._failed("unreachable", str(exc))
                     raise
                 self._backoff_s = 0.5
+        if self.layout is not None:
+            return self._infer_in_slots(request)
         arrays = to_arrays(request)
         wanted = [name for name, _, _ in RESPONSE_TENSORS if name not in OPTIONAL or "class_embeddings" in arrays]
+        result = self._call(arrays, wanted)
+        return from_arrays(FrameResponse, {name: result.as_numpy(name)[0] for name in wanted})
+
+    def _infer_in_slots(self, request: FrameRequest) -> FrameResponse:
+        """The request through an exported ensemble: a call per pass of its fixed slots."""
+        slots, canvas = self.layout
         try:
-            result = self._client.infer(self.model, [_input(name, array[None]) for name, array in arrays.items()],
-                                        outputs=[grpcclient.InferRequestedOutput(name) for name in wanted],
-                                        model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
+            if tuple(request.image.shape[:2]) != tuple(canvas):
+                raise ValueError(f"{self.model} at {self.url} takes a {canvas[0]}x{canvas[1]} canvas, not "
+                                 f"{request.image.shape[0]}x{request.image.shape[1]}: set input_canvas "
+                                 f"{canvas[0]}x{canvas[1]}")
+            passes = slot_passes(request, slots)
+        except ValueError as exc:
+            with self._lock:
+                self._failed("refused", str(exc), reconnect=False)
+            raise ServerUnavailable(str(exc), "refused") from exc
+        outputs = []
+        for arrays in passes:
+            result = self._call(arrays, SLOT_OUTPUTS)
+            outputs.append({name: result.as_numpy(name)[0] for name in SLOT_OUTPUTS})
+        return response_from_passes(request, outputs)
+
+    def _call(self, arrays, outputs: Sequence[str]):
+        """One inference of the model (arrays without the batch dimension); failures counted by kind."""
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+        try:
+            return self._client.infer(self.model, [_input(name, array[None]) for name, array in arrays.items()],
+                                      outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                                      model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             reason = _reason(exc)
             kind = _failure_kind(reason)
             with self._lock:
                 self._failed(kind, reason, reconnect=kind == "unreachable")
             raise ServerUnavailable(f"{self.url}: {reason}", kind) from exc
-        return from_arrays(FrameResponse, {name: result.as_numpy(name)[0] for name in wanted})
 
     def _failed(self, kind: str, reason: str, reconnect: bool = True) -> None:
         self.failures[kind] += 1

@@ -123,6 +123,13 @@ def response_from_passes(request: FrameRequest, outputs: Sequence[Dict[str, np.n
     return FrameResponse(logits, match, np.zeros((0, 0), np.float32), np.zeros((0, h4, w4), np.float32))
 
 
+def ensemble_layout(config) -> Tuple[DecoderSlots, Tuple[int, int]]:
+    """The slots and canvas of an exported ensemble, from its config (tritonclient's ModelConfig)."""
+    dims = {tensor.name: list(tensor.dims) for tensor in config.input}
+    return (DecoderSlots(text=dims["sentence"][0], visual=dims["select_text"][0], text_length=dims["text_tokens"][1],
+                         token_length=dims["points"][2]), (dims["image"][0], dims["image"][1]))
+
+
 def _mask_size(request: FrameRequest) -> Tuple[int, int]:
     return request.image.shape[0] // 4, request.image.shape[1] // 4
 
