@@ -24,14 +24,14 @@ import torch
 
 from conftest import reference_path, tiny_backend_config
 from noise_model import assert_close
-from triton_harness import StandInServer, require_triton
+from triton_harness import StandInServer, assert_tracks_alike, require_triton
 
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendError, create_predictor
 from seem_ros.runtime.frame_server import FrameServer
 from seem_ros.runtime.triton_client import RemotePredictor, ServerUnavailable
-from seem_ros.runtime.triton_repository import (DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, INFO_PARAMETER, MANIFEST,
+from seem_ros.runtime.triton_repository import (DECODER_MODEL, ENCODER_MODEL, ENSEMBLE_MODEL, INFO_PARAMETER,
                                                 ensemble_layout, response_from_passes, slot_passes)
 
 CANVAS = (256, 480)  # DAVIS's 854x480 at short side 256
@@ -93,8 +93,7 @@ def test_every_model_config_is_its_onnx_graph(repository):
                 assert model_config_pb2.DataType.Name(tensor.data_type) == TRITON_TYPES[value.type.tensor_type.elem_type]
                 assert _full_dims(config, tensor) == dims, (name, tensor.name)
     info = json.loads(configs[ENSEMBLE_MODEL].parameters[INFO_PARAMETER].string_value)
-    manifest = json.loads((repository / MANIFEST).read_text())
-    assert info == manifest["server_info"] and info["protocol_version"] == 1 and len(info["checkpoint_sha256"]) == 64
+    assert info["protocol_version"] == 1 and len(info["checkpoint_sha256"]) == 64
 
 
 def test_the_ensemble_wires_the_models_as_triton_validates_it(repository):
@@ -237,6 +236,11 @@ def test_the_encoder_batches_frames_of_robots_calling_at_once(triton, sent):
     assert max(batch.batch_size for batch in stats.batch_stats) > 1, stats.batch_stats
 
 
+def test_seem_ros_track_through_the_exported_repository_writes_what_it_writes_in_process(triton, tmp_path):
+    assert_tracks_alike(tmp_path, ("--triton-url", triton.url, "--triton-model", ENSEMBLE_MODEL),
+                        ("--canvas", f"{CANVAS[0]}x{CANVAS[1]}"))
+
+
 def test_what_the_exported_repository_does_not_serve_is_refused_with_the_reason(triton):
     with pytest.raises(BackendError, match=f"built for a {CANVAS[0]}x{CANVAS[1]} canvas: set input_canvas"):
         create_predictor(tiny_backend_config(short_side=CANVAS[0], canvas=(256, 512), backend="triton",
@@ -262,7 +266,7 @@ def test_a_folder_of_other_files_is_refused_untouched_and_an_export_replaced(rep
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     refused = _export(mine)
-    assert refused.returncode == 1 and "did not write (notes.txt)" in refused.stderr
+    assert refused.returncode == 2 and "did not write there (notes.txt)" in refused.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
     again = _export(repository, "--instances", "2")  # this tool's own files: replaced
     assert again.returncode == 0, again.stderr[-2000:]

@@ -1,15 +1,13 @@
 """backend triton against a real frame server (seem-ros serve: Triton Inference Server in its own
 process) on the tiny checkpoint: the same masks as the in-process backend, every kind of object;
 the server's identity checked; a stopped server exits cleanly."""
-import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from conftest import davis_results, tiny_backend_config
-from triton_harness import ServerProcess, require_triton
+from triton_harness import ServerProcess, assert_tracks_alike, require_triton
 
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.runtime import triton_client
@@ -98,19 +96,4 @@ def test_a_client_of_another_protocol_version_is_refused_at_configure(server, mo
 
 def test_seem_ros_track_through_the_server_writes_what_it_writes_in_process(server, tmp_path):
     """The README's `seem-ros track ... --triton-url`, against the same command in process."""
-    from test_cli_track import DOG, FRAMES, _track
-    prompts = (DOG, "--text", "the dog", "--point", "400,250", "--max-frames", FRAMES)
-    runs = {"local": _track(*prompts, "--out", tmp_path / "local"),
-            "served": _track(*prompts, "--out", tmp_path / "served", "--triton-url", server.url)}
-    assert all(run.returncode == 0 for run in runs.values()), {k: r.stderr[-2000:] for k, r in runs.items()}
-    objects = {name: [json.loads(line) for line in (tmp_path / name / "objects.jsonl").read_text().splitlines()]
-               for name in runs}
-    assert len(objects["served"]) == len(objects["local"]) == 2 * FRAMES
-    for ours, theirs in zip(objects["served"], objects["local"]):
-        assert {k: ours[k] for k in ("frame", "id", "label", "status", "mode")} == \
-               {k: theirs[k] for k in ("frame", "id", "label", "status", "mode")}
-        assert abs(ours["score"] - theirs["score"]) <= 2e-4  # each written rounded to 4 decimals
-    for label_image in sorted((tmp_path / "local" / "labels").glob("*.png")):
-        local = cv2.imread(str(label_image), cv2.IMREAD_UNCHANGED)
-        served = cv2.imread(str(tmp_path / "served" / "labels" / label_image.name), cv2.IMREAD_UNCHANGED)
-        assert (local == served).mean() > 0.9999
+    assert_tracks_alike(tmp_path, ("--triton-url", server.url))

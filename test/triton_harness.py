@@ -1,10 +1,15 @@
-"""A real frame server for the Triton tests: `seem-ros serve` on the tiny checkpoint in its own
-process (seem_ros/tools/serve_process.py), on free ports; a server that does not start fails the test."""
+"""Real servers for the Triton tests, each in its own process on free ports (one that does not start
+fails the test): `seem-ros serve` on the tiny checkpoint (seem_ros/tools/serve_process.py), and the
+wheel's tritonserver on an exported repository (StandInServer); and `seem-ros track` through one
+against the same command in process."""
+import json
 import os
 import pathlib
 import subprocess
 import time
+from typing import Sequence
 
+import cv2
 import pytest
 
 from conftest import reference_path
@@ -20,6 +25,27 @@ def require_triton() -> None:
         subprocess.run([str(binary), "--help"], capture_output=True, timeout=60, check=False)
     except OSError as exc:
         pytest.skip(f"tritonserver cannot run on this system: {exc}")
+
+
+def assert_tracks_alike(tmp_path: pathlib.Path, remote: Sequence[str], common: Sequence[str] = ()) -> None:
+    """`seem-ros track` of a dog (a text and a click) with the remote arguments (--triton-url ...)
+    writes what the same command writes in process: objects, scores and label images."""
+    from test_cli_track import DOG, FRAMES, _track
+    prompts = (DOG, "--text", "the dog", "--point", "400,250", "--max-frames", FRAMES, *common)
+    runs = {"local": _track(*prompts, "--out", tmp_path / "local"),
+            "served": _track(*prompts, "--out", tmp_path / "served", *remote)}
+    assert all(run.returncode == 0 for run in runs.values()), {k: r.stderr[-2000:] for k, r in runs.items()}
+    objects = {name: [json.loads(line) for line in (tmp_path / name / "objects.jsonl").read_text().splitlines()]
+               for name in runs}
+    assert len(objects["served"]) == len(objects["local"]) == 2 * FRAMES
+    for ours, theirs in zip(objects["served"], objects["local"]):
+        assert {k: ours[k] for k in ("frame", "id", "label", "status", "mode")} == \
+               {k: theirs[k] for k in ("frame", "id", "label", "status", "mode")}
+        assert abs(ours["score"] - theirs["score"]) <= 2e-4  # each written rounded to 4 decimals
+    for label_image in sorted((tmp_path / "local" / "labels").glob("*.png")):
+        local = cv2.imread(str(label_image), cv2.IMREAD_UNCHANGED)
+        served = cv2.imread(str(tmp_path / "served" / "labels" / label_image.name), cv2.IMREAD_UNCHANGED)
+        assert (local == served).mean() > 0.9999
 
 
 class ServerProcess(ServeProcess):

@@ -29,7 +29,8 @@ PARAMETERS = {
     "decoder_text_slots": (4, "fixed-slot decoder (onnxruntime, tensorrt, CUDA graphs): text objects per pass"),
     "decoder_visual_slots": (16, "fixed-slot decoder (onnxruntime, tensorrt, CUDA graphs): visual objects per pass"),
     "triton_url": ("localhost:8001", "backend triton: the frame server's gRPC address (host:port)"),
-    "triton_model": ("seem_frame", "backend triton: the frame model's name on the server"),
+    "triton_model": ("seem_frame", "backend triton: the model on the server: seem_frame (seem-ros serve) or "
+                                   "seem_frame_slots (a seem-ros export-triton repository; input_canvas as exported)"),
     "triton_timeout_ms": (2000, "backend triton: a frame's request taking longer fails (counted); the next goes on"),
     "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
     "image_topic": ("image", "camera image topic"),

@@ -5,16 +5,14 @@ accelerator), without seem_ros or torch on the server:
   seem_image_encoder/1/model.onnx  FrameEncoderGraph: canvas images -> features, batched across robots
                                    by Triton's dynamic batcher
   seem_point_decoder/1/model.onnx  PointDecoderGraph: one frame's objects in fixed slots
-  seem_frame_slots/1/              the ensemble chaining the two: what a robot calls, one frame per request
-  seem_ros_export.json             what was written (a later export into the folder replaces only these
-                                   files) and who serves (ServerInfo, also in the ensemble's parameters)
+  seem_frame_slots/1/              the ensemble chaining the two: what a robot calls, one frame per request;
+                                   who serves (ServerInfo) in its config's parameters
 
 The graphs have one canvas (an engine shape fixed ahead of time): one repository per camera
 resolution. What a robot sends is the frame server's request (triton_protocol.FrameRequest) laid out
 in the decoder's fixed slots (slot_passes); what seem-ros serve does beyond it, this repository does
 not: objects found by an appearance or an example region on another image (their image would be
 encoded beside the frame), and the object queries over a vocabulary (segment-everything, categories)."""
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ ENCODER_MODEL = "seem_image_encoder"
 DECODER_MODEL = "seem_point_decoder"
 ENSEMBLE_MODEL = "seem_frame_slots"
 MODEL_VERSION = "1"
-MANIFEST = "seem_ros_export.json"
+MODELS = (ENCODER_MODEL, DECODER_MODEL, ENSEMBLE_MODEL)  # the repository's folders
 INFO_PARAMETER = "seem_ros_server_info"  # the ensemble's parameter holding ServerInfo as JSON
 
 ENCODER_INPUTS = ["image", "input_hw"]
@@ -43,10 +41,6 @@ SLOT_OUTPUTS = ["text_logits", "text_match", "visual_logits", "visual_match"]
 ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.UINT8: "TYPE_UINT8",
                   onnx.TensorProto.INT32: "TYPE_INT32", onnx.TensorProto.BOOL: "TYPE_BOOL",
                   onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
-
-
-class RepositoryError(RuntimeError):
-    """The repository cannot be written where asked (nothing was changed)."""
 
 
 @dataclass(frozen=True)
@@ -136,67 +130,25 @@ def _mask_size(request: FrameRequest) -> Tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------- writing
 def write_repository(model: SEEM, out: str, options: RepositoryOptions, info: ServerInfo) -> List[str]:
-    """Exports the graphs and writes the repository into `out` -> the files written (relative to out).
-    RepositoryError, before anything is written, where `out` holds files this tool did not write."""
-    previous = check_destination(out)
+    """Exports the graphs and writes the repository's models (MODELS) into the folder `out` (claimed
+    by the caller) -> the files written, relative to out."""
     with tempfile.TemporaryDirectory() as scratch:
         encoder, decoder = os.path.join(scratch, "encoder.onnx"), os.path.join(scratch, "decoder.onnx")
         export_frame_graphs(model, options.canvas, options.slots, encoder, decoder)
         graphs = {ENCODER_MODEL: onnx.load(encoder), DECODER_MODEL: onnx.load(decoder)}
     if options.precision == "fp16":
         graphs = {name: to_mixed_precision(graph) for name, graph in graphs.items()}
-    configs = model_configs(graphs, options, info)
     from google.protobuf import text_format
     files: Dict[str, bytes] = {f"{name}/config.pbtxt": text_format.MessageToString(config).encode()
-                               for name, config in configs.items()}
+                               for name, config in model_configs(graphs, options, info).items()}
     files.update({f"{name}/{MODEL_VERSION}/model.onnx": graph.SerializeToString() for name, graph in graphs.items()})
-    written = sorted(files) + [f"{ENSEMBLE_MODEL}/{MODEL_VERSION}/"]
     for relative, content in files.items():
         path = os.path.join(out, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(content)
     os.makedirs(os.path.join(out, ENSEMBLE_MODEL, MODEL_VERSION), exist_ok=True)  # an ensemble's version: empty
-    for stale in previous - set(written):  # this tool's own files of an earlier export
-        if not stale.endswith("/") and os.path.isfile(os.path.join(out, stale)):
-            os.remove(os.path.join(out, stale))
-    with open(os.path.join(out, MANIFEST), "w") as f:
-        json.dump({"written_by": "seem-ros export-triton", "files": written, "server_info": json.loads(info.to_json()),
-                   "canvas": list(options.canvas), "slots": options.slots.describe(), "precision": options.precision,
-                   "accelerator": options.accelerator}, f, indent=2)
-    return written + [MANIFEST]
-
-
-def check_destination(out: str) -> set:
-    """The files an earlier export wrote into `out` (empty for a new or empty folder); RepositoryError
-    where `out` is not a folder or holds anything else."""
-    if not os.path.exists(out):
-        return set()
-    if not os.path.isdir(out):
-        raise RepositoryError(f"{out} is not a folder")
-    previous: set = set()
-    manifest = os.path.join(out, MANIFEST)
-    if os.path.isfile(manifest):
-        try:
-            with open(manifest) as f:
-                previous = set(json.load(f)["files"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RepositoryError(f"{manifest} cannot be read ({exc}): not writing into {out}") from exc
-    foreign = []
-    for root, dirs, names in os.walk(out):
-        for name in names:
-            relative = os.path.relpath(os.path.join(root, name), out).replace(os.sep, "/")
-            if relative != MANIFEST and relative not in previous:
-                foreign.append(relative)
-        for name in dirs:
-            relative = os.path.relpath(os.path.join(root, name), out).replace(os.sep, "/") + "/"
-            if not os.listdir(os.path.join(root, name)) and relative not in previous:
-                foreign.append(relative)
-    if foreign:
-        shown = ", ".join(sorted(foreign)[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise RepositoryError(f"{out} holds files seem-ros export-triton did not write ({shown}): nothing was "
-                              f"written; give a new or empty folder")
-    return previous
+    return sorted(files)
 
 
 def export_frame_graphs(model: SEEM, canvas: Tuple[int, int], slots: DecoderSlots, encoder_path: str,

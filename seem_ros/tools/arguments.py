@@ -4,6 +4,13 @@ from typing import Tuple
 
 from seem_ros.node.parameters import parse_canvas
 
+OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
+                  "seem_ros run's outputs there are replaced without it")
+
+
+class UsageError(ValueError):
+    """A bad argument found after parsing: exit code 2, like argparse's own."""
+
 
 def canvas(text: str) -> Tuple[int, int]:
     try:

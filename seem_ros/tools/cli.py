@@ -23,13 +23,11 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
-from seem_ros.tools.arguments import canvas, model_arguments, positive
+from seem_ros.tools.arguments import OVERWRITE_HELP, UsageError, canvas, model_arguments, positive
 from seem_ros.tools.evaluation import MODES
 from seem_ros.tools.serve_command import add_export_command, add_serve_command, export_triton, serve
 from seem_ros.weights import cache_root
 
-OVERWRITE_HELP = ("write into a folder that holds other files (none of them is deleted or replaced); an earlier "
-                  "seem_ros run's outputs there are replaced without it")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     track.add_argument("--triton-url", default="",
                        help="a frame server's gRPC address (seem-ros serve): its frames are segmented there")
+    track.add_argument("--triton-model", default="seem_frame",
+                       help="the model there: seem_frame (seem-ros serve) or seem_frame_slots (an export-triton "
+                            "repository, with --canvas as exported)")
+    track.add_argument("--canvas", type=canvas, default=None, help="one padded input HxW for every frame")
     add_serve_command(commands)
     add_export_command(commands)
     return parser
@@ -240,9 +242,9 @@ def track(args: argparse.Namespace) -> int:
         claim_output_folder(args.out, overwrite=args.overwrite)
     except OutputFolderRefused as exc:
         raise UsageError(str(exc)) from exc
-    remote = dict(backend="triton", triton_url=args.triton_url) if args.triton_url else {}
+    remote = dict(backend="triton", triton_url=args.triton_url, triton_model=args.triton_model) if args.triton_url else {}
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
-                        vocabulary=("object",), **remote)
+                        vocabulary=("object",), canvas=args.canvas, **remote)
     predictor = create_predictor(cfg)
     tracker = _prompted_tracker(args.text, visual,
                                 (vocabulary or tuple(COCO_PANOPTIC_CLASSES)) if args.everything else ())
@@ -341,10 +343,6 @@ def eval_tracking(args: argparse.Namespace) -> int:
                              "sequences": {r.sequence: round(r.jf, 4) for r in rows}}
                       for mode, rows in results.items()}))
     return 0
-
-
-class UsageError(ValueError):
-    """A bad argument found after parsing: exit code 2, like argparse's own."""
 
 
 def build_engine(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from seem_ros.ros_in.fastdds import LARGE_SHM_PROFILE, profile_environment, profile_in
-from seem_ros.tools.cli import OVERWRITE_HELP
+from seem_ros.tools.arguments import OVERWRITE_HELP
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_TIMEOUT_S = 120.0  # the first frame includes the model's warm-up

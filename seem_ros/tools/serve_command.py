@@ -2,7 +2,7 @@
 `seem-ros export-triton` (a model repository for NVIDIA's Triton images: runtime/triton_repository.py)."""
 import argparse
 
-from seem_ros.tools.arguments import canvas, model_arguments, positive
+from seem_ros.tools.arguments import OVERWRITE_HELP, UsageError, canvas, model_arguments, positive
 
 
 def add_serve_command(commands) -> None:
@@ -57,9 +57,10 @@ def add_export_command(commands) -> None:
         description="Writes a Triton model repository: the image encoder and the point decoder as ONNX graphs for "
                     "one canvas, and the ensemble seem_frame_slots chaining them, with dynamic batching, instance "
                     "groups and versions. Served by NVIDIA's tritonserver images as they are (no seem_ros there). "
-                    "Refuses a folder holding files it did not write; an earlier export's files are replaced.")
+                    "Refuses a folder holding files seem_ros did not write; an earlier export's models are replaced.")
     model_arguments(export)
     export.add_argument("--out", required=True, help="the repository folder (new, empty, or an earlier export)")
+    export.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     export.add_argument("--canvas", type=canvas, required=True,
                         help="padded input HxW (multiples of 32) of the robots' frames: their input_canvas")
     export.add_argument("--text-slots", type=positive, default=4, help="text objects per decoder run (default %(default)s)")
@@ -80,9 +81,13 @@ def add_export_command(commands) -> None:
 def export_triton(args: argparse.Namespace) -> int:
     from seem_ros.runtime.backends import BackendConfig, server_info
     from seem_ros.runtime.onnx_graphs import default_slots
-    from seem_ros.runtime.triton_repository import RepositoryOptions, check_destination, write_repository
+    from seem_ros.runtime.triton_repository import MODELS, RepositoryOptions, write_repository
+    from seem_ros.tools.recording import OutputFolderRefused, claim_output_folder
     from seem_ros.weights import load_seem
-    check_destination(args.out)  # before minutes of loading and exporting
+    try:  # before minutes of loading and exporting
+        claim_output_folder(args.out, MODELS, overwrite=args.overwrite)
+    except OutputFolderRefused as exc:
+        raise UsageError(str(exc)) from exc
     cfg = BackendConfig(args.checkpoint, args.config, canvas=args.canvas, embedding_cache_dir="")
     model = load_seem(args.checkpoint, args.config)
     options = RepositoryOptions(args.canvas, default_slots(model, visual=args.visual_slots, text=args.text_slots),
@@ -91,7 +96,7 @@ def export_triton(args: argparse.Namespace) -> int:
     info = server_info(cfg, f"onnxruntime (exported repository, {args.precision}, accelerator {args.accelerator})",
                        args.max_batch_size)
     written = write_repository(model, args.out, options, info)
-    print(f"seem-ros export-triton: wrote {len(written)} entries to {args.out}; serve with\n"
+    print(f"seem-ros export-triton: wrote {len(written)} files to {args.out}; serve with\n"
           f"  tritonserver --model-repository={args.out}\nand point robots at it with backend triton, triton_model "
           f"seem_frame_slots, input_canvas {args.canvas[0]}x{args.canvas[1]}")
     return 0
