@@ -1,7 +1,6 @@
 """backend triton against a real frame server (seem-ros serve: Triton Inference Server in its own
 process) on the tiny checkpoint: the same masks as the in-process backend, every kind of object;
 the server's identity checked; a stopped server exits cleanly."""
-
 import numpy as np
 import pytest
 import torch
