@@ -124,25 +124,31 @@ def _run(args, url: str, clients: int, server, seconds: float, restart: bool) ->
 
 
 def _in_process_ratio(args, url: str, count: int) -> Dict:
-    """Per-frame medians of one robot's frames in process and through the server, one after another."""
+    """Per-frame medians of one robot's frames in process, through the server, and through it with
+    shared memory: each frame taken by the three in turn, so that they meet the same load."""
     import torch
-    from seem_ros.runtime.backends import BackendConfig, create_predictor
+    from seem_ros.runtime.backends import BackendConfig, create_predictor, move_predictor
     frames = _frames()
-    times = {}
-    for name, extra in (("in_process", {}), ("triton", {"backend": "triton", "triton_url": url})):
-        predictor = create_predictor(BackendConfig(args.checkpoint, args.config, embedding_cache_dir="",
-                                                   vocabulary=("object",), **extra))
-        tracker = _tracker()
-        per_frame = []
-        for i in range(count + 2):  # the first two (the canvas, the text embedding) not counted
+    ways = {"in_process": {}, "triton": {"backend": "triton", "triton_url": url},
+            "triton_shm": {"backend": "triton", "triton_url": url, "triton_shared_memory": True}}
+    robots = {name: (create_predictor(BackendConfig(args.checkpoint, args.config, embedding_cache_dir="",
+                                                    vocabulary=("object",), **extra)), _tracker())
+              for name, extra in ways.items()}
+    per_frame: Dict[str, List[float]] = {name: [] for name in ways}
+    for i in range(count + 2):  # the first two (the canvas, the text embedding) not counted
+        for name, (predictor, tracker) in robots.items():
             start = time.perf_counter()
             with torch.inference_mode():
                 predictor.set_image(frames[i % len(frames)])
                 tracker.step(predictor)
-            per_frame.append(time.perf_counter() - start)
-        times[name] = statistics.median(per_frame[2:]) * 1000
+            per_frame[name].append(time.perf_counter() - start)
+    for predictor, _ in robots.values():
+        move_predictor(predictor, "cpu")  # the server lets go of the shared memory
+    times = {name: statistics.median(values[2:]) * 1000 for name, values in per_frame.items()}
     return {"in_process_ms": round(times["in_process"], 1), "triton_ms": round(times["triton"], 1),
-            "triton_over_in_process": round(times["triton"] / times["in_process"], 3)}
+            "triton_shm_ms": round(times["triton_shm"], 1),
+            "triton_over_in_process": round(times["triton"] / times["in_process"], 3),
+            "triton_shm_over_in_process": round(times["triton_shm"] / times["in_process"], 3)}
 
 
 def main() -> None:
@@ -167,7 +173,8 @@ def main() -> None:
                 if batching == "dynamic":
                     ratio = _in_process_ratio(args, server.url, args.ratio_frames)
                     print(f"one robot, frame by frame: in process {ratio['in_process_ms']} ms, through the server "
-                          f"{ratio['triton_ms']} ms ({ratio['triton_over_in_process']}x)", flush=True)
+                          f"{ratio['triton_ms']} ms ({ratio['triton_over_in_process']}x), with shared memory "
+                          f"{ratio['triton_shm_ms']} ms ({ratio['triton_shm_over_in_process']}x)", flush=True)
                 for clients in counts:
                     row = dict(batching=batching, **_run(args, server.url, clients, server, seconds,
                                                         not args.no_restart))

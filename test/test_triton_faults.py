@@ -78,9 +78,12 @@ def test_a_server_missing_at_configure_is_waited_for(tmp_path):
 
 
 def test_a_server_killed_mid_stream_and_restarted(tmp_path):
+    """With shared memory (robot and server on one host): the restarted server has forgotten the
+    robot's regions, which are registered again (the missing-server case above goes through gRPC)."""
     server = ServerProcess(tmp_path).start()
     try:
-        predictor = create_predictor(tiny_backend_config(backend="triton", triton_url=server.url))
+        predictor = create_predictor(tiny_backend_config(backend="triton", triton_url=server.url,
+                                                         triton_shared_memory=True))
         tracker = ObjectTracker()
         tracker.add("dog", text="dog")
         tracker.add("clicked", visual=VisualPrompt(points=[(400, 240, 1)]))
@@ -96,6 +99,7 @@ def test_a_server_killed_mid_stream_and_restarted(tmp_path):
         assert time.monotonic() - server.ready_at <= RECOVERY_S
         assert sorted(o.id for o in objects) == ids  # the same objects, the same ids
         assert predictor.transport.failures["unreachable"] >= 1
+        assert predictor.transport.describe().endswith("shared memory") and not predictor.transport.shared_memory_problem
     finally:
         server.stop()
 

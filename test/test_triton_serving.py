@@ -72,6 +72,23 @@ def test_every_kind_of_object_and_segment_everything_match(pair):
     assert torch.allclose(served_semantic, semantic, atol=1e-4, rtol=0)
 
 
+def test_shared_memory_gives_the_same_masks_and_objects(server, pair):
+    """triton_shared_memory (robot and server on one host): the requests' inputs and results go
+    through the robot's regions, which the server holds registered."""
+    import tritonclient.grpc as grpcclient
+    shared = create_predictor(tiny_backend_config(backend="triton", triton_url=server.url, triton_shared_memory=True))
+    served, served_semantic = _every_kind_of_object(shared)
+    reference, semantic = _every_kind_of_object(pair[0])
+    for ours, theirs in zip(served, reference):
+        assert torch.allclose(ours.low_res_logits, theirs.low_res_logits, atol=1e-4, rtol=0)
+    assert torch.allclose(served_semantic, semantic, atol=1e-4, rtol=0)
+    def regions():
+        return grpcclient.InferenceServerClient(server.url).get_system_shared_memory_status(as_json=True).get("regions", {})
+    assert len(shared.transport.shared_memory_regions) == 2 and set(shared.transport.shared_memory_regions) <= set(regions())
+    shared.transport.release()
+    assert not any(name.startswith("seem_ros_") for name in regions())  # unregistered on release
+
+
 def test_the_backend_says_where_it_runs(server, pair):
     cfg = tiny_backend_config(backend="triton", triton_url=server.url)
     described, warning = describe_backend(cfg, pair[1])

@@ -26,7 +26,8 @@ def backend_config(p: Value) -> BackendConfig:
         vocabulary=tuple(v for v in p("vocabulary") if v), engine_cache_dir=os.path.expanduser(p("engine_cache_dir")),
         decoder_slots=(int(p("decoder_text_slots")), int(p("decoder_visual_slots"))),
         embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")), triton_url=p("triton_url"),
-        triton_model=p("triton_model"), triton_timeout_ms=int(p("triton_timeout_ms")))
+        triton_model=p("triton_model"), triton_timeout_ms=int(p("triton_timeout_ms")),
+        triton_shared_memory=bool(p("triton_shared_memory")))
 
 
 def object_tracker(p: Value) -> ObjectTracker:

@@ -32,6 +32,8 @@ PARAMETERS = {
     "triton_model": ("seem_frame", "backend triton: the model on the server: seem_frame (seem-ros serve) or "
                                    "seem_frame_slots (a seem-ros export-triton repository; input_canvas as exported)"),
     "triton_timeout_ms": (2000, "backend triton: a frame's request taking longer fails (counted); the next goes on"),
+    "triton_shared_memory": (False, "backend triton, server on this host: requests and results through system shared "
+                                    "memory instead of the gRPC stream"),
     "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
     "image_topic": ("image", "camera image topic"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),

@@ -66,6 +66,7 @@ class BackendConfig:
     triton_url: str = "localhost:8001"  # backend triton: the frame server's gRPC address
     triton_model: str = "seem_frame"
     triton_timeout_ms: int = 2000  # one frame's request; a request over it fails (counted), the next goes on
+    triton_shared_memory: bool = False  # a server on this host: requests and results through system shared memory
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
 
@@ -204,7 +205,8 @@ def _remote_predictor(cfg: BackendConfig, model: SEEM) -> SeemPredictor:
     """A predictor whose frames go to the frame server at cfg.triton_url: checked now, and refused
     when it runs another protocol or checkpoint, or is an exported repository built for another
     canvas; not reachable yet, it is looked for again at the frames (which fail until it answers)."""
-    transport = TritonTransport(cfg.triton_url, cfg.triton_model, cfg.triton_timeout_ms, server_info(cfg))
+    transport = TritonTransport(cfg.triton_url, cfg.triton_model, cfg.triton_timeout_ms, server_info(cfg),
+                                shared_memory=cfg.triton_shared_memory, object_queries=model.decoder.num_queries)
     try:
         importlib.import_module("tritonclient.grpc")  # looked for now, not at the first frame
     except ImportError as exc:

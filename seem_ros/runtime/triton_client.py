@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,9 +25,10 @@ from seem_ros.inference.predictor import EncodedImage, SeemPredictor
 from seem_ros.model.visual_sampler import draw_prompt_points
 from seem_ros.runtime.triton_repository import (INFO_PARAMETER, SLOT_OUTPUTS, ensemble_layout, response_from_passes,
                                                 slot_passes)
+from seem_ros.runtime.triton_shared_memory import SharedMemoryIO
 from seem_ros.runtime.triton_protocol import (EMPTY, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, RESPONSE_TENSORS,
                                               ROW_SLOTS, TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo,
-                                              from_arrays, points_length, points_table, to_arrays)
+                                              from_arrays, mask_size, points_length, points_table, to_arrays)
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class TritonTransport:
     connection, reconnection with backoff after a failure (0.5 s doubling to 2 s: a restarted server
     is found within 2 s of being ready, and a missing one costs a refused connection per try)."""
 
-    def __init__(self, url: str, model: str, timeout_ms: int, expected: ServerInfo):
+    def __init__(self, url: str, model: str, timeout_ms: int, expected: ServerInfo, shared_memory: bool = False,
+                 object_queries: int = 101):
         self.url = url
         self.model = model
         self.timeout_s = timeout_ms / 1000.0
@@ -76,10 +78,21 @@ class TritonTransport:
         self._retry_at = 0.0
         self._backoff_s = 0.5
         self.last_error = ""
+        self.shared_memory = shared_memory  # asked for: inputs and outputs through system shared memory
+        self.shared_memory_problem = ""  # why the server could not use it ("" when it does or was not asked)
+        self.object_queries = object_queries  # rows of the object queries' outputs (segment-everything)
+        self._shm: Optional[SharedMemoryIO] = None
+        self._io_lock = threading.Lock()  # one request at a time in the shared-memory regions
+
+    @property
+    def shared_memory_regions(self) -> List[str]:
+        """The system shared-memory regions the server holds registered for this client ([]: none)."""
+        return [] if self._shm is None else self._shm.names()
 
     def describe(self) -> str:
         served = f", server backend {self.info.backend}" if self.info else ", server not connected"
-        return f"triton {self.url} model {self.model} v{PROTOCOL_VERSION}{served}"
+        shared = ", shared memory" if self._shm is not None else ""
+        return f"triton {self.url} model {self.model} v{PROTOCOL_VERSION}{served}{shared}"
 
     @property
     def problem(self) -> str:
@@ -114,8 +127,26 @@ class TritonTransport:
         mismatch = info.mismatch(self.expected)
         if mismatch:
             raise ServerMismatch(f"{self.url} refused: {mismatch}")
+        if self.shared_memory:
+            self._register_shared_memory()
         self.info = info
         return info
+
+    def _register_shared_memory(self) -> None:
+        """The regions registered with this (new or restarted) server; one that cannot open them (on
+        another host) is used through gRPC alone, said once per connection."""
+        from tritonclient.utils import InferenceServerException
+        with self._io_lock:
+            self._shm = self._shm or SharedMemoryIO(self._client, self.timeout_s)
+            try:
+                self._shm.register()
+                self.shared_memory_problem = ""
+            except InferenceServerException as exc:
+                self.shared_memory_problem = _reason(exc)
+                self._shm.release(registered=False)
+                self._shm = None
+                LOG.warning("frame server %s cannot use this host's shared memory (%s): requests go through gRPC",
+                            self.url, self.shared_memory_problem)
 
     def infer(self, request: FrameRequest) -> FrameResponse:
         with self._lock:
@@ -133,9 +164,14 @@ class TritonTransport:
         if self.layout is not None:
             return self._infer_in_slots(request)
         arrays = to_arrays(request)
-        wanted = [name for name, _, _ in RESPONSE_TENSORS if name not in OPTIONAL or "class_embeddings" in arrays]
+        rows, (h4, w4) = len(request.row_kind), mask_size(request)
+        classes, queries = len(request.class_embeddings) + 1, self.object_queries  # + background
+        largest = {"logits": rows * h4 * w4, "match": rows, "class_logits": queries * classes,
+                   "object_masks": queries * h4 * w4}
+        wanted = [(name, 4 * largest[name]) for name, _, _ in RESPONSE_TENSORS
+                  if name not in OPTIONAL or "class_embeddings" in arrays]
         result = self._call(arrays, wanted)
-        return from_arrays(FrameResponse, {name: result.as_numpy(name)[0] for name in wanted})
+        return from_arrays(FrameResponse, {name: array[0] for name, array in result.items()})
 
     def _infer_in_slots(self, request: FrameRequest) -> FrameResponse:
         """The request through an exported ensemble: a call per pass of its fixed slots."""
@@ -150,20 +186,31 @@ class TritonTransport:
             with self._lock:
                 self._failed("refused", str(exc), reconnect=False)
             raise ServerUnavailable(str(exc), "refused") from exc
+        h4, w4 = mask_size(request)
+        rows = {"text": slots.text, "visual": slots.visual}
+        wanted = [(name, 4 * rows[name.split("_")[0]] * (h4 * w4 if name.endswith("logits") else 1))
+                  for name in SLOT_OUTPUTS]
         outputs = []
         for arrays in passes:
-            result = self._call(arrays, SLOT_OUTPUTS)
-            outputs.append({name: result.as_numpy(name)[0] for name in SLOT_OUTPUTS})
+            outputs.append({name: array[0] for name, array in self._call(arrays, wanted).items()})
         return response_from_passes(request, outputs)
 
-    def _call(self, arrays, outputs: Sequence[str]):
-        """One inference of the model (arrays without the batch dimension); failures counted by kind."""
+    def _call(self, arrays: Dict[str, np.ndarray], outputs: Sequence[Tuple[str, int]]) -> Dict[str, np.ndarray]:
+        """One inference of the model: arrays without the batch dimension, outputs as (name, largest
+        byte size) -> the outputs with it. Through shared memory where registered; failures counted by kind."""
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
+        batched = {name: array[None] for name, array in arrays.items()}
         try:
-            return self._client.infer(self.model, [_input(name, array[None]) for name, array in arrays.items()],
-                                      outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
-                                      model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
+            with self._io_lock:
+                if self._shm is not None:
+                    result = self._client.infer(self.model, self._shm.inputs(batched), outputs=self._shm.outputs(outputs),
+                                                model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
+                    return self._shm.read(result, outputs)
+            result = self._client.infer(self.model, [_input(name, array) for name, array in batched.items()],
+                                        outputs=[grpcclient.InferRequestedOutput(name) for name, _ in outputs],
+                                        model_version=str(PROTOCOL_VERSION), client_timeout=self.timeout_s)
+            return {name: result.as_numpy(name) for name, _ in outputs}
         except InferenceServerException as exc:
             reason = _reason(exc)
             kind = _failure_kind(reason)
@@ -180,6 +227,10 @@ class TritonTransport:
             self._backoff_s = min(self._backoff_s * 2, 2.0)
 
     def release(self) -> None:
+        with self._io_lock:
+            if self._shm is not None:
+                self._shm.release(registered=self.info is not None)
+                self._shm = None
         if self._client is not None:
             self._client.close()
         self._client, self.info = None, None

@@ -126,6 +126,11 @@ class ServerInfo:
         return ""
 
 
+def mask_size(request: FrameRequest) -> Tuple[int, int]:
+    """The size of a request's mask logits and memory: a quarter of its canvas."""
+    return request.image.shape[0] // 4, request.image.shape[1] // 4
+
+
 def points_length(max_spatial_len: Sequence[int]) -> int:
     """FrameRequest.points' P: a prompt is drawn up to max_len positive and max_len negative points."""
     return 2 * max(max_spatial_len)

@@ -25,7 +25,7 @@ import torch
 from seem_ros.model.seem import SEEM
 from seem_ros.runtime.mixed_precision import to_mixed_precision
 from seem_ros.runtime.onnx_graphs import OPSET, DecoderSlots, FrameEncoderGraph, PointDecoderGraph
-from seem_ros.runtime.triton_protocol import TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo
+from seem_ros.runtime.triton_protocol import TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo, mask_size
 
 ENCODER_MODEL = "seem_image_encoder"
 DECODER_MODEL = "seem_point_decoder"
@@ -70,7 +70,7 @@ def slot_passes(request: FrameRequest, slots: DecoderSlots) -> List[Dict[str, np
     text = [i for i, kind in enumerate(kinds) if kind == TEXT]
     levels_plus_mean = request.points.shape[1]
     dim = request.sentence.shape[1]
-    h4, w4 = request.memory.shape[1:] if len(request.memory) else _mask_size(request)
+    h4, w4 = request.memory.shape[1:] if len(request.memory) else mask_size(request)
     passes = []
     for p in range(max(-(-len(text) // slots.text), -(-len(visual) // slots.visual), 1)):
         t_rows = text[p * slots.text:(p + 1) * slots.text]
@@ -122,10 +122,6 @@ def ensemble_layout(config) -> Tuple[DecoderSlots, Tuple[int, int]]:
     dims = {tensor.name: list(tensor.dims) for tensor in config.input}
     return (DecoderSlots(text=dims["sentence"][0], visual=dims["select_text"][0], text_length=dims["text_tokens"][1],
                          token_length=dims["points"][2]), (dims["image"][0], dims["image"][1]))
-
-
-def _mask_size(request: FrameRequest) -> Tuple[int, int]:
-    return request.image.shape[0] // 4, request.image.shape[1] // 4
 
 
 # ------------------------------------------------------------------------------------------- writing

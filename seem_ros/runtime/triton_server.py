@@ -57,7 +57,7 @@ def serve(server: Callable[[Sequence[FrameRequest]], List[FrameResponse]], info:
     refused at once (Triton's queue policy) rather than queued; ready() is called once serving."""
     import pytriton.server.triton_server as triton_server_module
     from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
         filter(None, [sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", "")]))
@@ -74,7 +74,11 @@ def serve(server: Callable[[Sequence[FrameRequest]], List[FrameResponse]], info:
 
     policy = QueuePolicy(max_queue_size=max_queue_size) if max_queue_size > 0 else None
     config = TritonConfig(grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, log_verbose=log_verbose)
-    with Triton(config=config) as triton:
+    # pytriton guards shared memory with a token of its own by default: opened to robots on this host
+    # (a system shared-memory region can only be registered from the server's host), loading and
+    # unloading models still guarded
+    security = TritonSecurityConfig(restricted_endpoints=["model-repository", "trace", "logging"])
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(model_name=FRAME_MODEL, model_version=PROTOCOL_VERSION, infer_func=infer,
                     inputs=[Tensor(name=name, dtype=dtype, shape=dims, optional=name in OPTIONAL)
                             for name, dtype, dims in REQUEST_TENSORS],

@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     track.add_argument("--triton-model", default="seem_frame",
                        help="the model there: seem_frame (seem-ros serve) or seem_frame_slots (an export-triton "
                             "repository, with --canvas as exported)")
+    track.add_argument("--triton-shared-memory", action="store_true",
+                       help="the server is on this host: frames and results through system shared memory")
     track.add_argument("--canvas", type=canvas, default=None, help="one padded input HxW for every frame")
     add_serve_command(commands)
     add_export_command(commands)
@@ -242,7 +244,8 @@ def track(args: argparse.Namespace) -> int:
         claim_output_folder(args.out, overwrite=args.overwrite)
     except OutputFolderRefused as exc:
         raise UsageError(str(exc)) from exc
-    remote = dict(backend="triton", triton_url=args.triton_url, triton_model=args.triton_model) if args.triton_url else {}
+    remote = dict(backend="triton", triton_url=args.triton_url, triton_model=args.triton_model,
+                  triton_shared_memory=args.triton_shared_memory) if args.triton_url else {}
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
                         vocabulary=("object",), canvas=args.canvas, **remote)
     predictor = create_predictor(cfg)
