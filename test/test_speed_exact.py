@@ -1,6 +1,7 @@
 """The frame engine's exact savings, each against the computation it replaces (within 1e-5):
 the mask features resized to the attention levels by strided slices, the image keys and values
-folded into few queries, the position encodings kept per canvas; and a frame's masks and scores
+folded into few queries, the position encodings kept per canvas, the levels' spatial maps as one
+product per image; and a frame's masks and scores
 read out of a GPU in one packed copy (bit for bit). Noise model: fp32 sums of a few
 hundred products in another order differ by about sqrt(n) * 6e-8 relative (~1e-6 here)."""
 import numpy as np
@@ -12,7 +13,7 @@ from seem_ros.inference.frame_attention import image_attention
 from seem_ros.inference.frame_engine import FrameEngine, bilinear_downsample
 from seem_ros.inference.postprocess import packed_to_host
 from seem_ros.model.layers import MultiheadAttention
-from seem_ros.model.visual_sampler import DeterministicSampling
+from seem_ros.model.visual_sampler import DeterministicSampling, project_levels
 
 
 @pytest.mark.parametrize("factor", [1, 2, 3, 4, 8])
@@ -47,6 +48,27 @@ def test_image_attention_equals_the_official_attention_whether_or_not_keys_are_f
     expected = attn((flat + query_pos)[:, None], src + pos, src, attn_mask=blocked)[:, 0]
     ours = image_attention(attn, flat, query_pos, src, src + pos, blocked)
     assert torch.allclose(ours, expected, rtol=0, atol=1e-5), float((ours - expected).abs().max())
+
+
+@pytest.mark.parametrize("layout", ["channel-first", "contiguous"])  # the decoder's, and any other
+def test_spatial_maps_are_the_official_projection_of_each_level(layout):
+    """project_levels as one (HW, C) x (C, C) product per image, against the official
+    `src.view(h, w, bs, c) @ mask_sptial_embed` (its 4-d batched form: 8-40x slower here)."""
+    torch.manual_seed(0)
+    sizes = [(16, 22), (32, 44)]
+    weights = [torch.randn(512, 512) / 512 ** 0.5 for _ in sizes]
+    for bs in (1, 2):
+        if layout == "channel-first":  # (HW, bs, C) with channels outermost in memory
+            features = [torch.randn(bs, 512, h * w).permute(2, 0, 1) for h, w in sizes]
+        else:
+            features = [torch.randn(h * w, bs, 512) for h, w in sizes]
+        ours = project_levels(features, sizes, weights)
+        for level, ((h, w), feats) in enumerate(zip(sizes, features)):
+            official = (feats.contiguous().view(h, w, bs, 512) @ weights[level]).permute(2, 3, 0, 1)
+            assert ours[level].shape == official.shape == (bs, 512, h, w)
+            assert torch.allclose(ours[level], official, rtol=1e-5, atol=1e-5), float((ours[level] - official).abs().max())
+            if bs == 1:  # channels-last in memory: point_sample reads (h*w, C) rows as a view
+                assert ours[level][0].permute(1, 2, 0).reshape(h * w, 512).data_ptr() == ours[level].data_ptr()
 
 
 def test_position_encodings_are_computed_once_per_canvas(tiny_model, monkeypatch):
