@@ -53,7 +53,7 @@ def test_image_attention_equals_the_official_attention_whether_or_not_keys_are_f
 @pytest.mark.parametrize("layout", ["channel-first", "contiguous"])  # the decoder's, and any other
 def test_spatial_maps_are_the_official_projection_of_each_level(layout):
     """project_levels as one (HW, C) x (C, C) product per image, against the official
-    `src.view(h, w, bs, c) @ mask_sptial_embed` (its 4-d batched form: 8-40x slower here)."""
+    `src.view(h, w, bs, c) @ mask_sptial_embed` (that 4-d batched form took 24 ms of the tiny model's frame)."""
     torch.manual_seed(0)
     sizes = [(16, 22), (32, 44)]
     weights = [torch.randn(512, 512) / 512 ** 0.5 for _ in sizes]
