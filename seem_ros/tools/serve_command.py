@@ -5,6 +5,13 @@ import argparse
 from seem_ros.tools.arguments import OVERWRITE_HELP, UsageError, canvas, model_arguments, positive
 
 
+def _batching_arguments(parser) -> None:
+    parser.add_argument("--max-batch-size", type=positive, default=8,
+                        help="frames Triton's dynamic batcher hands the image encoder at once (default %(default)s)")
+    parser.add_argument("--queue-delay-us", type=int, default=2000,
+                        help="how long a frame may wait for others to batch with, in microseconds (default %(default)s)")
+
+
 def add_serve_command(commands) -> None:
     serve = commands.add_parser(
         "serve", help="a Triton Inference Server hosting the SEEM frame model, for robots with backend triton",
@@ -22,10 +29,7 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--grpc-port", type=positive, default=8001)
     serve.add_argument("--http-port", type=positive, default=8000)
     serve.add_argument("--metrics-port", type=positive, default=8002)
-    serve.add_argument("--max-batch-size", type=positive, default=8,
-                       help="frames Triton's dynamic batcher hands the model at once (default %(default)s)")
-    serve.add_argument("--queue-delay-us", type=int, default=2000,
-                       help="how long a request may wait for others to batch with, in microseconds (default %(default)s)")
+    _batching_arguments(serve)
     serve.add_argument("--max-queue-size", type=int, default=0,
                        help="requests waiting beyond this are refused at once (default 0: no limit)")
     serve.add_argument("--stub-env", default="", help="the Python-backend stub's environment (default: "
@@ -66,10 +70,7 @@ def add_export_command(commands) -> None:
     export.add_argument("--text-slots", type=positive, default=4, help="text objects per decoder run (default %(default)s)")
     export.add_argument("--visual-slots", type=positive, default=16,
                         help="visual objects per decoder run (default %(default)s)")
-    export.add_argument("--max-batch-size", type=positive, default=8,
-                        help="frames the encoder takes at once (default %(default)s)")
-    export.add_argument("--queue-delay-us", type=int, default=2000,
-                        help="how long a frame may wait for others to batch with, in microseconds (default %(default)s)")
+    _batching_arguments(export)
     export.add_argument("--instances", type=positive, default=1, help="model instances per GPU (default %(default)s)")
     export.add_argument("--kind", choices=("gpu", "cpu"), default="gpu", help="where the instances run (default %(default)s)")
     export.add_argument("--accelerator", choices=("none", "tensorrt"), default="none",
