@@ -129,8 +129,8 @@ def _in_process_ratio(args, url: str, count: int) -> Dict:
     import torch
     from seem_ros.runtime.backends import BackendConfig, create_predictor, move_predictor
     frames = _frames()
-    ways = {"in_process": {}, "triton": {"backend": "triton", "triton_url": url},
-            "triton_shm": {"backend": "triton", "triton_url": url, "triton_shared_memory": True}}
+    remote = {"backend": "triton", "triton_url": url, "triton_timeout_ms": args.timeout_ms}
+    ways = {"in_process": {}, "triton": remote, "triton_shm": dict(remote, triton_shared_memory=True)}
     robots = {name: (create_predictor(BackendConfig(args.checkpoint, args.config, embedding_cache_dir="",
                                                     vocabulary=("object",), **extra)), _tracker())
               for name, extra in ways.items()}

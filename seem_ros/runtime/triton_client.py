@@ -23,12 +23,12 @@ from seem_ros.inference.frame_engine import Decoded
 from seem_ros.inference.frame_slots import ObjectQuery
 from seem_ros.inference.predictor import EncodedImage, SeemPredictor
 from seem_ros.model.visual_sampler import draw_prompt_points
-from seem_ros.runtime.triton_repository import (INFO_PARAMETER, SLOT_OUTPUTS, ensemble_layout, response_from_passes,
-                                                slot_passes)
-from seem_ros.runtime.triton_shared_memory import SharedMemoryIO
 from seem_ros.runtime.triton_protocol import (EMPTY, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, RESPONSE_TENSORS,
                                               ROW_SLOTS, TEXT, VISUAL, FrameRequest, FrameResponse, ServerInfo,
                                               from_arrays, mask_size, points_length, points_table, to_arrays)
+from seem_ros.runtime.triton_repository import (INFO_PARAMETER, SLOT_OUTPUTS, ensemble_layout, response_from_passes,
+                                                slot_passes)
+from seem_ros.runtime.triton_shared_memory import SharedMemoryIO
 
 LOG = logging.getLogger(__name__)
 
