@@ -70,7 +70,7 @@ def slot_passes(request: FrameRequest, slots: DecoderSlots) -> List[Dict[str, np
     text = [i for i, kind in enumerate(kinds) if kind == TEXT]
     levels_plus_mean = request.points.shape[1]
     dim = request.sentence.shape[1]
-    h4, w4 = request.memory.shape[1:] if len(request.memory) else mask_size(request)
+    h4, w4 = mask_size(request)
     passes = []
     for p in range(max(-(-len(text) // slots.text), -(-len(visual) // slots.visual), 1)):
         t_rows = text[p * slots.text:(p + 1) * slots.text]
