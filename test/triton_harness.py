@@ -97,13 +97,12 @@ class StandInServer(ServeProcess):
     def __init__(self, exported: pathlib.Path, work_dir: pathlib.Path):
         import shutil
         import sys
-        import sysconfig
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
 
         import pytriton
         from seem_ros.runtime.triton_repository import DECODER_MODEL, ENCODER_MODEL
-        from seem_ros.runtime.triton_server import stub_environment
+        from seem_ros.runtime.triton_server import interpreter_library_path, stub_environment
         super().__init__(work_dir, "", "")
         repository = work_dir / "repository"
         shutil.copytree(exported, repository)
@@ -128,8 +127,8 @@ class StandInServer(ServeProcess):
         self.http_port = free_port()
         # what seem-ros serve's launcher (runtime/triton_server.py) and pytriton set up for the server and its stub
         from pytriton.utils.distribution import get_libs_path
-        self.env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(filter(None, [
-            sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", ""), str(get_libs_path())])),
+        self.env = dict(os.environ, LD_LIBRARY_PATH=interpreter_library_path(os.pathsep.join(filter(None, [
+            os.environ.get("LD_LIBRARY_PATH", ""), str(get_libs_path())]))),
             PATH=f"{stub_environment() / 'bin'}{os.pathsep}{os.environ['PATH']}")
 
     def start(self, timeout_s: float = 180.0) -> "StandInServer":

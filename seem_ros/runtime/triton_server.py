@@ -31,6 +31,12 @@ LOG = logging.getLogger(__name__)
 STUB_NUMPY = "numpy>=1.21,<2"
 
 
+def interpreter_library_path(existing: str = "") -> str:
+    """An LD_LIBRARY_PATH with the running interpreter's library folder first, then `existing`: the
+    stub then links this interpreter's libpython3.11 (see above)."""
+    return os.pathsep.join(filter(None, [sysconfig.get_config_var("LIBDIR"), existing]))
+
+
 def stub_environment(path: str = "") -> pathlib.Path:
     """The Python environment the Triton Python-backend stub runs in: this one where its numpy is
     1.x, else a venv at `path` (default: beside this environment, <prefix>/triton-stub) with numpy
@@ -59,8 +65,7 @@ def serve(server: Callable[[Sequence[FrameRequest]], List[FrameResponse]], info:
     from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, Tensor
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
-    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
-        filter(None, [sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", "")]))
+    os.environ["LD_LIBRARY_PATH"] = interpreter_library_path(os.environ.get("LD_LIBRARY_PATH", ""))
     env = stub_environment(stub_env)
     # pytriton starts the stub in the environment this function names (it puts its bin/ first on PATH)
     triton_server_module.get_triton_python_backend_python_env = lambda: env
