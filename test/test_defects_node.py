@@ -145,20 +145,29 @@ def test_the_demo_sends_each_frame_once_and_prompts_before_the_first(tmp_path, r
     ros.create_subscription(SegmentationResult, "/seem_node/result",
                             lambda msg: stamps.append(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec), 50)
     tiny = reference_path("tiny")
-    demo = subprocess.Popen([sys.executable, "-m", "seem_ros.tools.demo", str(REPO / "demo" / "zebras_pan"), "--max-frames",
-                             "4", "--checkpoint", str(tiny / "tiny_seem.pt"), "--config", str(tiny / "tiny_config.yaml"),
-                             "--out", str(tmp_path / "out")], cwd=REPO, env=ros_environment(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        spin_until(ros, lambda: demo.poll() is not None, 600)
-        spin_until(ros, lambda: False, 1.0)  # results still on their way
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-    assert demo.returncode == 0, demo.stderr.read()[-3000:]
-    recorded = [s for s in stamps if s >= 10 ** 9]  # the size frame is stamped 1 ns
+    for attempt in range(2):
+        stamps.clear()
+        out = tmp_path / f"out{attempt}"
+        demo = subprocess.Popen([sys.executable, "-m", "seem_ros.tools.demo", str(REPO / "demo" / "zebras_pan"),
+                                 "--max-frames", "4", "--checkpoint", str(tiny / "tiny_seem.pt"), "--config",
+                                 str(tiny / "tiny_config.yaml"), "--out", str(out)], cwd=REPO, env=ros_environment(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            spin_until(ros, lambda: demo.poll() is not None, 600)
+            spin_until(ros, lambda: False, 1.0)  # results still on their way
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+        assert demo.returncode == 0, demo.stderr.read()[-3000:]
+        # The listener is a witness only if it had matched the new node's publisher before the
+        # recorded frames: it then received the size frame's result (stamped 1 ns), which the demo
+        # waits for. Under load, discovery of the node can take longer than the whole demo.
+        if 1 in stamps:
+            break
+    assert 1 in stamps, f"the listener never matched the demo's node in two runs: {stamps}"
+    recorded = [s for s in stamps if s >= 10 ** 9]
     assert len(recorded) == 4 and len(set(recorded)) == 4, f"frames segmented more than once: {recorded}"
-    lines = [json.loads(line) for line in (tmp_path / "out" / "objects.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
     assert {line["label"] for line in lines if line["frame"] == 0} == {"the zebra", "object"}
 
 
