@@ -33,6 +33,7 @@ from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphRunner, CudaGraphSlotDecoder
 from seem_ros.runtime.engine_cache import default_cache_dir, export_code_digest, write_atomically
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
+from seem_ros.runtime.host_memory import keep_frame_buffers
 from seem_ros.runtime.onnx_graphs import DecoderSlots, default_slots
 from seem_ros.runtime.tensorrt_backend import import_tensorrt, tensorrt_opener
 from seem_ros.runtime.triton_client import RemotePredictor, ServerMismatch, ServerUnavailable, TritonTransport
@@ -141,7 +142,8 @@ def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
 
 
 def create_predictor(cfg: BackendConfig) -> SeemPredictor:
-    """Loads the checkpoint and returns a predictor running on the configured backend."""
+    """Loads the checkpoint and returns a predictor running on the configured backend; this
+    process's allocator keeps a frame's buffers for the next frame from now on (host_memory)."""
     if cfg.backend not in BACKENDS:
         raise BackendError(f"unknown backend {cfg.backend!r} (one of {', '.join(BACKENDS)})")
     if cfg.precision not in PRECISIONS:
@@ -161,6 +163,7 @@ def create_predictor(cfg: BackendConfig) -> SeemPredictor:
         raise BackendError(f"device {cfg.device!r} requested but CUDA is not available")
     if min(cfg.decoder_slots) < 1:
         raise BackendError(f"decoder slots must be at least 1 each, not {cfg.decoder_slots}")
+    keep_frame_buffers()
     model = load_seem(cfg.checkpoint, cfg.model_config, device=cfg.device)
     if cfg.backend == "triton":
         return _remote_predictor(cfg, model)
