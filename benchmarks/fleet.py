@@ -50,11 +50,12 @@ def _tracker():
 def _robot(cfg_kwargs: dict, frames_per_s: float, ready, go, stop_at, outcomes) -> None:
     """One robot: its own predictor and tracker; (start, end, outcome) per frame into outcomes."""
     import torch
-    from seem_ros.runtime.backends import BackendConfig, create_predictor
+    from seem_ros.runtime.backends import BackendConfig, apply_cpu_threads, create_predictor
     from seem_ros.runtime.triton_client import ServerUnavailable
-    torch.set_num_threads(1)
     frames = _frames()
-    predictor = create_predictor(BackendConfig(**cfg_kwargs))
+    cfg = BackendConfig(**cfg_kwargs)
+    apply_cpu_threads(cfg)  # as the node does: backend triton, one torch thread
+    predictor = create_predictor(cfg)
     tracker = _tracker()
     ready.set()
     go.wait()
@@ -127,22 +128,25 @@ def _in_process_ratio(args, url: str, count: int) -> Dict:
     """Per-frame medians of one robot's frames in process, through the server, and through it with
     shared memory: each frame taken by the three in turn, so that they meet the same load."""
     import torch
-    from seem_ros.runtime.backends import BackendConfig, create_predictor, move_predictor
+    from seem_ros.runtime.backends import BackendConfig, apply_cpu_threads, create_predictor, move_predictor
     frames = _frames()
     remote = {"backend": "triton", "triton_url": url, "triton_timeout_ms": args.timeout_ms}
     ways = {"in_process": {}, "triton": remote, "triton_shm": dict(remote, triton_shared_memory=True)}
-    robots = {name: (create_predictor(BackendConfig(args.checkpoint, args.config, embedding_cache_dir="",
-                                                    vocabulary=("object",), **extra)), _tracker())
-              for name, extra in ways.items()}
+    cores, robots = torch.get_num_threads(), {}
+    for name, extra in ways.items():
+        cfg = BackendConfig(args.checkpoint, args.config, embedding_cache_dir="", vocabulary=("object",), **extra)
+        torch.set_num_threads(cores)  # each robot from torch's default, as in a process of its own
+        robots[name] = (create_predictor(cfg), _tracker(), apply_cpu_threads(cfg))
     per_frame: Dict[str, List[float]] = {name: [] for name in ways}
     for i in range(count + 2):  # the first two (the canvas, the text embedding) not counted
-        for name, (predictor, tracker) in robots.items():
+        for name, (predictor, tracker, threads) in robots.items():
+            torch.set_num_threads(threads)  # as each robot's own process would have them
             start = time.perf_counter()
             with torch.inference_mode():
                 predictor.set_image(frames[i % len(frames)])
                 tracker.step(predictor)
             per_frame[name].append(time.perf_counter() - start)
-    for predictor, _ in robots.values():
+    for predictor, _, _ in robots.values():
         move_predictor(predictor, "cpu")  # the server lets go of the shared memory
     times = {name: statistics.median(values[2:]) * 1000 for name, values in per_frame.items()}
     return {"in_process_ms": round(times["in_process"], 1), "triton_ms": round(times["triton"], 1),

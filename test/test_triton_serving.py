@@ -10,7 +10,7 @@ from triton_harness import ServerProcess, assert_tracks_alike, require_triton
 
 from seem_ros.inference.visual_prompt import VisualPrompt
 from seem_ros.runtime import triton_client
-from seem_ros.runtime.backends import BackendError, create_predictor, describe_backend, server_info
+from seem_ros.runtime.backends import BackendError, apply_cpu_threads, create_predictor, describe_backend, server_info
 from seem_ros.runtime.triton_client import ServerMismatch, TritonTransport
 
 
@@ -113,3 +113,18 @@ def test_a_client_of_another_protocol_version_is_refused_at_configure(server, mo
 def test_seem_ros_track_through_the_server_writes_what_it_writes_in_process(server, tmp_path):
     """The README's `seem-ros track ... --triton-url`, against the same command in process."""
     assert_tracks_alike(tmp_path, ("--triton-url", server.url))
+
+
+def test_a_robot_process_with_backend_triton_runs_torch_on_one_thread():
+    """The server does the model's work: more threads in the robot's process would spin while it
+    waits for each frame. cpu_threads overrides; 0 leaves the other backends at torch's default."""
+    default = torch.get_num_threads()
+    try:
+        assert apply_cpu_threads(tiny_backend_config(backend="triton")) == 1
+        assert apply_cpu_threads(tiny_backend_config(backend="triton", cpu_threads=2)) == 2
+        torch.set_num_threads(default)
+        assert apply_cpu_threads(tiny_backend_config()) == default
+        with pytest.raises(BackendError, match="cpu threads must be 0"):
+            apply_cpu_threads(tiny_backend_config(cpu_threads=-1))
+    finally:
+        torch.set_num_threads(default)

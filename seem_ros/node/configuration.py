@@ -27,7 +27,7 @@ def backend_config(p: Value) -> BackendConfig:
         decoder_slots=(int(p("decoder_text_slots")), int(p("decoder_visual_slots"))),
         embedding_cache_dir=os.path.expanduser(p("embedding_cache_dir")), triton_url=p("triton_url"),
         triton_model=p("triton_model"), triton_timeout_ms=int(p("triton_timeout_ms")),
-        triton_shared_memory=bool(p("triton_shared_memory")))
+        triton_shared_memory=bool(p("triton_shared_memory")), cpu_threads=int(p("cpu_threads")))
 
 
 def object_tracker(p: Value) -> ObjectTracker:

@@ -36,7 +36,7 @@ from seem_ros.ros_in.image_conversion import ImageLimits
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.point_transforms import PointTransforms
 from seem_ros.ros_out.publishers import FramePublishers
-from seem_ros.runtime.backends import backend_unavailable, create_predictor, describe_backend
+from seem_ros.runtime.backends import apply_cpu_threads, backend_unavailable, create_predictor, describe_backend
 from seem_ros.throttled_log import ThrottledLog
 
 EXECUTOR_THREADS = 8
@@ -108,6 +108,7 @@ class SeemNode(LifecycleNode):
                                f"{p('device')}, {p('precision')})")
         cfg = backend_config(p)
         try:
+            apply_cpu_threads(cfg)
             predictor = create_predictor(cfg)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node alive and unconfigured
             self.get_logger().error(f"cannot load the SEEM model: {exc}")

@@ -34,6 +34,8 @@ PARAMETERS = {
     "triton_timeout_ms": (2000, "backend triton: a frame's request taking longer fails (counted); the next goes on"),
     "triton_shared_memory": (False, "backend triton, server on this host: requests and results through system shared "
                                     "memory instead of the gRPC stream"),
+    "cpu_threads": (0, "torch's threads in the node's process: 0 = torch's default (one per core), but 1 with "
+                       "backend triton (the server does the model's work; more threads would spin while waiting)"),
     "embedding_cache_dir": ("~/.cache/seem_ros", "where vocabulary embeddings are cached; empty = no cache"),
     "image_topic": ("image", "camera image topic"),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (<image_topic>/compressed)"),
@@ -73,7 +75,7 @@ RANGES = {  # name: (least, most), both allowed
     "input_short_side": (32, 4096), "decoder_text_slots": (1, 64), "decoder_visual_slots": (1, 256),
     "max_objects": (1, 65535), "prompt_queue_size": (1, 1_000_000), "track_lost_after": (1, 1_000_000),
     "track_remove_after": (0, 1_000_000_000), "ground_every": (1, 1_000_000), "track_reidentify_every": (0, 1_000_000),
-    "image_qos_depth": (1, 10_000), "triton_timeout_ms": (1, 3_600_000), "max_image_pixels": (1, 2 ** 40), "max_image_aspect_ratio": (1.0, 1e6),
+    "image_qos_depth": (1, 10_000), "triton_timeout_ms": (1, 3_600_000), "cpu_threads": (0, 4096), "max_image_pixels": (1, 2 ** 40), "max_image_aspect_ratio": (1.0, 1e6),
     "stats_period": (0.01, 86400.0),
     # scores and probabilities: a NaN here would make every object lost or unpublished
     "score_threshold": (0.0, 1.0), "track_min_score": (0.0, 1.0), "track_reidentify_score": (0.0, 1.0),

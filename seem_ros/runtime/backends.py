@@ -68,6 +68,7 @@ class BackendConfig:
     triton_model: str = "seem_frame"
     triton_timeout_ms: int = 2000  # one frame's request; a request over it fails (counted), the next goes on
     triton_shared_memory: bool = False  # a server on this host: requests and results through system shared memory
+    cpu_threads: int = 0  # torch's threads in a process of one predictor (apply_cpu_threads)
     # class embeddings take ~45 s for the COCO vocabulary on a 2-core CPU: kept here between runs
     embedding_cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "seem_ros")
 
@@ -139,6 +140,21 @@ def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
     except ImportError as exc:
         raise BackendError(str(exc)) from exc
     return graphs
+
+
+def apply_cpu_threads(cfg: BackendConfig) -> int:
+    """For a process that runs one predictor (the node, a command): torch's intra-op threads set to
+    cfg.cpu_threads, or with 0 left at torch's default (one per core), except with backend triton:
+    1. The model's work is then the server's; the robot's own (post-processing) gains little from
+    more threads, and idle OpenMP threads spin while the robot waits for each frame (~18 ms of a core
+    per frame on a 2-core CPU), taken from the robot's other software or a server on its host.
+    -> the threads now."""
+    if cfg.cpu_threads < 0:
+        raise BackendError(f"cpu threads must be 0 (torch's default) or more, not {cfg.cpu_threads}")
+    threads = cfg.cpu_threads or (1 if cfg.backend == "triton" else 0)
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def create_predictor(cfg: BackendConfig) -> SeemPredictor:

@@ -229,7 +229,7 @@ def track(args: argparse.Namespace) -> int:
     import json
     from tqdm import tqdm
     from seem_ros.inference.coco_classes import COCO_PANOPTIC_CLASSES
-    from seem_ros.runtime.backends import BackendConfig, create_predictor, inference_context
+    from seem_ros.runtime.backends import BackendConfig, apply_cpu_threads, create_predictor, inference_context
     from seem_ros.tools.recording import OutputFolderRefused, RecordingWriter, claim_output_folder
     from seem_ros.tools.sources import FrameSource
     visual, vocabulary = _prompts(args, "track")
@@ -248,6 +248,7 @@ def track(args: argparse.Namespace) -> int:
                   triton_shared_memory=args.triton_shared_memory) if args.triton_url else {}
     cfg = BackendConfig(args.checkpoint, args.config, device=args.device, embedding_cache_dir="",
                         vocabulary=("object",), canvas=args.canvas, **remote)
+    apply_cpu_threads(cfg)
     predictor = create_predictor(cfg)
     tracker = _prompted_tracker(args.text, visual,
                                 (vocabulary or tuple(COCO_PANOPTIC_CLASSES)) if args.everything else ())
