@@ -35,6 +35,7 @@ from seem_ros.model.visual_sampler import DeterministicSampling
 from seem_ros.runtime.backends import BackendConfig, bf16_unsupported, inference_context
 from seem_ros.runtime.cuda_graphs import CudaGraphEncoder, CudaGraphSlotDecoder
 from seem_ros.runtime.exported import ExportedGraphs, ort_opener
+from seem_ros.runtime.host_memory import keep_frame_buffers
 from seem_ros.runtime.onnx_graphs import default_slots
 from seem_ros.tracking.tracker import ObjectTracker
 from seem_ros.weights import config_for
@@ -82,6 +83,7 @@ def main():
     repeats = args.repeats
     once = 1 if args.quick else repeats  # the slow cases in --quick: the before path and the image encoders
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    keep_frame_buffers()  # as create_predictor sets it for the node
     torch.manual_seed(0)
     model = SEEM(config_for(args.variant)).eval().to(args.device)
     encode = torch.compile(model.encode_image, dynamic=False) if args.compile else None  # compiled at its first frame
