@@ -132,10 +132,9 @@ def _in_process_ratio(args, url: str, count: int) -> Dict:
     frames = _frames()
     remote = {"backend": "triton", "triton_url": url, "triton_timeout_ms": args.timeout_ms}
     ways = {"in_process": {}, "triton": remote, "triton_shm": dict(remote, triton_shared_memory=True)}
-    cores, robots = torch.get_num_threads(), {}
+    robots = {}
     for name, extra in ways.items():
         cfg = BackendConfig(args.checkpoint, args.config, embedding_cache_dir="", vocabulary=("object",), **extra)
-        torch.set_num_threads(cores)  # each robot from torch's default, as in a process of its own
         robots[name] = (create_predictor(cfg), _tracker(), apply_cpu_threads(cfg))
     per_frame: Dict[str, List[float]] = {name: [] for name in ways}
     for i in range(count + 2):  # the first two (the canvas, the text embedding) not counted

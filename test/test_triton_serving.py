@@ -117,12 +117,13 @@ def test_seem_ros_track_through_the_server_writes_what_it_writes_in_process(serv
 
 def test_a_robot_process_with_backend_triton_runs_torch_on_one_thread():
     """The server does the model's work: more threads in the robot's process would spin while it
-    waits for each frame. cpu_threads overrides; 0 leaves the other backends at torch's default."""
+    waits for each frame. cpu_threads overrides; a process configured again with another backend
+    gets torch's default back."""
     default = torch.get_num_threads()
     try:
         assert apply_cpu_threads(tiny_backend_config(backend="triton")) == 1
         assert apply_cpu_threads(tiny_backend_config(backend="triton", cpu_threads=2)) == 2
-        torch.set_num_threads(default)
+        assert apply_cpu_threads(tiny_backend_config(backend="triton")) == 1
         assert apply_cpu_threads(tiny_backend_config()) == default
         with pytest.raises(BackendError, match="cpu threads must be 0"):
             apply_cpu_threads(tiny_backend_config(cpu_threads=-1))

@@ -50,6 +50,9 @@ class BackendError(RuntimeError):
     pass
 
 
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # this process's, before anything here sets them
+
+
 @dataclass
 class BackendConfig:
     checkpoint: str
@@ -144,16 +147,15 @@ def _exported_graphs(cfg: BackendConfig, model: SEEM) -> RuntimeGraphs:
 
 def apply_cpu_threads(cfg: BackendConfig) -> int:
     """For a process that runs one predictor (the node, a command): torch's intra-op threads set to
-    cfg.cpu_threads, or with 0 left at torch's default (one per core), except with backend triton:
-    1. The model's work is then the server's; the robot's own (post-processing) gains little from
-    more threads, and idle OpenMP threads spin while the robot waits for each frame (~18 ms of a core
-    per frame on a 2-core CPU), taken from the robot's other software or a server on its host.
-    -> the threads now."""
+    cfg.cpu_threads, or with 0 to torch's default for this process (one per core, or OMP_NUM_THREADS),
+    except with backend triton: 1. The model's work is then the server's; the robot's own
+    (post-processing) gains little from more threads, and idle OpenMP threads spin while the robot
+    waits for each frame (~18 ms of a core per frame on a 2-core CPU), taken from the robot's other
+    software or a server on its host. Set at every call: a node configured again with another
+    backend gets the threads of that one. -> the threads now."""
     if cfg.cpu_threads < 0:
         raise BackendError(f"cpu threads must be 0 (torch's default) or more, not {cfg.cpu_threads}")
-    threads = cfg.cpu_threads or (1 if cfg.backend == "triton" else 0)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.cpu_threads or (1 if cfg.backend == "triton" else TORCH_DEFAULT_THREADS))
     return torch.get_num_threads()
 
 
