@@ -1,6 +1,9 @@
 """backend triton against a real frame server (seem-ros serve: Triton Inference Server in its own
 process) on the tiny checkpoint: the same masks as the in-process backend, every kind of object;
 the server's identity checked; a stopped server exits cleanly."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -118,14 +121,16 @@ def test_seem_ros_track_through_the_server_writes_what_it_writes_in_process(serv
 def test_a_robot_process_with_backend_triton_runs_torch_on_one_thread():
     """The server does the model's work: more threads in the robot's process would spin while it
     waits for each frame. cpu_threads overrides; a process configured again with another backend
-    gets torch's default back."""
-    default = torch.get_num_threads()
+    gets torch's default back (what torch takes in a fresh process, whatever the tests set since)."""
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    before = torch.get_num_threads()
     try:
         assert apply_cpu_threads(tiny_backend_config(backend="triton")) == 1
         assert apply_cpu_threads(tiny_backend_config(backend="triton", cpu_threads=2)) == 2
         assert apply_cpu_threads(tiny_backend_config(backend="triton")) == 1
-        assert apply_cpu_threads(tiny_backend_config()) == default
+        assert apply_cpu_threads(tiny_backend_config()) == int(fresh.stdout)
         with pytest.raises(BackendError, match="cpu threads must be 0"):
             apply_cpu_threads(tiny_backend_config(cpu_threads=-1))
     finally:
-        torch.set_num_threads(default)
+        torch.set_num_threads(before)
