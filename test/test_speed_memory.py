@@ -2,6 +2,7 @@
 buffer over 32 MB is mapped afresh and faulted in page by page each frame (282,000 page faults a
 frame at Focal-T size). Counted in fresh processes: page faults are exact, times are not."""
 import json
+import platform
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from conftest import REPO, reference_path
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator: not this C library")
 
 # ten 'frames' each allocating, touching and freeing a 64 MB buffer: 10 x 16,384 pages
 FRAMES = """
