@@ -135,11 +135,11 @@ def _in_process_ratio(args, url: str, count: int) -> Dict:
     robots = {}
     for name, extra in ways.items():
         cfg = BackendConfig(args.checkpoint, args.config, embedding_cache_dir="", vocabulary=("object",), **extra)
-        robots[name] = (create_predictor(cfg), _tracker(), apply_cpu_threads(cfg))
+        robots[name] = (create_predictor(cfg), _tracker(), cfg)
     per_frame: Dict[str, List[float]] = {name: [] for name in ways}
     for i in range(count + 2):  # the first two (the canvas, the text embedding) not counted
-        for name, (predictor, tracker, threads) in robots.items():
-            torch.set_num_threads(threads)  # as each robot's own process would have them
+        for name, (predictor, tracker, cfg) in robots.items():
+            apply_cpu_threads(cfg)  # the threads each robot's own process would have
             start = time.perf_counter()
             with torch.inference_mode():
                 predictor.set_image(frames[i % len(frames)])
