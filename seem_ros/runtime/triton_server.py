@@ -16,18 +16,17 @@ Two things the wheel needs that a user's shell should not have to know:
 import logging
 import os
 import pathlib
-import queue
 import subprocess
 import sys
 import sysconfig
-from concurrent.futures import Future
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
 from seem_ros.runtime.triton_protocol import (FRAME_MODEL, INFO_MODEL, OPTIONAL, PROTOCOL_VERSION, REQUEST_TENSORS,
                                               RESPONSE_TENSORS, FrameRequest, FrameResponse, ServerInfo, from_arrays,
                                               to_arrays)
+from seem_ros.runtime.torch_thread import TorchThread
 
 LOG = logging.getLogger(__name__)
 STUB_NUMPY = "numpy>=1.21,<2"
@@ -72,12 +71,10 @@ def serve(server: Callable[[Sequence[FrameRequest]], List[FrameResponse]], info:
     # pytriton starts the stub in the environment this function names (it puts its bin/ first on PATH)
     triton_server_module.get_triton_python_backend_python_env = lambda: env
 
-    jobs: "queue.Queue[Tuple[list, Future]]" = queue.Queue()
+    model_thread = TorchThread()
 
-    def infer(requests):  # in pytriton's handler thread: the main thread runs the model (see serve_on_main_thread)
-        done: Future = Future()
-        jobs.put((requests, done))
-        return done.result()
+    def infer(requests):  # in pytriton's handler thread: the main thread runs the model (torch_thread)
+        return model_thread.call(run_frames, requests)
 
     def run_frames(requests):
         frames = [from_arrays(FrameRequest, {name: array[0] for name, array in request.items()}) for request in requests]
@@ -108,28 +105,7 @@ def serve(server: Callable[[Sequence[FrameRequest]], List[FrameResponse]], info:
         triton.run()
         if ready is not None:
             ready()
-        serve_on_main_thread(jobs, run_frames, triton.is_alive)
-
-
-def serve_on_main_thread(jobs: "queue.Queue[Tuple[list, Future]]", run: Callable[[list], list],
-                         alive: Callable[[], bool], check_every_s: float = 1.0) -> None:
-    """Runs each job's requests on this thread, the main one, until the server is no longer alive
-    or SIGINT. The model is faster here than on pytriton's handler thread: the tiny frame 105-108 ms
-    against 124-127 (2-core AMD EPYC; a profile shows torch's OpenMP threads sleeping and being woken
-    between parallel regions on the handler thread, spinning on this one)."""
-    try:
-        while True:
-            try:
-                requests, done = jobs.get(timeout=check_every_s)
-            except queue.Empty:
-                if not alive():
-                    return
-                continue
-            try:
-                done.set_result(run(requests))
-            except BaseException as exc:  # returned to pytriton, which answers the requests with it
-                done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-    except KeyboardInterrupt:
-        LOG.info("SIGINT received: stopping")
+        try:  # the model runs on this thread, the main one, where it loaded (torch_thread)
+            model_thread.run(alive=triton.is_alive)
+        except KeyboardInterrupt:
+            LOG.info("SIGINT received: stopping")
