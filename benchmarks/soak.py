@@ -183,6 +183,15 @@ class Soak:
                               for kv in status.values if kv.key.endswith(" total")}
         return latest
 
+    def drain(self, at_least_s: float = 4.0, at_most_s: float = 60.0) -> dict:
+        """The node's final counts: once it has reported an outcome for every frame it received (a
+        large model's last frames run seconds after the camera stopped), or after at_most_s."""
+        end = time.monotonic() + at_most_s
+        self.spin(at_least_s)
+        while time.monotonic() < end and frame_outcomes(self.totals()) != self.totals().get("frames_received", 0):
+            self.spin(0.5)
+        return self.totals()
+
     # -- camera
     def start_camera(self) -> None:
         self.camera_incarnation += 1
@@ -240,6 +249,10 @@ class Soak:
         self.pending_calls = []
 
 
+def frame_outcomes(totals: dict) -> int:
+    return sum(totals.get(f"frames_{k}", 0) for k in ("processed", "replaced", "refused", "failed", "abandoned"))
+
+
 def percentile(values, q):
     import numpy as np
     return float(np.percentile(values, q)) if values else 0.0
@@ -280,9 +293,8 @@ def run(args) -> dict:
         # the SIGINT stream below is not part of the accounting
         frames_sent, frames_maybe_sent = soak.cameras_sent, soak.cameras_maybe_sent
         soak.settle_calls()
-        soak.spin(4.0)  # the node drains its mailbox and reports the final counts
+        totals = soak.drain()
         figures["rss_end_mb"] = soak.rss_mb()
-        totals = soak.totals()
         soak.start_camera()
         soak.spin(3.0)
         node.send_signal(signal.SIGINT)
@@ -299,7 +311,7 @@ def run(args) -> dict:
         if soak.camera_proc is not None:
             soak.kill_camera()
     lost = max(totals.get("frames_missed", 0), totals.get("frames_lost_in_transport", 0))
-    outcomes = sum(totals.get(f"frames_{k}", 0) for k in ("processed", "replaced", "refused", "failed", "abandoned"))
+    outcomes = frame_outcomes(totals)
     received = totals.get("frames_received", 0)
     figures.update({
         "frames_sent": frames_sent, "frames_maybe_sent": frames_maybe_sent, "frames_received": received,
