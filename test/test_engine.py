@@ -228,6 +228,7 @@ def test_the_frame_worker_locks_the_canvas_on_the_first_frame(tiny_model):
     from ros_harness import PublishedFrames, camera_frame
     from seem_ros.node.frame_worker import FrameCounts, FrameWorker
     from seem_ros.node.shared_model import SharedModel
+    from seem_ros.runtime.torch_thread import TorchThread
     from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
     from seem_ros.runtime.backends import BackendConfig
     from seem_ros.throttled_log import ThrottledLog
@@ -235,7 +236,8 @@ def test_the_frame_worker_locks_the_canvas_on_the_first_frame(tiny_model):
     mailbox, padded = LatestFrame(), []
     logger = SimpleNamespace(info=lambda text: None, warning=print, error=print, debug=print)
     published = PublishedFrames(on_publish=lambda: padded.append(predictor.features.padded_hw))
-    worker = FrameWorker(mailbox, SharedModel(predictor, BackendConfig("")), ObjectTracker(), published,
+    model = SharedModel(predictor, BackendConfig(""), TorchThread().start("test_torch"))
+    worker = FrameWorker(mailbox, model, ObjectTracker(), published,
                          ImageSize(), FrameCounts(), ThrottledLog(logger), lock_canvas=True)
     worker.start()
     try:

@@ -22,6 +22,7 @@ from seem_ros.node.shared_model import SharedModel
 from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.prompt_messages import ParsedPrompt
 from seem_ros.runtime.backends import BackendConfig, inference_context, move_predictor
+from seem_ros.runtime.torch_thread import TorchThread
 from seem_ros.throttled_log import ThrottledLog
 from seem_ros.tracking.tracker import ObjectTracker
 
@@ -134,7 +135,8 @@ def test_frame_worker_survives_cuda_out_of_memory(tiny_model):
     tracker.add("zebra", text="the zebra")
     mailbox, counts = LatestFrame(), FrameCounts()
     published = PublishedFrames()
-    worker = FrameWorker(mailbox, SharedModel(predictor, BackendConfig("", device="cuda")), tracker, published,
+    model = SharedModel(predictor, BackendConfig("", device="cuda"), TorchThread().start("test_torch"))
+    worker = FrameWorker(mailbox, model, tracker, published,
                          ImageSize(), counts, ThrottledLog(SimpleNamespace(warning=print, error=print, debug=print)))
     worker.start()
     try:

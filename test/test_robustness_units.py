@@ -29,6 +29,7 @@ from seem_ros.ros_out.diagnostics import NodeCounts, assess
 from seem_ros.ros_out.encoding import LabelSlots
 from seem_ros.runtime import backends
 from seem_ros.runtime.backends import BackendConfig
+from seem_ros.runtime.torch_thread import TorchThread
 from seem_ros.throttled_log import ThrottledLog, message_kind
 from seem_ros.tracking.tracker import ObjectTracker
 from geometry_msgs.msg import Point
@@ -222,7 +223,8 @@ class SlowPredictor:
 def test_the_frame_worker_stops_within_a_stage_and_counts_the_frame_abandoned():
     mailbox, counts = LatestFrame(), FrameCounts()
     published = PublishedFrames()
-    worker = FrameWorker(mailbox, SharedModel(SlowPredictor(), BackendConfig("")), ObjectTracker(), published,
+    model = SharedModel(SlowPredictor(), BackendConfig(""), TorchThread().start("test_torch"))
+    worker = FrameWorker(mailbox, model, ObjectTracker(), published,
                          ImageSize(), counts, ThrottledLog(RecordingLogger()))
     worker.start()
     mailbox.put(camera_frame(np.zeros((4, 4, 3), np.uint8)))

@@ -111,21 +111,23 @@ class FrameWorker:
             return
         self.image_size.set(rgb.shape[:2])
         start = time.perf_counter()
-        with self.model.use() as predictor:
-            if not self._loop.running:
-                self.counts.add("abandoned")
-                return
-            predictor.set_image(rgb)
-            if self.lock_canvas and predictor.canvas is None:
-                height, width = predictor.lock_canvas()
-                self.log.logger.info(f"input canvas {width}x{height}: later frames are resized and padded to it")
-            if not self._loop.running:
-                self.counts.add("abandoned")
-                return
-            objects = self.tracker.step(predictor)
+        objects = self.model.run(self._track, rgb)
         elapsed = time.perf_counter() - start
-        if not self._loop.running:
+        if objects is None or not self._loop.running:
             self.counts.add("abandoned")
             return
         self.publishers.publish(msg.header, rgb, objects, elapsed, list(self.tracker.labels()))
         self.counts.processed(elapsed)
+
+    def _track(self, predictor, rgb):
+        """On the torch thread: the frame through the model and the tracker; None when the worker
+        was stopped meanwhile (checked between the stages)."""
+        if not self._loop.running:
+            return None
+        predictor.set_image(rgb)
+        if self.lock_canvas and predictor.canvas is None:
+            height, width = predictor.lock_canvas()
+            self.log.logger.info(f"input canvas {width}x{height}: later frames are resized and padded to it")
+        if not self._loop.running:
+            return None
+        return self.tracker.step(predictor)

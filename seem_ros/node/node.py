@@ -37,6 +37,7 @@ from seem_ros.ros_in.latest_frame import ImageSize, LatestFrame
 from seem_ros.ros_in.point_transforms import PointTransforms
 from seem_ros.ros_out.publishers import FramePublishers
 from seem_ros.runtime.backends import apply_cpu_threads, backend_unavailable, create_predictor, describe_backend
+from seem_ros.runtime.torch_thread import TorchThread
 from seem_ros.throttled_log import ThrottledLog
 
 EXECUTOR_THREADS = 8
@@ -83,6 +84,8 @@ class SeemNode(LifecycleNode):
                                                self.prompt_queue, self.log)
         self.point_transforms: Optional[PointTransforms] = None
         self.stop_timeout_s = 10.0  # how long deactivate, cleanup and error processing wait for the threads
+        # all of the node's torch work, from loading the model on (runtime.torch_thread)
+        self.torch_thread = TorchThread().start("seem_torch")
         self._reset_configured()
         self._reset_active()
 
@@ -108,13 +111,12 @@ class SeemNode(LifecycleNode):
                                f"{p('device')}, {p('precision')})")
         cfg = backend_config(p)
         try:
-            apply_cpu_threads(cfg)
-            predictor = create_predictor(cfg)
+            predictor = self.torch_thread.call(_load_predictor, cfg)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node alive and unconfigured
             self.get_logger().error(f"cannot load the SEEM model: {exc}")
             self.get_logger().debug(traceback.format_exc())
             return FAILURE
-        self.model, self.tracker, self.image_limits = SharedModel(predictor, cfg), object_tracker(p), image_limits(p)
+        self.model, self.tracker, self.image_limits = SharedModel(predictor, cfg, self.torch_thread), object_tracker(p), image_limits(p)
         self.model.place(active=False)  # on the GPU only while active
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self.model.encode_reference,
@@ -242,6 +244,15 @@ class SeemNode(LifecycleNode):
 
     def _param(self, name: str):
         return self.get_parameter(name).value
+
+    def destroy_node(self) -> None:
+        self.torch_thread.stop()
+        super().destroy_node()
+
+
+def _load_predictor(cfg):
+    apply_cpu_threads(cfg)
+    return create_predictor(cfg)
 
 
 def run(stop: threading.Event, args=None) -> None:

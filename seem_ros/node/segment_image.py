@@ -43,8 +43,7 @@ class SegmentImageService:
             prompt = request.prompt
             parsed = parse_prompt(prompt, rgb.shape[:2], self.image_limits) if _has_prompt(prompt) else None
             start = time.perf_counter()
-            with self.model.use() as predictor, _one_shot_path(predictor):
-                objects = segment_once(predictor, rgb, parsed)
+            objects = self.model.run(_segment_on_demand, rgb, parsed)
             response.result = result_message(request.image.header, rgb.shape[0], rgb.shape[1], objects,
                                              time.perf_counter() - start, self.rle)
             response.success, response.message = True, f"{len(objects)} objects"
@@ -58,6 +57,11 @@ class SegmentImageService:
         finally:
             self.calls -= 1
         return response
+
+
+def _segment_on_demand(predictor: SeemPredictor, rgb, parsed):
+    with _one_shot_path(predictor):
+        return segment_once(predictor, rgb, parsed)
 
 
 @contextlib.contextmanager
