@@ -116,7 +116,8 @@ class SeemNode(LifecycleNode):
             self.get_logger().error(f"cannot load the SEEM model: {exc}")
             self.get_logger().debug(traceback.format_exc())
             return FAILURE
-        self.model, self.tracker, self.image_limits = SharedModel(predictor, cfg, self.torch_thread), object_tracker(p), image_limits(p)
+        self.model = SharedModel(predictor, cfg, self.torch_thread)
+        self.tracker, self.image_limits = object_tracker(p), image_limits(p)
         self.model.place(active=False)  # on the GPU only while active
         self.prompt_queue.capacity = int(p("prompt_queue_size"))
         self.applier = PromptApplier(self.prompt_queue, self.tracker, self.image_size, self.model.encode_reference,
