@@ -188,9 +188,11 @@ class Soak:
         large model's last frames run seconds after the camera stopped), or after at_most_s."""
         end = time.monotonic() + at_most_s
         self.spin(at_least_s)
-        while time.monotonic() < end and frame_outcomes(self.totals()) != self.totals().get("frames_received", 0):
+        totals = self.totals()
+        while time.monotonic() < end and frame_outcomes(totals) != totals.get("frames_received", 0):
             self.spin(0.5)
-        return self.totals()
+            totals = self.totals()
+        return totals
 
     # -- camera
     def start_camera(self) -> None:

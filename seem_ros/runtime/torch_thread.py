@@ -6,7 +6,8 @@ the frame loop) makes a second team; libgomp then manages more threads than ther
 stops its idle workers from spinning between parallel regions, so that every operator pays for
 putting them to sleep and waking them. Measured on a 2-core AMD EPYC, tiny checkpoint, one tracked
 object: 121 ms a frame on a thread other than the one that loaded the model, 101 ms with both on
-one thread; Focal-T ~5 %. `seem-ros serve` runs its jobs on its main thread, seem_node on a thread
+one thread; Focal-T ~5 % in a process doing nothing else, within run-to-run noise in seem_node's
+soak. `seem-ros serve` runs its jobs on its main thread, seem_node on a thread
 of its own.
 """
 import queue
